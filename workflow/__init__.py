@@ -1,0 +1,1 @@
+"""The heart of subreq: lifecycle, catalog, persistence and one handler per command."""
