@@ -1,0 +1,1 @@
+"""Alembic migrations of subreq's schema (run with ``subreq db upgrade``)."""

@@ -1,0 +1,104 @@
+"""Engine set-up and transactions, with the SQLite recipe that makes it behave like a server.
+
+SQLite gets WAL and ``BEGIN IMMEDIATE`` so that a transaction takes the write
+lock at its start: two processes then serialise instead of failing at commit,
+which is what the per-account row lock gives on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, create_engine, event
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import DBAPIError
+
+from workflow.errors import ConfigurationError, TransientError
+
+# SQLSTATEs for which a retry of the whole transaction is the cure.
+RETRYABLE_SQLSTATES = frozenset(
+    {
+        "40001",
+        "40P01",
+        "55P03",
+        "57P01",
+        "57P02",
+        "57P03",
+        "08000",
+        "08001",
+        "08003",
+        "08004",
+        "08006",
+    }
+)
+
+
+def _sqlite_engine(url: URL, **kwargs: Any) -> Engine:
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # let SQLAlchemy emit BEGIN itself
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=NORMAL",
+            "PRAGMA foreign_keys=ON",
+            "PRAGMA busy_timeout=30000",
+        ):
+            cursor.execute(pragma)
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class Database:
+    """One engine per process; every unit of work runs in :meth:`transaction`."""
+
+    def __init__(self, url: str | URL, *, pool_size: int = 5) -> None:
+        try:
+            self.url = make_url(url)
+        except Exception as exc:  # sqlalchemy raises ArgumentError with its own wording
+            raise ConfigurationError(f"SUBREQ_DATABASE_URL is not a database URL: {exc}") from None
+        backend = self.url.get_backend_name()
+        if backend == "sqlite":
+            self.engine = _sqlite_engine(self.url)
+        elif backend == "postgresql":
+            self.engine = create_engine(
+                self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            )
+        else:
+            raise ConfigurationError(
+                f"SUBREQ_DATABASE_URL: unsupported database {backend!r} (use sqlite or postgresql)"
+            )
+        self.is_postgres = backend == "postgresql"
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """Commit on success, roll back on error; database hiccups become TransientError."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except DBAPIError as exc:
+            if is_transient(exc):
+                raise TransientError(f"database unavailable: {exc.orig}") from exc
+            raise
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def is_transient(exc: DBAPIError) -> bool:
+    if exc.connection_invalidated:
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate in RETRYABLE_SQLSTATES:
+        return True
+    message = str(exc.orig).lower()
+    return "database is locked" in message or ("connection" in message and "closed" in message)

@@ -1,0 +1,49 @@
+"""The workflow's error hierarchy; library errors are translated at its boundary."""
+
+from __future__ import annotations
+
+from policies.decision import Decision, ErrorCode
+
+
+class SubreqError(Exception):
+    """Root of every error subreq raises on purpose."""
+
+
+class Refused(SubreqError):
+    """Raised when a rule refuses a command: a normal answer, recorded in the audit log."""
+
+    def __init__(
+        self,
+        decision: Decision,
+        *,
+        account_id: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(decision.message)
+        self.decision = decision
+        self.account_id = account_id
+        self.request_id = request_id
+
+    @classmethod
+    def because(
+        cls,
+        code: ErrorCode,
+        reason: str,
+        *,
+        rule: str | None = None,
+        field: str | None = None,
+        account_id: str | None = None,
+        request_id: str | None = None,
+    ) -> Refused:
+        return cls(
+            Decision.deny(rule, code, reason, field), account_id=account_id, request_id=request_id
+        )
+
+
+class TransientError(SubreqError):
+    """Raised when the database failed for a reason that a retry may cure (lost
+    connection, deadlock, serialisation failure): the command must be retried, not refused."""
+
+
+class ConfigurationError(SubreqError):
+    """Raised when a setting or the catalog is unusable; the message names what to fix."""

@@ -1,0 +1,77 @@
+"""request.decide: approve (applying the change, R12) or reject (with a reason, R19)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from policies.facts import Change
+from workflow.errors import Refused
+from workflow.handlers.lookups import request_and_account
+from workflow.lifecycle import Facts, Request, fire
+from workflow.messages import RequestDecide
+from workflow.store import to_account, to_actor
+from workflow.summary import apply_changes
+from workflow.uow import UnitOfWork
+
+TRIGGERS = {"approve": "approve", "reject": "reject"}
+
+
+def decide_request(cmd: RequestDecide, uow: UnitOfWork) -> dict[str, Any]:
+    store = uow.store
+    row, account = request_and_account(store, cmd.request_id)
+    request = Request(row["request_id"], row["account_id"], row["requester_id"], row["state"])
+    changes = [Change(**item) for item in row["changes"]]
+    subscription = store.subscription(account)
+    facts = Facts(
+        at=uow.now,
+        actor=to_actor(store.member(row["account_id"], cmd.actor_id)),
+        actor_id=cmd.actor_id,
+        account=to_account(account),
+        changes=changes,
+        subscription=subscription,
+        catalog=uow.catalog.facts(),
+        reason=cmd.comment,
+    )
+    decision = fire(request, TRIGGERS[cmd.decision], facts)
+    if not decision:
+        raise Refused(decision, account_id=row["account_id"], request_id=row["request_id"])
+    if cmd.decision == "approve":
+        changed = apply_changes(subscription, changes, uow.catalog)
+        store.replace_products(row["account_id"], changed.products)
+        uow.emit(
+            "subscription.changed",
+            row["account_id"],
+            {
+                "old": _subscription_data(subscription),
+                "new": _subscription_data(changed),
+                "request_id": row["request_id"],
+            },
+            row["request_id"],
+        )
+    view = uow.record(
+        request, {"decided_at": uow.now, "decided_by": cmd.actor_id, "comment": cmd.comment}
+    )
+    actor = facts.actor
+    uow.notify(
+        f"request_{request.state}",
+        uow.members_by_id(row["account_id"], [row["requester_id"]]),
+        view,
+        {
+            "account": account["name"],
+            "actor": store.member_names(row["account_id"], [cmd.actor_id]).get(cmd.actor_id)
+            or (actor.user_id if actor else cmd.actor_id),
+            "request_id": row["request_id"],
+            "comment": cmd.comment,
+        },
+    )
+    return {"request": view}
+
+
+def _subscription_data(subscription: Any) -> dict[str, Any]:
+    return {
+        "currency": subscription.currency,
+        "billing_cycle": subscription.billing_cycle,
+        "products": [
+            {"product": p.product, "plan": p.plan, "seats": p.seats} for p in subscription.products
+        ],
+    }

@@ -1,0 +1,293 @@
+"""Pydantic models of every command body, reply and event of the wire contract.
+
+Command models ignore unknown fields (publishers may add fields) and carry no
+role or permission: those come from the member directory only (R3).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from policies.comments import reject_has_comment
+from policies.facts import OUT_OF_SCOPE_CHANGES, Change
+
+Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
+Slug = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Email = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
+]
+Locale = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}([-_][A-Za-z]{2,4})?$")]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+Role = Literal["owner", "billing_admin", "admin", "agent"]
+AccountType = Literal["self_service", "sales_assisted"]
+BillingCycle = Literal["monthly", "annual"]
+State = Literal["pending", "approved", "rejected", "cancelled", "expired", "voided"]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+# --- change items -------------------------------------------------------------
+
+
+class AddSeats(Body):
+    type: Literal["add_seats"]
+    product: Slug
+    quantity: StrictInt
+
+
+class AddProduct(Body):
+    type: Literal["add_product"]
+    product: Slug
+    plan: Slug
+    seats: StrictInt | None = None
+
+
+class UpgradePlan(Body):
+    type: Literal["upgrade_plan"]
+    product: Slug
+    plan: Slug
+
+
+class OutOfScope(Body):
+    """Recognised by its ``type`` alone so it can be refused with ``out_of_scope`` (R8)."""
+
+    type: Literal[OUT_OF_SCOPE_CHANGES]  # type: ignore[valid-type]
+
+
+ChangeItem = Annotated[
+    AddSeats | AddProduct | UpgradePlan | OutOfScope, Field(discriminator="type")
+]
+
+
+def to_change(item: ChangeItem) -> Change:
+    """The plain fact the policies evaluate."""
+    return Change(
+        type=item.type,
+        product=getattr(item, "product", None),
+        plan=getattr(item, "plan", None),
+        quantity=getattr(item, "quantity", None),
+        seats=getattr(item, "seats", None),
+    )
+
+
+def change_as_dict(change: Change) -> dict[str, Any]:
+    """A change item as stored and returned: only the fields its type uses."""
+    fields = ("type", "product", "plan", "quantity", "seats")
+    return {f: getattr(change, f) for f in fields if getattr(change, f) is not None}
+
+
+# --- commands -----------------------------------------------------------------
+
+
+class ProductLineIn(Body):
+    product: Slug
+    plan: Slug
+    seats: Annotated[StrictInt, Field(ge=0, le=1_000_000)]
+
+
+class SubscriptionIn(Body):
+    currency: Currency
+    billing_cycle: BillingCycle
+    products: Annotated[list[ProductLineIn], Field(max_length=50)]
+
+
+class AccountUpsert(Body):
+    account_id: Id
+    name: Name
+    type: AccountType
+    allows_subscription_changes: StrictBool
+    subscription: SubscriptionIn | None = None
+
+
+class MemberUpsert(Body):
+    account_id: Id
+    user_id: Id
+    name: Name
+    email: Email
+    role: Role
+    locale: Locale = "en"
+
+
+class MemberRemove(Body):
+    account_id: Id
+    user_id: Id
+
+
+class RequestPreview(Body):
+    account_id: Id
+    actor_id: Id
+    changes: Annotated[list[ChangeItem], Field(min_length=1, max_length=50)]
+
+
+class RequestSubmit(RequestPreview):
+    note: Text | None = None
+
+
+class RequestDecide(Body):
+    request_id: Id
+    actor_id: Id
+    decision: Literal["approve", "reject"]
+    comment: Annotated[Text | None, Field(validate_default=True)] = None
+
+    @field_validator("comment")
+    @classmethod
+    def _reject_needs_comment(cls, comment: str | None, info: ValidationInfo) -> str | None:
+        decision = reject_has_comment(info.data.get("decision", ""), comment)
+        if not decision.allowed:
+            raise PydanticCustomError("R19", "{reason} (R19)", {"reason": decision.message})
+        return comment
+
+
+class RequestCancel(Body):
+    request_id: Id
+    actor_id: Id
+    reason: Text | None = None
+
+
+class RequestGet(Body):
+    request_id: Id
+    actor_id: Id
+
+
+class RequestList(Body):
+    account_id: Id
+    actor_id: Id
+    state: State | None = None
+
+
+COMMANDS: dict[str, type[Body]] = {
+    "account.upsert": AccountUpsert,
+    "member.upsert": MemberUpsert,
+    "member.remove": MemberRemove,
+    "request.preview": RequestPreview,
+    "request.submit": RequestSubmit,
+    "request.decide": RequestDecide,
+    "request.cancel": RequestCancel,
+    "request.get": RequestGet,
+    "request.list": RequestList,
+}
+
+# Commands with an effect that, without a message_id, are deduplicated by body hash.
+BODY_DEDUPED = frozenset({"request.submit", "request.decide", "request.cancel"})
+# Commands with no effect at all: their replies are never stored.
+QUERIES = frozenset({"request.preview", "request.get", "request.list"})
+
+
+# --- replies and events -------------------------------------------------------
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, Any]] = []
+
+
+class Reply(BaseModel):
+    ok: bool
+    result: dict[str, Any] | None = None
+    error: ErrorBody | None = None
+
+
+class HistoryEntry(BaseModel):
+    from_: State | None = Field(alias="from")
+    to: State
+    trigger: str
+    actor_id: str | None
+    at: datetime
+    reason: str | None = None
+
+
+class SummaryLine(BaseModel):
+    item: dict[str, Any]
+    description: str
+    current: dict[str, Any] | None
+    proposed: dict[str, Any] | None
+    cost: str
+
+
+class Summary(BaseModel):
+    currency: str
+    billing_cycle: BillingCycle
+    period: Literal["month", "year"]
+    lines: list[SummaryLine]
+    total: str
+
+
+class RequestView(BaseModel):
+    request_id: str
+    account_id: str
+    requester_id: str
+    requester_name: str | None = None
+    state: State
+    changes: list[dict[str, Any]]
+    note: str | None
+    summary: Summary
+    created_at: datetime
+    decided_at: datetime | None
+    decided_by: str | None
+    comment: str | None
+    history: list[HistoryEntry]
+
+
+class SubscriptionView(BaseModel):
+    currency: str | None
+    billing_cycle: BillingCycle | None
+    products: list[ProductLineIn]
+
+
+class Recipient(BaseModel):
+    user_id: str
+    email: str
+    name: str
+
+
+class NotificationData(BaseModel):
+    notification_id: str
+    template: str
+    locale: str
+    recipient: Recipient
+    subject: str
+    text: str
+
+
+class Event(BaseModel):
+    event_id: str
+    type: str
+    occurred_at: datetime
+    account_id: str
+    request_id: str | None = None
+    data: dict[str, Any]
+
+
+EVENT_TYPES = (
+    "request.submitted",
+    "request.approved",
+    "request.rejected",
+    "request.cancelled",
+    "request.expired",
+    "request.voided",
+    "subscription.changed",
+    "notification.requested",
+    "notification.sent",
+)
+
+ADAPTERS: dict[str, TypeAdapter[Any]] = {key: TypeAdapter(model) for key, model in COMMANDS.items()}

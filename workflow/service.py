@@ -1,0 +1,301 @@
+"""Processing one command: parse, deduplicate, handle, audit, reply -- in one transaction.
+
+This is the workflow's single entry point; the broker edge hands it the raw
+routing key, body and ``message_id`` and gets back the reply to publish and
+whether the message belongs in the dead letters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
+
+from policies.decision import Decision, ErrorCode
+from workflow.catalog import Catalog
+from workflow.database import Database
+from workflow.errors import Refused
+from workflow.handlers import HANDLERS
+from workflow.handlers.expiry import expire_request
+from workflow.messages import ADAPTERS, BODY_DEDUPED, QUERIES
+from workflow.store import Store
+from workflow.uow import UnitOfWork
+
+MAX_BODY_BYTES = 64 * 1024
+"""Larger bodies are refused unread: no command of the contract comes near this size."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the edge needs: the reply body, and whether the command was unprocessable."""
+
+    reply: bytes
+    invalid: bool = False
+    duplicate: bool = False
+    error_reason: str | None = None
+    error_code: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def json(self) -> dict[str, Any]:
+        return orjson.loads(self.reply)  # type: ignore[no-any-return]
+
+
+def encode(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_UTC_Z)
+
+
+def error_reply(decision: Decision) -> dict[str, Any]:
+    return {
+        "ok": False,
+        "error": {
+            "code": str(decision.code),
+            "message": decision.message,
+            "details": [d.as_detail() for d in decision.denials],
+        },
+    }
+
+
+class Invalid(Exception):
+    """Raised while parsing when the message itself is unusable (never after a lookup)."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(decision.message)
+        self.decision = decision
+
+
+def _invalid(reason: str, field_: str | None = None) -> Invalid:
+    return Invalid(Decision.deny(None, ErrorCode.INVALID_MESSAGE, reason, field_))
+
+
+def parse(routing_key: str, body: bytes | str | dict[str, Any]) -> Any:
+    """The validated command model, or :class:`Invalid` saying which field is wrong."""
+    adapter = ADAPTERS.get(routing_key)
+    if adapter is None:
+        known = ", ".join(sorted(ADAPTERS))
+        raise _invalid(f"unknown routing key {routing_key!r}; commands are: {known}")
+    if isinstance(body, str):
+        body = body.encode("utf-8", "surrogatepass")
+    if isinstance(body, bytes):
+        if len(body) > MAX_BODY_BYTES:
+            raise _invalid(f"body of {len(body)} bytes exceeds the limit of {MAX_BODY_BYTES}")
+        try:
+            body = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise _invalid(f"body is not UTF-8 JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise _invalid(f"body must be a JSON object, not {type(body).__name__}")
+    try:
+        return adapter.validate_python(body)
+    except ValidationError as exc:
+        denials = [
+            Decision.deny(
+                "R19" if err["type"] == "R19" else None,
+                ErrorCode.INVALID_MESSAGE,
+                f"{_loc(err['loc']) or 'body'}: {err['msg']}",
+                _loc(err["loc"]) or None,
+            )
+            for err in exc.errors(include_url=False)
+        ]
+        raise Invalid(Decision.combine(denials)) from None
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def dedupe_key(
+    routing_key: str, body: bytes | str | dict[str, Any], message_id: str | None
+) -> str | None:
+    """``message_id`` when given; else a body hash for state-changing ``request.*`` commands."""
+    if message_id:
+        return f"id:{message_id}"
+    if routing_key not in BODY_DEDUPED:
+        return None
+    raw = (
+        body
+        if isinstance(body, bytes)
+        else (body.encode() if isinstance(body, str) else encode(body))
+    )
+    return "sha256:" + hashlib.sha256(routing_key.encode() + b"\n" + raw).hexdigest()
+
+
+class CommandService:
+    """Runs commands against the database; one instance per process."""
+
+    def __init__(
+        self,
+        db: Database,
+        catalog: Catalog,
+        *,
+        notify_billing_admins: bool = False,
+        dedupe_window: timedelta = timedelta(minutes=10),
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.db = db
+        self.catalog = catalog
+        self.notify_billing_admins = notify_billing_admins
+        self.dedupe_window = dedupe_window
+        self.clock = clock
+
+    def handle(
+        self,
+        routing_key: str,
+        body: bytes | str | dict[str, Any],
+        message_id: str | None = None,
+    ) -> Outcome:
+        """One command in its own transaction."""
+        for attempt in range(2):
+            try:
+                with self.db.transaction() as conn:
+                    return self.handle_in(conn, routing_key, body, message_id)
+            except IntegrityError:
+                # Another process stored the same idempotency key first: the next
+                # attempt finds its reply.
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def handle_in(
+        self,
+        conn: Connection,
+        routing_key: str,
+        body: bytes | str | dict[str, Any],
+        message_id: str | None = None,
+    ) -> Outcome:
+        """One command inside the caller's transaction (which may hold a batch)."""
+        now = self.clock()
+        store = Store(conn, is_postgres=self.db.is_postgres)
+        try:
+            command = parse(routing_key, body)
+        except Invalid as exc:
+            self._audit(store, now, routing_key, None, exc.decision, None, None, None)
+            reply = error_reply(exc.decision)
+            return Outcome(
+                encode(reply),
+                invalid=True,
+                error_reason=exc.decision.message,
+                error_code=str(exc.decision.code),
+            )
+
+        key = dedupe_key(routing_key, body, message_id)
+        if key is not None:
+            stored = store.stored_reply(key)
+            if stored is not None:
+                fresh = (
+                    key.startswith("id:")
+                    or store.stored_reply(key, not_before=now - self.dedupe_window) is not None
+                )
+                if fresh:
+                    return Outcome(stored.encode(), duplicate=True)
+                store.forget_reply(key)
+
+        uow = UnitOfWork(store, now, self.catalog, self.notify_billing_admins)
+        outcome = self._run(conn, uow, routing_key, command)
+        if isinstance(outcome, Refused):
+            reply = self._refused(store, now, routing_key, key, command, outcome)
+            code: str | None = str(outcome.decision.code)
+        else:
+            reply, code = {"ok": True, "result": outcome}, None
+        encoded = encode(reply)
+        if key is not None and routing_key not in QUERIES:
+            store.store_reply(key, routing_key, encoded.decode(), now)
+        return Outcome(encoded, error_code=code)
+
+    def _run(
+        self, conn: Connection, uow: UnitOfWork, routing_key: str, command: Any
+    ) -> dict[str, Any] | Refused:
+        """The handler in a savepoint, so a refusal leaves nothing behind but its audit row."""
+        savepoint = conn.begin_nested()
+        try:
+            result = HANDLERS[routing_key](command, uow)
+        except Refused as refusal:
+            savepoint.rollback()
+            return refusal
+        except IntegrityError as exc:
+            savepoint.rollback()
+            if "uq_requests_one_pending" not in str(exc.orig):
+                raise
+            return self._pending_race(uow.store, command)
+        savepoint.commit()
+        return result
+
+    def _pending_race(self, store: Store, command: Any) -> Refused:
+        """R11 decided by the unique index: another process's submit committed first."""
+        from policies.lifecycle import no_other_pending
+
+        pending = store.pending_request_id(command.account_id)
+        return Refused(
+            no_other_pending(pending or "(just submitted)"), account_id=command.account_id
+        )
+
+    def _refused(
+        self,
+        store: Store,
+        now: datetime,
+        routing_key: str,
+        key: str | None,
+        command: Any,
+        refusal: Refused,
+    ) -> dict[str, Any]:
+        self._audit(
+            store,
+            now,
+            routing_key,
+            key,
+            refusal.decision,
+            getattr(command, "actor_id", None),
+            refusal.account_id or getattr(command, "account_id", None),
+            refusal.request_id or getattr(command, "request_id", None),
+        )
+        return error_reply(refusal.decision)
+
+    @staticmethod
+    def _audit(
+        store: Store,
+        now: datetime,
+        routing_key: str,
+        key: str | None,
+        decision: Decision,
+        actor_id: str | None,
+        account_id: str | None,
+        request_id: str | None,
+    ) -> None:
+        """R15: every refused command, append-only."""
+        store.audit(
+            {
+                "at": now,
+                "command": routing_key[:64],
+                "idempotency_key": key,
+                "actor_id": actor_id,
+                "account_id": account_id,
+                "request_id": request_id,
+                "code": str(decision.code),
+                "message": decision.message,
+                "details": [d.as_detail() for d in decision.denials],
+            }
+        )
+
+    def expire(self, request_id: str, reason: str) -> dict[str, Any] | None:
+        """Expire one pending request (R14) in its own transaction."""
+        with self.db.transaction() as conn:
+            uow = UnitOfWork(
+                Store(conn, is_postgres=self.db.is_postgres),
+                self.clock(),
+                self.catalog,
+                self.notify_billing_admins,
+            )
+            return expire_request(request_id, uow, reason)

@@ -1,0 +1,63 @@
+"""Configuration from ``SUBREQ_*`` environment variables, validated once at start."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BeforeValidator, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from workflow.errors import ConfigurationError
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+
+
+def parse_duration(value: object) -> timedelta:
+    """Parse ``30d``, ``3d``, ``2s``, ``1h30m``; a bare number is seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    text = str(value).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return timedelta(seconds=float(text))
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"{value!r} is not a duration (examples: 30d, 3d, 12h, 2s, 1h30m)")
+    seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if seconds <= 0:
+        raise ValueError(f"{value!r} must be longer than zero")
+    return timedelta(seconds=seconds)
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class Settings(BaseSettings):
+    """Names and defaults are those of the wire contract."""
+
+    model_config = SettingsConfigDict(env_prefix="SUBREQ_", extra="ignore")
+
+    amqp_url: str = "amqp://guest:guest@localhost:5672/%2F"
+    database_url: str = "sqlite:///subreq.db"
+    smtp_url: str | None = None
+    request_ttl: Duration = timedelta(days=30)
+    reminder_after: Duration = timedelta(days=3)
+    notify_billing_admins: bool = False
+    catalog: Path | None = None
+    dedupe_window: Duration = timedelta(minutes=10)
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or one line per bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"SUBREQ_{str(err['loc'][0]).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigurationError(problems) from None

@@ -1,0 +1,189 @@
+"""SQLAlchemy tables: the service's whole state, history, audit, idempotency and outbox."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC and hands back aware UTC, identically on SQLite and PostgreSQL."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+
+
+# BigInteger autoincrement that SQLite still treats as its rowid alias.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("account_id", String(128), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("type", String(20), nullable=False),
+    Column("allows_subscription_changes", Boolean, nullable=False),
+    Column("currency", String(3)),
+    Column("billing_cycle", String(10)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+members = Table(
+    "members",
+    metadata,
+    Column("account_id", ForeignKey("accounts.account_id"), primary_key=True),
+    Column("user_id", String(128), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("email", String(254), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("locale", String(16), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+subscription_products = Table(
+    "subscription_products",
+    metadata,
+    Column("account_id", ForeignKey("accounts.account_id"), primary_key=True),
+    Column("product", String(64), primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("plan", String(64), nullable=False),
+    Column("seats", Integer, nullable=False),
+)
+
+requests = Table(
+    "requests",
+    metadata,
+    Column("request_id", String(36), primary_key=True),
+    Column("account_id", ForeignKey("accounts.account_id"), nullable=False),
+    Column("requester_id", String(128), nullable=False),
+    Column("state", String(12), nullable=False),
+    Column("changes", JSON, nullable=False),
+    Column("note", Text),
+    Column("summary", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("decided_at", UTCDateTime),
+    Column("decided_by", String(128)),
+    Column("comment", Text),
+    # Who was told about the submission: on withdrawal they are told again (R17).
+    Column("notified", JSON, nullable=False),
+    Column("reminded_at", UTCDateTime),
+    Index("ix_requests_account_created", "account_id", "created_at"),
+    Index("ix_requests_state_created", "state", "created_at"),
+    # R11 under concurrency: at most one pending request per account.
+    Index(
+        "uq_requests_one_pending",
+        "account_id",
+        unique=True,
+        postgresql_where=text("state = 'pending'"),
+        sqlite_where=text("state = 'pending'"),
+    ),
+)
+
+request_transitions = Table(
+    "request_transitions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("request_id", ForeignKey("requests.request_id"), nullable=False, index=True),
+    Column("from_state", String(12)),
+    Column("to_state", String(12), nullable=False),
+    Column("trigger", String(12), nullable=False),
+    Column("actor_id", String(128)),
+    Column("at", UTCDateTime, nullable=False),
+    Column("reason", Text),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False, index=True),
+    Column("command", String(64), nullable=False),
+    Column("idempotency_key", String(200)),
+    Column("actor_id", String(128)),
+    Column("account_id", String(128), index=True),
+    Column("request_id", String(128)),
+    Column("code", String(32), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("details", JSON, nullable=False),
+)
+
+processed_commands = Table(
+    "processed_commands",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("command", String(64), nullable=False),
+    Column("reply", Text, nullable=False),
+    Column("processed_at", UTCDateTime, nullable=False, index=True),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("type", String(64), nullable=False),
+    Column("account_id", String(128), nullable=False),
+    Column("request_id", String(36)),
+    Column("payload", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("published_at", UTCDateTime),
+    # The relay only ever scans what is left to publish.
+    Index(
+        "ix_outbox_unpublished",
+        "id",
+        postgresql_where=text("published_at IS NULL"),
+        sqlite_where=text("published_at IS NULL"),
+    ),
+)
+
+__all__ = [
+    "accounts",
+    "audit_log",
+    "members",
+    "metadata",
+    "outbox",
+    "processed_commands",
+    "request_transitions",
+    "requests",
+    "subscription_products",
+]
