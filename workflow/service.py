@@ -133,6 +133,12 @@ def dedupe_key(
     return "sha256:" + hashlib.sha256(routing_key.encode() + b"\n" + raw).hexdigest()
 
 
+def _one_pending_violated(exc: IntegrityError) -> bool:
+    """The partial unique index of R11, as PostgreSQL and SQLite each name it."""
+    text = str(exc.orig)
+    return "uq_requests_one_pending" in text or "requests.account_id" in text
+
+
 class CommandService:
     """Runs commands against the database; one instance per process."""
 
@@ -227,7 +233,7 @@ class CommandService:
             return refusal
         except IntegrityError as exc:
             savepoint.rollback()
-            if "uq_requests_one_pending" not in str(exc.orig):
+            if not _one_pending_violated(exc):
                 raise
             return self._pending_race(uow.store, command)
         savepoint.commit()
