@@ -1,0 +1,1 @@
+"""The edge of subreq: broker connections, consumers, relay and the command line."""
