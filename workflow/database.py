@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from workflow.errors import ConfigurationError, TransientError
 
@@ -95,10 +95,16 @@ class Database:
 
 
 def is_transient(exc: DBAPIError) -> bool:
+    """Lost connections, deadlocks, serialisation failures, a busy SQLite file: a retry
+    may cure them. A missing table or a constraint violation is never transient."""
     if exc.connection_invalidated:
         return True
     sqlstate = getattr(exc.orig, "sqlstate", None)
     if sqlstate in RETRYABLE_SQLSTATES:
         return True
+    if not isinstance(exc, OperationalError):
+        return False
+    if type(exc.orig).__module__.startswith("psycopg"):
+        return sqlstate is None or sqlstate.startswith(("08", "40", "53", "57"))
     message = str(exc.orig).lower()
-    return "database is locked" in message or ("connection" in message and "closed" in message)
+    return any(word in message for word in ("locked", "busy", "unable to open", "disk i/o"))

@@ -8,7 +8,7 @@ whether the message belongs in the dead letters.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -174,6 +174,18 @@ class CommandService:
                 if attempt:
                     raise
         raise AssertionError("unreachable")
+
+    def handle_batch(
+        self, items: Sequence[tuple[str, bytes | str | dict[str, Any], str | None]]
+    ) -> list[Outcome]:
+        """Several commands in ONE transaction, each in its own savepoint, so a refusal or
+        a bad message does not poison the others. If two processes race on the same
+        idempotency key the batch is retried one command per transaction."""
+        try:
+            with self.db.transaction() as conn:
+                return [self.handle_in(conn, *item) for item in items]
+        except IntegrityError:
+            return [self.handle(*item) for item in items]
 
     def handle_in(
         self,

@@ -1,0 +1,116 @@
+"""Connections and topology: the one place that knows how subreq sits on RabbitMQ.
+
+Names are the wire contract's. The command queue is a quorum queue with a
+delivery limit and a dead-letter exchange, because RabbitMQ 3.10 sets no limit
+by itself and a poison message would otherwise loop forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pika
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika.exceptions import AMQPError
+
+from workflow.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+COMMANDS_EXCHANGE = "subreq.commands"
+EVENTS_EXCHANGE = "subreq.events"
+COMMANDS_QUEUE = "subreq.commands"
+DEAD_QUEUE = "subreq.commands.dead"
+DEAD_EXCHANGE = "subreq.commands.dlx"  # where the broker itself sends over-delivered commands
+
+ERROR_HEADER = "x-subreq-error"
+DELIVERY_LIMIT = 20
+"""Broker-side backstop (crash loops); the consumer dead-letters with a reason sooner."""
+
+HEARTBEAT_SECONDS = 30
+
+
+def parameters(url: str, *, heartbeat: int = HEARTBEAT_SECONDS) -> pika.URLParameters:
+    """Connection parameters from ``SUBREQ_AMQP_URL``, or a ConfigurationError naming it."""
+    if not url.startswith(("amqp://", "amqps://")):
+        raise ConfigurationError(
+            f"SUBREQ_AMQP_URL must start with amqp:// or amqps://, got {url!r}"
+        )
+    try:
+        params = pika.URLParameters(url)
+    except Exception as exc:
+        raise ConfigurationError(f"SUBREQ_AMQP_URL is not a usable AMQP URL: {exc}") from None
+    params.heartbeat = heartbeat
+    params.blocked_connection_timeout = 60
+    params.connection_attempts = 1
+    params.socket_timeout = 5
+    params.client_properties = {"connection_name": "subreq"}
+    return params
+
+
+def connect(url: str, *, name: str = "subreq") -> BlockingConnection:
+    params = parameters(url)
+    params.client_properties = {"connection_name": name}
+    return BlockingConnection(params)
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with a ceiling, reset after a success."""
+
+    first: float = 0.2
+    ceiling: float = 10.0
+    current: float = 0.0
+
+    def next(self) -> float:
+        self.current = self.first if not self.current else min(self.current * 2, self.ceiling)
+        return self.current
+
+    def reset(self) -> None:
+        self.current = 0.0
+
+
+def connect_with_retry(
+    url: str,
+    *,
+    name: str,
+    stopping: Callable[[], bool],
+    backoff: Backoff | None = None,
+) -> BlockingConnection | None:
+    """Keep trying until connected, or ``None`` once ``stopping()`` says so."""
+    backoff = backoff or Backoff()
+    while not stopping():
+        try:
+            connection = connect(url, name=name)
+        except AMQPError as exc:
+            delay = backoff.next()
+            log.warning("broker unreachable (%s); retrying in %.1fs", exc.__class__.__name__, delay)
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline and not stopping():
+                time.sleep(0.05)
+            continue
+        backoff.reset()
+        return connection
+    return None
+
+
+def declare_topology(channel: BlockingChannel) -> None:
+    """Everything of the contract, declared idempotently at every start."""
+    channel.exchange_declare(COMMANDS_EXCHANGE, exchange_type="topic", durable=True)
+    channel.exchange_declare(EVENTS_EXCHANGE, exchange_type="topic", durable=True)
+    channel.exchange_declare(DEAD_EXCHANGE, exchange_type="fanout", durable=True)
+    channel.queue_declare(DEAD_QUEUE, durable=True)
+    channel.queue_bind(DEAD_QUEUE, DEAD_EXCHANGE)
+    channel.queue_declare(
+        COMMANDS_QUEUE,
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-delivery-limit": DELIVERY_LIMIT,
+            "x-dead-letter-exchange": DEAD_EXCHANGE,
+        },
+    )
+    channel.queue_bind(COMMANDS_QUEUE, COMMANDS_EXCHANGE, routing_key="#")

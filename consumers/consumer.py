@@ -1,0 +1,278 @@
+"""The command consumer: deliveries in, one transaction per batch, replies out, then acks.
+
+The broker I/O stays on the connection's thread; the database work runs on one
+worker thread and hands its results back with ``add_callback_threadsafe``, so
+heartbeats keep flowing however long a transaction waits on a lock. A message
+is acknowledged only after its transaction committed and its reply (and, for an
+unusable message, its dead-letter copy) was published.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import pika
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika.exceptions import AMQPError
+from pika.spec import Basic, BasicProperties
+
+from consumers.amqp import (
+    COMMANDS_QUEUE,
+    DEAD_QUEUE,
+    ERROR_HEADER,
+    Backoff,
+    connect_with_retry,
+    declare_topology,
+)
+from workflow.errors import TransientError
+from workflow.service import CommandService, Outcome
+
+log = logging.getLogger(__name__)
+
+RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
+"""In-process retries of a batch that met a database failure, before it is requeued."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    tag: int
+    routing_key: str
+    properties: BasicProperties
+    body: bytes
+
+    @property
+    def deliveries(self) -> int:
+        """How often the broker delivered it (quorum queues count in x-delivery-count)."""
+        headers = self.properties.headers or {}
+        count = headers.get("x-delivery-count", 0)
+        return (count if isinstance(count, int) else 0) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A batch whose database work kept failing for an infrastructure reason."""
+
+    reason: str
+
+
+class CommandConsumer:
+    """Consumes ``subreq.commands`` until ``stop`` is set, reconnecting on broker loss."""
+
+    def __init__(
+        self,
+        url: str,
+        service: CommandService,
+        *,
+        stop: threading.Event,
+        prefetch: int = 200,
+        batch_size: int = 100,
+        max_deliveries: int = 5,
+        retry_delays: Sequence[float] = RETRY_DELAYS,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.url = url
+        self.service = service
+        self.stop = stop
+        self.prefetch = max(prefetch, batch_size)
+        self.batch_size = batch_size
+        self.max_deliveries = max_deliveries
+        self.retry_delays = tuple(retry_delays)
+        self.on_commit = on_commit
+        self.ready = threading.Event()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="subreq-db")
+        self._buffer: list[Delivery] = []
+        self._in_flight: Future[list[Outcome] | Failed] | None = None
+
+    # --- connection life -------------------------------------------------------
+
+    def run(self) -> None:
+        backoff = Backoff()
+        try:
+            while not self.stop.is_set():
+                connection = connect_with_retry(
+                    self.url, name="subreq-commands", stopping=self.stop.is_set, backoff=backoff
+                )
+                if connection is None:
+                    break
+                try:
+                    self._session(connection)
+                except AMQPError as exc:
+                    log.warning("broker connection lost (%r); reconnecting", exc)
+                    time.sleep(backoff.next())
+                finally:
+                    self._drop_in_hand()
+                    if connection.is_open:
+                        with contextlib.suppress(AMQPError):
+                            connection.close()
+        finally:
+            self._executor.shutdown(wait=True)
+
+    def _drop_in_hand(self) -> None:
+        """Acks for a dead channel would close the new one (406): forget them. The broker
+        redelivers those messages and the idempotency records answer them."""
+        if self._in_flight is not None:
+            self._in_flight.result()  # the transaction itself finishes either way
+        self._in_flight = None
+        self._buffer.clear()
+        self.ready.clear()
+
+    def _session(self, connection: BlockingConnection) -> None:
+        channel = connection.channel()
+        declare_topology(channel)
+        channel.basic_qos(prefetch_count=self.prefetch)
+        dead = connection.channel()
+        dead.confirm_delivery()
+        tag = channel.basic_consume(COMMANDS_QUEUE, self._on_message)
+        self.ready.set()
+        log.info(
+            "consuming %s (prefetch %d, batch %d)", COMMANDS_QUEUE, self.prefetch, self.batch_size
+        )
+        while not self.stop.is_set():
+            connection.process_data_events(time_limit=0 if self._buffer else 0.1)
+            self._dispatch(connection, channel, dead)
+        channel.basic_cancel(tag)  # deliveries not yet handed to us go back to the queue
+        while self._buffer or self._in_flight is not None:  # finish what is in hand
+            connection.process_data_events(time_limit=0.01)
+            self._dispatch(connection, channel, dead)
+        connection.close()
+
+    def _on_message(
+        self,
+        _channel: BlockingChannel,
+        method: Basic.Deliver,
+        properties: BasicProperties,
+        body: bytes,
+    ) -> None:
+        self._buffer.append(Delivery(method.delivery_tag, method.routing_key, properties, body))
+
+    # --- batches ---------------------------------------------------------------
+
+    def _dispatch(
+        self, connection: BlockingConnection, channel: BlockingChannel, dead: BlockingChannel
+    ) -> None:
+        if self._in_flight is not None or not self._buffer:
+            return
+        batch, self._buffer = self._buffer[: self.batch_size], self._buffer[self.batch_size :]
+        future = self._executor.submit(self._process, batch)
+        self._in_flight = future
+
+        def finished(_: Future[Any]) -> None:
+            # A connection that died meanwhile refuses the callback: the broker
+            # redelivers the batch, and the stored replies answer it.
+            with contextlib.suppress(AMQPError):
+                connection.add_callback_threadsafe(
+                    lambda: self._finish(channel, dead, batch, future)
+                )
+
+        future.add_done_callback(finished)
+
+    def _process(self, batch: list[Delivery]) -> list[Outcome] | Failed:
+        """On the database thread: the batch in one transaction, retried with backoff."""
+        items = [(d.routing_key, d.body, d.properties.message_id) for d in batch]
+        for delay in (*self.retry_delays, None):
+            try:
+                outcomes = self.service.handle_batch(items)
+            except TransientError as exc:
+                if delay is None or self.stop.is_set():
+                    return Failed(str(exc))
+                log.warning("database failure (%s); retrying batch in %.1fs", exc, delay)
+                time.sleep(delay)
+                continue
+            if self.on_commit is not None:
+                self.on_commit()
+            return outcomes
+        raise AssertionError("unreachable")
+
+    def _finish(
+        self,
+        channel: BlockingChannel,
+        dead: BlockingChannel,
+        batch: list[Delivery],
+        future: Future[list[Outcome] | Failed],
+    ) -> None:
+        """On the connection thread: publish what the batch produced, then settle it."""
+        self._in_flight = None
+        if not channel.is_open:
+            return
+        try:
+            result = future.result()
+        except Exception:  # a bug, not bad input: isolate the message that triggers it
+            log.exception("batch failed; handling its commands one by one")
+            result = [self._one(d) for d in batch]
+        if isinstance(result, Failed):
+            self._requeue_or_bury(channel, dead, batch, result.reason)
+            return
+        for delivery, outcome in zip(batch, result, strict=True):
+            if outcome.invalid:
+                self._bury(dead, delivery, outcome.error_reason or "invalid message")
+            self._reply(channel, delivery, outcome)
+        channel.basic_ack(batch[-1].tag, multiple=True)
+
+    def _one(self, delivery: Delivery) -> Outcome:
+        try:
+            return self.service.handle(
+                delivery.routing_key, delivery.body, delivery.properties.message_id
+            )
+        except Exception as exc:
+            log.exception("command %s failed", delivery.properties.message_id)
+            return Outcome(b"", invalid=True, error_reason=f"internal error: {exc!r}"[:500])
+
+    def _requeue_or_bury(
+        self, channel: BlockingChannel, dead: BlockingChannel, batch: list[Delivery], reason: str
+    ) -> None:
+        for delivery in batch:
+            if delivery.deliveries >= self.max_deliveries:
+                self._bury(
+                    dead, delivery, f"gave up after {delivery.deliveries} deliveries: {reason}"
+                )
+                channel.basic_ack(delivery.tag)
+            else:
+                channel.basic_nack(delivery.tag, requeue=True)
+
+    # --- publishing ------------------------------------------------------------
+
+    def _reply(self, channel: BlockingChannel, delivery: Delivery, outcome: Outcome) -> None:
+        props = delivery.properties
+        if not props.reply_to or not outcome.reply:
+            return
+        channel.basic_publish(
+            exchange="",
+            routing_key=props.reply_to,
+            body=outcome.reply,
+            properties=BasicProperties(
+                content_type="application/json",
+                correlation_id=props.correlation_id or props.message_id,
+                type=f"{delivery.routing_key}.reply",
+            ),
+        )
+
+    @staticmethod
+    def _bury(dead: BlockingChannel, delivery: Delivery, reason: str) -> None:
+        """A confirmed copy in the dead letters, original body and properties kept."""
+        props = delivery.properties
+        headers = dict(props.headers or {})
+        headers[ERROR_HEADER] = reason[:1000]
+        headers["x-subreq-routing-key"] = delivery.routing_key
+        copy = BasicProperties(
+            content_type=props.content_type,
+            content_encoding=props.content_encoding,
+            headers=headers,
+            delivery_mode=pika.DeliveryMode.Persistent,
+            priority=props.priority,
+            correlation_id=props.correlation_id,
+            reply_to=props.reply_to,
+            expiration=None,
+            message_id=props.message_id,
+            timestamp=props.timestamp,
+            type=props.type,
+            user_id=None,
+            app_id=props.app_id,
+        )
+        dead.basic_publish("", DEAD_QUEUE, delivery.body, copy, mandatory=True)

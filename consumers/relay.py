@@ -1,0 +1,113 @@
+"""The outbox relay: committed events to ``subreq.events``, confirmed before marked sent."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Sequence
+
+import pika
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika.exceptions import AMQPError
+
+from consumers.amqp import EVENTS_EXCHANGE, Backoff, connect_with_retry, declare_topology
+from workflow.database import Database
+from workflow.errors import TransientError
+from workflow.outbox import PendingEvent, relay_batch
+
+log = logging.getLogger(__name__)
+
+
+class OutboxRelay:
+    """Publishes until ``stop`` is set; ``wake`` cuts the idle wait after a commit."""
+
+    def __init__(
+        self,
+        url: str,
+        db: Database,
+        *,
+        stop: threading.Event,
+        wake: threading.Event | None = None,
+        batch_size: int = 500,
+        idle_seconds: float = 0.5,
+    ) -> None:
+        self.url = url
+        self.db = db
+        self.stop = stop
+        self.wake = wake or threading.Event()
+        self.batch_size = batch_size
+        self.idle_seconds = idle_seconds
+        self.published = 0
+        self.ready = threading.Event()
+
+    def run(self) -> None:
+        backoff = Backoff()
+        while not self.stop.is_set():
+            connection = connect_with_retry(
+                self.url, name="subreq-relay", stopping=self.stop.is_set, backoff=backoff
+            )
+            if connection is None:
+                return
+            try:
+                self._session(connection)
+            except AMQPError as exc:
+                log.warning("relay lost the broker (%r); reconnecting", exc)
+                time.sleep(backoff.next())
+            finally:
+                self.ready.clear()
+                if connection.is_open:
+                    with contextlib.suppress(AMQPError):
+                        connection.close()
+
+    def _session(self, connection: BlockingConnection) -> None:
+        channel = connection.channel()
+        declare_topology(channel)
+        channel.confirm_delivery()
+        self.ready.set()
+        db_backoff = Backoff()
+        while not self.stop.is_set():
+            try:
+                sent = relay_batch(
+                    self.db, lambda events: self._publish(channel, events), self.batch_size
+                )
+            except TransientError as exc:
+                delay = db_backoff.next()
+                log.warning("relay: database failure (%s); retrying in %.1fs", exc, delay)
+                connection.sleep(delay)
+                continue
+            db_backoff.reset()
+            self.published += sent
+            if sent < self.batch_size:
+                self._idle(connection)
+        # Drain what is committed before stopping, so a clean stop leaves no backlog.
+        while relay_batch(self.db, lambda events: self._publish(channel, events), self.batch_size):
+            pass
+
+    def _idle(self, connection: BlockingConnection) -> None:
+        """Wait for a wake-up or the idle interval, keeping the connection serviced."""
+        deadline = time.monotonic() + self.idle_seconds
+        while not self.stop.is_set() and not self.wake.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            connection.process_data_events(time_limit=min(remaining, 0.05))
+        self.wake.clear()
+
+    @staticmethod
+    def _publish(channel: BlockingChannel, events: Sequence[PendingEvent]) -> None:
+        """Each publish returns once the broker confirmed it; any failure raises, and the
+        transaction that claimed the rows rolls back."""
+        for event in events:
+            channel.basic_publish(
+                EVENTS_EXCHANGE,
+                event.type,
+                event.payload,
+                pika.BasicProperties(
+                    content_type="application/json",
+                    delivery_mode=pika.DeliveryMode.Persistent,
+                    message_id=event.event_id,
+                    type=event.type,
+                ),
+            )

@@ -1,0 +1,87 @@
+"""Claiming committed outbox rows for publication, and marking them published.
+
+The broker is not known here: the relay passes a ``publish`` callable that
+returns only once the broker confirmed every event. Rows are marked in the same
+transaction that claimed them, so a crash before the confirm leaves them
+unpublished (published again later: consumers dedupe on ``event_id``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, func, select, text, update
+
+from workflow.database import Database
+from workflow.tables import outbox
+
+# One relay publishes at a time per database: that keeps the events of a request in
+# the order they happened even with relays in several processes.
+RELAY_LOCK_KEY = 0x5E_B2E0
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    id: int
+    event_id: str
+    type: str
+    payload: bytes
+
+
+def relay_batch(
+    db: Database, publish: Callable[[Sequence[PendingEvent]], None], limit: int = 500
+) -> int:
+    """Publish up to ``limit`` unpublished events in order; returns how many."""
+    with db.transaction() as conn:
+        if db.is_postgres and not conn.execute(
+            text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": RELAY_LOCK_KEY}
+        ).scalar():
+            return 0
+        query = (
+            select(outbox.c.id, outbox.c.event_id, outbox.c.type, outbox.c.payload)
+            .where(outbox.c.published_at.is_(None))
+            .order_by(outbox.c.id)
+            .limit(limit)
+        )
+        if db.is_postgres:
+            query = query.with_for_update(skip_locked=True)
+        events = [
+            PendingEvent(r.id, r.event_id, r.type, r.payload.encode())
+            for r in conn.execute(query)
+        ]
+        if not events:
+            return 0
+        publish(events)
+        conn.execute(
+            update(outbox)
+            .where(outbox.c.id.in_([e.id for e in events]))
+            .values(published_at=datetime.now(UTC))
+        )
+        return len(events)
+
+
+def backlog(db: Database) -> tuple[int, datetime | None]:
+    """How many events wait, and since when the oldest does."""
+    with db.engine.connect() as conn:
+        row = conn.execute(
+            select(func.count(), func.min(outbox.c.created_at)).where(
+                outbox.c.published_at.is_(None)
+            )
+        ).one()
+        oldest = row[1]
+        if oldest is not None and oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=UTC)
+        return row[0], oldest
+
+
+def prune_published(db: Database, older_than: timedelta, limit: int = 5000) -> int:
+    """Delete published events older than ``older_than``, a bounded batch at a time."""
+    cutoff = datetime.now(UTC) - older_than
+    with db.transaction() as conn:
+        ids = select(outbox.c.id).where(
+            outbox.c.published_at.is_not(None), outbox.c.published_at < cutoff
+        ).limit(limit)
+        result = conn.execute(delete(outbox).where(outbox.c.id.in_(ids)))
+        return result.rowcount or 0
