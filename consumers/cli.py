@@ -1,4 +1,4 @@
-"""The ``subreq`` command line: schema migrations and read-only reports for operators.
+"""The ``subreq`` command line: the worker, sending commands, migrations and reports.
 
 Settings are read when a command needs them, not at start, so ``--help`` and ``diagram``
 work whatever the environment holds. Every expected failure ends as one line on stderr:
@@ -7,12 +7,15 @@ exit 2 for configuration to fix, 1 for a database that is unreachable or lacks a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Literal, NoReturn
 
+import orjson
 import typer
+from pika.exceptions import AMQPError
 
 from consumers import render
 from workflow import migrate, reports
@@ -151,6 +154,85 @@ def audit_list(
 def diagram() -> None:
     """Print the request lifecycle as a Mermaid state diagram."""
     typer.echo(mermaid(), nl=False)
+
+
+@app.command()
+def worker(
+    consume: Annotated[bool, typer.Option(help="Run the command consumer.")] = True,
+    relay: Annotated[bool, typer.Option(help="Run the outbox relay.")] = True,
+    prefetch: Annotated[int, typer.Option(min=1, help="Unacknowledged commands held.")] = 200,
+    batch: Annotated[
+        int, typer.Option(min=1, help="Commands per transaction (1: one per message).")
+    ] = 100,
+    max_deliveries: Annotated[
+        int, typer.Option(min=1, help="Deliveries before a failing command is dead-lettered.")
+    ] = 5,
+) -> None:
+    """Consume commands and publish events until SIGTERM or Ctrl-C."""
+    from consumers.worker import Worker, WorkerOptions
+
+    configure_logging()
+    with database() as (settings, db):
+        current, head = migrate.current_revision(db), migrate.head_revision(db)
+        if current != head:
+            fail(f"the database is at revision {current}, not {head}: run `subreq db upgrade`", 1)
+        options = WorkerOptions(
+            consume=consume,
+            relay=relay,
+            prefetch=prefetch,
+            batch_size=batch,
+            max_deliveries=max_deliveries,
+        )
+        running = Worker(settings, options)
+    running.run_until_signalled()
+
+
+@app.command()
+def send(
+    routing_key: Annotated[str, typer.Argument(help="Command name, e.g. request.submit.")],
+    body: Annotated[str, typer.Option("--json", help="The command body, a JSON object.")],
+    wait: Annotated[
+        float, typer.Option(min=0, help="Seconds to wait for the reply (0: do not wait).")
+    ] = 10.0,
+    message_id: Annotated[
+        str | None, typer.Option(help="Idempotency key (default: a new UUID).")
+    ] = None,
+) -> None:
+    """Publish one command to subreq.commands and print its reply."""
+    from consumers.client import NoWorker, ReplyTimeout, SubreqClient
+
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        fail(f"--json is not JSON: {exc}", 2)
+    with reported():
+        settings = load_settings()
+        try:
+            client = SubreqClient(settings.amqp_url)
+        except AMQPError as exc:
+            fail(f"cannot reach the broker at SUBREQ_AMQP_URL: {exc!r}", 1)
+        with client:
+            try:
+                correlation_id = client.publish(
+                    routing_key, payload, message_id=message_id, reply=wait > 0
+                )
+                if wait == 0:
+                    typer.echo(f"published {routing_key} ({correlation_id})")
+                    return
+                reply = client.wait(correlation_id, wait)
+            except (NoWorker, ReplyTimeout) as exc:
+                fail(str(exc), 1)
+    typer.echo(render.to_json(reply))
+    if not reply.get("ok"):
+        raise typer.Exit(1)
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("pika", "transitions", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def main() -> None:
