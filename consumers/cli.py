@@ -227,12 +227,29 @@ def send(
         raise typer.Exit(1)
 
 
+@app.command()
+def demo() -> None:
+    """Walk through the product's story on the broker of SUBREQ_AMQP_URL."""
+    from consumers.demo import BrokerUnreachable, run_demo
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
+    with reported():
+        settings = load_settings()
+        try:
+            run_demo(settings, typer.echo)
+        except BrokerUnreachable as exc:
+            fail(str(exc), 1)
+
+
 def configure_logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    for noisy in ("pika", "transitions", "alembic"):
+    for noisy in ("transitions", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # pika logs every failed reconnect with a traceback; our own loops say it in a line.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
 def main() -> None:

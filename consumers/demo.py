@@ -1,0 +1,267 @@
+"""``subreq demo``: a worker and a client tell the product's story over a real broker.
+
+It uses a fresh SQLite database in a temporary folder, the broker of
+``SUBREQ_AMQP_URL``, and prints every command, its reply and the events the
+outbox relay publishes, then stops the worker cleanly.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pika.adapters.blocking_connection import BlockingChannel
+from pika.exceptions import AMQPError
+from pika.spec import Basic, BasicProperties
+
+from consumers.amqp import EVENTS_EXCHANGE, connect
+from consumers.client import SubreqClient
+from consumers.worker import Worker
+from workflow.database import Database
+from workflow.migrate import upgrade
+from workflow.settings import Settings
+
+Echo = Callable[[str], None]
+
+ACME_SUBSCRIPTION = {
+    "currency": "USD",
+    "billing_cycle": "monthly",
+    "products": [{"product": "support", "plan": "professional", "seats": 10}],
+}
+CHANGES = [
+    {"type": "add_seats", "product": "support", "quantity": 5},
+    {"type": "add_product", "product": "guide", "plan": "professional"},
+]
+
+
+class BrokerUnreachable(RuntimeError):
+    """Raised when the demo cannot reach RabbitMQ; the message says how to start one."""
+
+
+class EventTap:
+    """A private queue bound to every event, read between the demo's steps."""
+
+    def __init__(self, url: str) -> None:
+        self.connection = connect(url, name="subreq-demo-events")
+        self.channel = self.connection.channel()
+        self.channel.exchange_declare(EVENTS_EXCHANGE, exchange_type="topic", durable=True)
+        queue = self.channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+        self.channel.queue_bind(queue, EVENTS_EXCHANGE, routing_key="#")
+        self.seen: list[dict[str, Any]] = []
+        self.channel.basic_consume(queue, self._on_event, auto_ack=True)
+
+    def _on_event(
+        self, _ch: BlockingChannel, _m: Basic.Deliver, _p: BasicProperties, body: bytes
+    ) -> None:
+        self.seen.append(orjson.loads(body))
+
+    def drain(self, quiet: float = 0.3, limit: float = 3.0) -> list[dict[str, Any]]:
+        """Events until none came for ``quiet`` seconds (the relay publishes in ms)."""
+        start = last = time.monotonic()
+        count = len(self.seen)
+        while time.monotonic() - last < quiet and time.monotonic() - start < limit:
+            self.connection.process_data_events(time_limit=0.05)
+            if len(self.seen) != count:
+                count, last = len(self.seen), time.monotonic()
+        events, self.seen = self.seen, []
+        return events
+
+    def close(self) -> None:
+        if self.connection.is_open:
+            self.connection.close()
+
+
+def describe_event(event: dict[str, Any]) -> str:
+    data = event["data"]
+    if event["type"] == "notification.requested":
+        to = data["recipient"]
+        return f'email to {to["name"]} <{to["email"]}> [{data["locale"]}]: "{data["subject"]}"'
+    if event["type"] == "subscription.changed":
+        new = ", ".join(
+            f"{p['product']} {p['plan']} x{p['seats']}" for p in data["new"]["products"]
+        )
+        return f"subscription is now: {new}"
+    request = data.get("request", {})
+    return f"request {request.get('request_id', '')[:8]} is {request.get('state')}"
+
+
+def describe_reply(reply: dict[str, Any]) -> list[str]:
+    if not reply.get("ok"):
+        error = reply["error"]
+        lines = [f"refused: {error['code']}: {error['message']}"]
+        lines += [f"   - {d.get('rule', '')} {d['reason']}".rstrip() for d in error["details"][1:]]
+        return lines
+    result = reply["result"]
+    summary = result.get("summary") or result.get("request", {}).get("summary")
+    lines = []
+    if "request" in result:
+        request = result["request"]
+        lines.append(f"ok: request {request['request_id'][:8]} is {request['state']}")
+    elif summary is None:
+        lines.append("ok: " + orjson.dumps(result).decode())
+    if summary is not None:
+        period = summary["period"]
+        lines += [
+            f"   {line['description']}: +{line['cost']} {summary['currency']}/{period}"
+            for line in summary["lines"]
+        ]
+        lines.append(f"   total: +{summary['total']} {summary['currency']} per {period}")
+    return lines
+
+
+class Story:
+    def __init__(self, client: SubreqClient, tap: EventTap, echo: Echo) -> None:
+        self.client, self.tap, self.echo = client, tap, echo
+
+    def step(self, title: str, routing_key: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.echo(f"\n== {title}")
+        self.echo(f"-> {routing_key} {orjson.dumps(body).decode()}")
+        reply = self.client.call(routing_key, body)
+        for line in describe_reply(reply):
+            self.echo(f"<- {line}")
+        for event in self.tap.drain():
+            self.echo(f"   event {event['type']}: {describe_event(event)}")
+        return reply
+
+
+def tell(story: Story) -> None:
+    step = story.step
+    step(
+        "An online-assisted account (sales-assisted, changes allowed)",
+        "account.upsert",
+        {
+            "account_id": "acme",
+            "name": "Acme Corp",
+            "type": "sales_assisted",
+            "allows_subscription_changes": True,
+            "subscription": ACME_SUBSCRIPTION,
+        },
+    )
+    for user_id, name, role, locale in [
+        ("olivia", "Olivia Owner", "owner", "en"),
+        ("adam", "Adamo Rossi", "admin", "it"),
+        ("ada", "Ada Agent", "agent", "en"),
+    ]:
+        step(
+            f"Directory: {name} is {role}",
+            "member.upsert",
+            {
+                "account_id": "acme",
+                "user_id": user_id,
+                "name": name,
+                "email": f"{user_id}@acme.example",
+                "role": role,
+                "locale": locale,
+            },
+        )
+    step(
+        "A self-service account",
+        "account.upsert",
+        {
+            "account_id": "solo",
+            "name": "Solo Ltd",
+            "type": "self_service",
+            "allows_subscription_changes": False,
+            "subscription": ACME_SUBSCRIPTION,
+        },
+    )
+    step(
+        "Its admin",
+        "member.upsert",
+        {
+            "account_id": "solo",
+            "user_id": "sam",
+            "name": "Sam Solo",
+            "email": "sam@solo.example",
+            "role": "admin",
+        },
+    )
+    step(
+        "The admin previews the change: cost without commitment (R10)",
+        "request.preview",
+        {"account_id": "acme", "actor_id": "adam", "changes": CHANGES},
+    )
+    submitted = step(
+        "The admin submits it: the owner is emailed (R16)",
+        "request.submit",
+        {
+            "account_id": "acme",
+            "actor_id": "adam",
+            "changes": CHANGES,
+            "note": "Five more agents start on Monday",
+        },
+    )
+    step(
+        "A second submit is refused while one is pending (R11)",
+        "request.submit",
+        {
+            "account_id": "acme",
+            "actor_id": "adam",
+            "changes": [{"type": "upgrade_plan", "product": "support", "plan": "enterprise"}],
+        },
+    )
+    step(
+        "An agent may not request (R1)",
+        "request.submit",
+        {"account_id": "acme", "actor_id": "ada", "changes": CHANGES},
+    )
+    step(
+        "A self-service account may not request (R5)",
+        "request.submit",
+        {"account_id": "solo", "actor_id": "sam", "changes": CHANGES},
+    )
+    request_id = submitted["result"]["request"]["request_id"]
+    step(
+        "The owner approves: the change is applied, the requester told (R12, R17)",
+        "request.decide",
+        {
+            "request_id": request_id,
+            "actor_id": "olivia",
+            "decision": "approve",
+            "comment": "Welcome aboard, team",
+        },
+    )
+    reply = step(
+        "The request as the Requests view shows it",
+        "request.get",
+        {"request_id": request_id, "actor_id": "adam"},
+    )
+    for entry in reply["result"]["request"]["history"]:
+        story.echo(
+            f"   {entry['at']}  {entry['from'] or '-'} -> {entry['to']}"
+            f"  by {entry['actor_id']}  ({entry['trigger']})"
+        )
+
+
+def run_demo(settings: Settings, echo: Echo) -> None:
+    try:
+        connect(settings.amqp_url, name="subreq-demo-probe").close()
+    except AMQPError as exc:
+        raise BrokerUnreachable(
+            f"RabbitMQ is not reachable at SUBREQ_AMQP_URL ({settings.amqp_url}): "
+            f"{exc.__class__.__name__}. Start one (`rabbitmq-server -detached` on Debian, or "
+            "`docker compose up -d rabbitmq`) or point SUBREQ_AMQP_URL at yours."
+        ) from None
+    with tempfile.TemporaryDirectory(prefix="subreq-demo-") as folder:
+        url = f"sqlite:///{Path(folder) / 'subreq.db'}"
+        settings = settings.model_copy(update={"database_url": url})
+        upgrade(Database(url))
+        echo(f"database: {url} (fresh, removed at the end)")
+        echo(f"broker:   {settings.amqp_url}")
+        worker = Worker(settings)
+        worker.start()
+        tap = EventTap(settings.amqp_url)
+        try:
+            if not worker.wait_ready(15):
+                raise BrokerUnreachable("the worker could not connect to the broker in time")
+            with SubreqClient(settings.amqp_url) as client:
+                tell(Story(client, tap, echo))
+        finally:
+            tap.close()
+            worker.stop()
+            worker.join(15)
+        echo("\nworker stopped cleanly; every event was published before it stopped")
