@@ -135,8 +135,11 @@ class CommandConsumer:
             "consuming %s (prefetch %d, batch %d)", COMMANDS_QUEUE, self.prefetch, self.batch_size
         )
         while not self.stop.is_set():
-            connection.process_data_events(time_limit=0 if self._buffer else 0.1)
             self._dispatch(connection, channel, dead)
+            # Returns as soon as a delivery or the batch's result arrives; a zero limit
+            # only when a batch can start now, so this thread never spins.
+            idle = self._in_flight is not None or not self._buffer
+            connection.process_data_events(time_limit=0.05 if idle else 0)
         channel.basic_cancel(tag)  # deliveries not yet handed to us go back to the queue
         while self._buffer or self._in_flight is not None:  # finish what is in hand
             connection.process_data_events(time_limit=0.01)

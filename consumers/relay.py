@@ -1,4 +1,9 @@
-"""The outbox relay: committed events to ``subreq.events``, confirmed before marked sent."""
+"""The outbox relay: committed events to ``subreq.events``, confirmed before marked sent.
+
+A batch is published inside an AMQP transaction: ``tx.commit-ok`` is the broker's
+word that every message of the batch was routed and stored, given in one round
+trip where blocking publisher confirms would wait for one per message.
+"""
 
 from __future__ import annotations
 
@@ -64,7 +69,7 @@ class OutboxRelay:
     def _session(self, connection: BlockingConnection) -> None:
         channel = connection.channel()
         declare_topology(channel)
-        channel.confirm_delivery()
+        channel.tx_select()
         self.ready.set()
         db_backoff = Backoff()
         while not self.stop.is_set():
@@ -97,8 +102,8 @@ class OutboxRelay:
 
     @staticmethod
     def _publish(channel: BlockingChannel, events: Sequence[PendingEvent]) -> None:
-        """Each publish returns once the broker confirmed it; any failure raises, and the
-        transaction that claimed the rows rolls back."""
+        """Returns once the broker committed the whole batch; any failure raises, and the
+        database transaction that claimed the rows rolls back."""
         for event in events:
             channel.basic_publish(
                 EVENTS_EXCHANGE,
@@ -111,3 +116,4 @@ class OutboxRelay:
                     type=event.type,
                 ),
             )
+        channel.tx_commit()

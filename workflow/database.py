@@ -73,6 +73,9 @@ class Database:
             self.engine = create_engine(
                 self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
             )
+            # Batched writes: an executemany INSERT becomes a few multi-row statements
+            # (compiled once) instead of one round trip per row.
+            self.engine.dialect.use_insertmanyvalues_wo_returning = True
         else:
             raise ConfigurationError(
                 f"SUBREQ_DATABASE_URL: unsupported database {backend!r} (use sqlite or postgresql)"

@@ -35,9 +35,12 @@ def relay_batch(
 ) -> int:
     """Publish up to ``limit`` unpublished events in order; returns how many."""
     with db.transaction() as conn:
-        if db.is_postgres and not conn.execute(
-            text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": RELAY_LOCK_KEY}
-        ).scalar():
+        if (
+            db.is_postgres
+            and not conn.execute(
+                text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": RELAY_LOCK_KEY}
+            ).scalar()
+        ):
             return 0
         query = (
             select(outbox.c.id, outbox.c.event_id, outbox.c.type, outbox.c.payload)
@@ -48,8 +51,7 @@ def relay_batch(
         if db.is_postgres:
             query = query.with_for_update(skip_locked=True)
         events = [
-            PendingEvent(r.id, r.event_id, r.type, r.payload.encode())
-            for r in conn.execute(query)
+            PendingEvent(r.id, r.event_id, r.type, r.payload.encode()) for r in conn.execute(query)
         ]
         if not events:
             return 0
@@ -80,8 +82,10 @@ def prune_published(db: Database, older_than: timedelta, limit: int = 5000) -> i
     """Delete published events older than ``older_than``, a bounded batch at a time."""
     cutoff = datetime.now(UTC) - older_than
     with db.transaction() as conn:
-        ids = select(outbox.c.id).where(
-            outbox.c.published_at.is_not(None), outbox.c.published_at < cutoff
-        ).limit(limit)
+        ids = (
+            select(outbox.c.id)
+            .where(outbox.c.published_at.is_not(None), outbox.c.published_at < cutoff)
+            .limit(limit)
+        )
         result = conn.execute(delete(outbox).where(outbox.c.id.in_(ids)))
         return result.rowcount or 0

@@ -19,6 +19,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from policies.decision import Decision, ErrorCode
+from workflow.batchstore import BatchStore
 from workflow.catalog import Catalog
 from workflow.database import Database
 from workflow.errors import Refused
@@ -139,6 +140,20 @@ def _one_pending_violated(exc: IntegrityError) -> bool:
     return "uq_requests_one_pending" in text or "requests.account_id" in text
 
 
+Item = tuple[str, bytes | str | dict[str, Any], str | None]
+"""A delivery as the workflow sees it: routing key, body, message_id."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A parsed command (or why it cannot be parsed) with its idempotency key."""
+
+    routing_key: str
+    command: Any
+    key: str | None
+    invalid: Decision | None = None
+
+
 class CommandService:
     """Runs commands against the database; one instance per process."""
 
@@ -164,92 +179,109 @@ class CommandService:
         message_id: str | None = None,
     ) -> Outcome:
         """One command in its own transaction."""
-        for attempt in range(2):
-            try:
-                with self.db.transaction() as conn:
-                    return self.handle_in(conn, routing_key, body, message_id)
-            except IntegrityError:
-                # Another process stored the same idempotency key first: the next
-                # attempt finds its reply.
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
+        return self.handle_batch([(routing_key, body, message_id)])[0]
 
-    def handle_batch(
-        self, items: Sequence[tuple[str, bytes | str | dict[str, Any], str | None]]
-    ) -> list[Outcome]:
-        """Several commands in ONE transaction, each in its own savepoint, so a refusal or
-        a bad message does not poison the others. If two processes race on the same
-        idempotency key the batch is retried one command per transaction."""
+    def handle_batch(self, items: Sequence[Item]) -> list[Outcome]:
+        """Several commands in ONE transaction: loaded in a few queries, written in a few
+        statements, each command's changes undone in memory when it is refused so it
+        cannot poison the others. When the database refuses the batch at commit (another
+        process won a race on an idempotency key or on R11), each command is run again
+        in its own transaction and sees what the winner committed."""
+        commands = [self._prepare(*item) for item in items]
         try:
             with self.db.transaction() as conn:
-                return [self.handle_in(conn, *item) for item in items]
+                return self._run_batch(conn, commands)
         except IntegrityError:
-            return [self.handle(*item) for item in items]
+            if len(commands) > 1:
+                return [self.handle(*item) for item in items]
+        return [self._after_conflict(commands[0])]
 
-    def handle_in(
-        self,
-        conn: Connection,
-        routing_key: str,
-        body: bytes | str | dict[str, Any],
-        message_id: str | None = None,
-    ) -> Outcome:
-        """One command inside the caller's transaction (which may hold a batch)."""
-        now = self.clock()
-        store = Store(conn, is_postgres=self.db.is_postgres)
+    def _run_batch(self, conn: Connection, commands: Sequence[Prepared]) -> list[Outcome]:
+        store = BatchStore(conn, is_postgres=self.db.is_postgres)
+        store.preload(
+            (a for c in commands if (a := getattr(c.command, "account_id", None))),
+            (r for c in commands if (r := getattr(c.command, "request_id", None))),
+            (c.key for c in commands if c.key is not None),
+        )
+        outcomes = [self._process(store, c) for c in commands]
+        store.flush()
+        return outcomes
+
+    def _after_conflict(self, command: Prepared) -> Outcome:
+        try:
+            with self.db.transaction() as conn:
+                return self._run_batch(conn, [command])[0]
+        except IntegrityError as exc:
+            if not _one_pending_violated(exc):
+                raise
+        # R11 decided by the unique index alone: answer as the policy would have.
+        with self.db.transaction() as conn:
+            store = BatchStore(conn, is_postgres=self.db.is_postgres)
+            refusal = self._pending_race(store, command.command)
+            outcome = self._answer(store, self.clock(), command, refusal)
+            store.flush()
+            return outcome
+
+    def _prepare(
+        self, routing_key: str, body: bytes | str | dict[str, Any], message_id: str | None
+    ) -> Prepared:
         try:
             command = parse(routing_key, body)
         except Invalid as exc:
-            self._audit(store, now, routing_key, None, exc.decision, None, None, None)
-            reply = error_reply(exc.decision)
-            return Outcome(
-                encode(reply),
-                invalid=True,
-                error_reason=exc.decision.message,
-                error_code=str(exc.decision.code),
-            )
+            return Prepared(routing_key, None, None, exc.decision)
+        return Prepared(routing_key, command, dedupe_key(routing_key, body, message_id))
 
-        key = dedupe_key(routing_key, body, message_id)
+    def _process(self, store: BatchStore, prepared: Prepared) -> Outcome:
+        now = self.clock()
+        if prepared.invalid is not None:
+            self._audit(store, now, prepared.routing_key, None, prepared.invalid, None, None, None)
+            return Outcome(
+                encode(error_reply(prepared.invalid)),
+                invalid=True,
+                error_reason=prepared.invalid.message,
+                error_code=str(prepared.invalid.code),
+            )
+        key = prepared.key
         if key is not None:
             stored = store.stored_reply(key)
             if stored is not None:
-                fresh = (
-                    key.startswith("id:")
-                    or store.stored_reply(key, not_before=now - self.dedupe_window) is not None
+                fresh = key.startswith("id:") or (
+                    store.stored_reply(key, not_before=now - self.dedupe_window) is not None
                 )
                 if fresh:
                     return Outcome(stored.encode(), duplicate=True)
                 store.forget_reply(key)
-
         uow = UnitOfWork(store, now, self.catalog, self.notify_billing_admins)
-        outcome = self._run(conn, uow, routing_key, command)
-        if isinstance(outcome, Refused):
-            reply = self._refused(store, now, routing_key, key, command, outcome)
-            code: str | None = str(outcome.decision.code)
-        else:
-            reply, code = {"ok": True, "result": outcome}, None
-        encoded = encode(reply)
-        if key is not None and routing_key not in QUERIES:
-            store.store_reply(key, routing_key, encoded.decode(), now)
-        return Outcome(encoded, error_code=code)
-
-    def _run(
-        self, conn: Connection, uow: UnitOfWork, routing_key: str, command: Any
-    ) -> dict[str, Any] | Refused:
-        """The handler in a savepoint, so a refusal leaves nothing behind but its audit row."""
-        savepoint = conn.begin_nested()
+        store.begin()
         try:
-            result = HANDLERS[routing_key](command, uow)
+            result = HANDLERS[prepared.routing_key](prepared.command, uow)
         except Refused as refusal:
-            savepoint.rollback()
-            return refusal
-        except IntegrityError as exc:
-            savepoint.rollback()
-            if not _one_pending_violated(exc):
-                raise
-            return self._pending_race(uow.store, command)
-        savepoint.commit()
-        return result
+            store.undo()
+            return self._answer(store, now, prepared, refusal)
+        except BaseException:
+            store.undo()
+            raise
+        store.commit()
+        return self._answer(store, now, prepared, {"ok": True, "result": result})
+
+    def _answer(
+        self,
+        store: Store,
+        now: datetime,
+        prepared: Prepared,
+        answer: Refused | dict[str, Any],
+    ) -> Outcome:
+        """The reply, stored under the idempotency key unless the command is a query."""
+        code = None
+        if isinstance(answer, Refused):
+            code = str(answer.decision.code)
+            answer = self._refused(
+                store, now, prepared.routing_key, prepared.key, prepared.command, answer
+            )
+        encoded = encode(answer)
+        if prepared.key is not None and prepared.routing_key not in QUERIES:
+            store.store_reply(prepared.key, prepared.routing_key, encoded.decode(), now)
+        return Outcome(encoded, error_code=code)
 
     def _pending_race(self, store: Store, command: Any) -> Refused:
         """R11 decided by the unique index: another process's submit committed first."""

@@ -8,11 +8,14 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, RowMapping, delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from policies.facts import Account, Actor, ProductLine, Subscription
 from workflow import tables as t
 from workflow.lifecycle import HistoryStep
+
+Row = Mapping[Any, Any]
+"""A table row as handlers see it: from the database, or from a batch's cache."""
 
 
 def dumps(value: Any) -> str:
@@ -28,7 +31,7 @@ class Store:
 
     # --- accounts and members ------------------------------------------------
 
-    def account(self, account_id: str, *, lock: bool = False) -> RowMapping | None:
+    def account(self, account_id: str, *, lock: bool = False) -> Row | None:
         """With ``lock``, serialises every command of this account on PostgreSQL; SQLite
         already holds the database write lock from BEGIN IMMEDIATE."""
         query = select(t.accounts).where(t.accounts.c.account_id == account_id)
@@ -46,7 +49,7 @@ class Store:
         else:
             self.conn.execute(insert(t.accounts).values(**values))
 
-    def member(self, account_id: str, user_id: str) -> RowMapping | None:
+    def member(self, account_id: str, user_id: str) -> Row | None:
         return (
             self.conn.execute(
                 select(t.members).where(
@@ -57,7 +60,7 @@ class Store:
             .first()
         )
 
-    def members(self, account_id: str, roles: Iterable[str] | None = None) -> list[RowMapping]:
+    def members(self, account_id: str, roles: Iterable[str] | None = None) -> list[Row]:
         query = select(t.members).where(t.members.c.account_id == account_id)
         if roles is not None:
             query = query.where(t.members.c.role.in_(list(roles)))
@@ -85,7 +88,7 @@ class Store:
 
     # --- subscriptions -------------------------------------------------------
 
-    def subscription(self, account: RowMapping) -> Subscription:
+    def subscription(self, account: Row) -> Subscription:
         rows = self.conn.execute(
             select(t.subscription_products)
             .where(t.subscription_products.c.account_id == account["account_id"])
@@ -127,16 +130,14 @@ class Store:
             )
         ).scalar()
 
-    def request(self, request_id: str) -> RowMapping | None:
+    def request(self, request_id: str) -> Row | None:
         return (
             self.conn.execute(select(t.requests).where(t.requests.c.request_id == request_id))
             .mappings()
             .first()
         )
 
-    def requests(
-        self, account_id: str, state: str | None = None, limit: int = 100
-    ) -> list[RowMapping]:
+    def requests(self, account_id: str, state: str | None = None, limit: int = 100) -> list[Row]:
         query = select(t.requests).where(t.requests.c.account_id == account_id)
         if state is not None:
             query = query.where(t.requests.c.state == state)
@@ -255,9 +256,9 @@ class Store:
         return event_id
 
 
-def to_account(row: RowMapping) -> Account:
+def to_account(row: Row) -> Account:
     return Account(row["account_id"], row["type"], row["allows_subscription_changes"])
 
 
-def to_actor(row: RowMapping | None) -> Actor | None:
+def to_actor(row: Row | None) -> Actor | None:
     return None if row is None else Actor(row["user_id"], row["account_id"], row["role"])

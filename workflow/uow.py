@@ -7,12 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import RowMapping
-
 from workflow.catalog import Catalog
 from workflow.lifecycle import Request
 from workflow.notifications import render
-from workflow.store import Store
+from workflow.store import Row, Store
 from workflow.views import request_view
 
 # The event each transition emits, named after what happened (contract: Events).
@@ -48,7 +46,7 @@ class UnitOfWork:
     def notify(
         self,
         template: str,
-        recipients: Iterable[RowMapping],
+        recipients: Iterable[Row],
         request: Mapping[str, Any],
         values: Mapping[str, Any],
     ) -> None:
@@ -71,10 +69,10 @@ class UnitOfWork:
         )
         return view
 
-    def deciders(self, account_id: str) -> list[RowMapping]:
+    def deciders(self, account_id: str) -> list[Row]:
         roles = ("owner", "billing_admin") if self.notify_billing_admins else ("owner",)
         return self.store.members(account_id, roles)
 
-    def members_by_id(self, account_id: str, user_ids: Iterable[str]) -> list[RowMapping]:
+    def members_by_id(self, account_id: str, user_ids: Iterable[str]) -> list[Row]:
         wanted = set(user_ids)
         return [m for m in self.store.members(account_id) if m["user_id"] in wanted]

@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import RowMapping
-
-from workflow.store import Store
+from workflow.store import Row, Store
 
 
 def request_view(
     store: Store,
-    row: RowMapping,
+    row: Row,
     history: list[dict[str, Any]] | None = None,
     names: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
@@ -37,7 +35,7 @@ def request_view(
     }
 
 
-def request_views(store: Store, rows: list[RowMapping]) -> list[dict[str, Any]]:
+def request_views(store: Store, rows: list[Row]) -> list[dict[str, Any]]:
     """Views of many requests in three queries, whatever their number."""
     if not rows:
         return []

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import RowMapping
-
 from policies.decision import ErrorCode
 from workflow.errors import Refused
-from workflow.store import Store
+from workflow.store import Row, Store
 
 
-def account_or_refuse(store: Store, account_id: str) -> RowMapping:
+def account_or_refuse(store: Store, account_id: str) -> Row:
     """The account, locked for the rest of the transaction so its commands serialise."""
     account = store.account(account_id, lock=True)
     if account is None:
@@ -22,7 +20,7 @@ def account_or_refuse(store: Store, account_id: str) -> RowMapping:
     return account
 
 
-def member_or_refuse(store: Store, account_id: str, user_id: str, field: str) -> RowMapping:
+def member_or_refuse(store: Store, account_id: str, user_id: str, field: str) -> Row:
     member = store.member(account_id, user_id)
     if member is None:
         raise Refused.because(
@@ -35,7 +33,7 @@ def member_or_refuse(store: Store, account_id: str, user_id: str, field: str) ->
     return member
 
 
-def request_and_account(store: Store, request_id: str) -> tuple[RowMapping, RowMapping]:
+def request_and_account(store: Store, request_id: str) -> tuple[Row, Row]:
     """The request and its locked account; the request is read again after the lock so a
     decision racing with another sees the state that other one committed."""
     row = store.request(request_id)
