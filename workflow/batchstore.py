@@ -71,7 +71,26 @@ class BatchStore(Store):
     ) -> None:
         """Load and lock what the batch will touch."""
         conn = self.conn
+        request_ids = sorted(set(request_ids) - self._requests.keys())
+        accounts = set(account_ids)
+        if request_ids:
+            accounts.update(
+                conn.execute(
+                    select(t.requests.c.account_id).where(t.requests.c.request_id.in_(request_ids))
+                ).scalars()
+            )
+        accounts -= self._accounts.keys()
         keys = sorted(set(keys) - self._replies.keys())
+        if accounts:
+            query = select(t.accounts).where(t.accounts.c.account_id.in_(sorted(accounts)))
+            query = query.order_by(t.accounts.c.account_id)
+            if self.is_postgres:
+                query = query.with_for_update()
+            for row in conn.execute(query).mappings():
+                self._accounts[row["account_id"]] = dict(row)
+                self._accounts_in_db.add(row["account_id"])
+        # Idempotency records are read under the account locks: a duplicate racing with
+        # its original on another worker sees the original's committed reply.
         if keys:
             found = {
                 r.key: (r.reply, r.processed_at)
@@ -85,24 +104,6 @@ class BatchStore(Store):
             }
             for key in keys:
                 self._replies[key] = found.get(key)
-        request_ids = sorted(set(request_ids) - self._requests.keys())
-        accounts = set(account_ids)
-        if request_ids:
-            accounts.update(
-                conn.execute(
-                    select(t.requests.c.account_id).where(t.requests.c.request_id.in_(request_ids))
-                ).scalars()
-            )
-        accounts -= self._accounts.keys()
-        if not accounts and not request_ids:
-            return
-        query = select(t.accounts).where(t.accounts.c.account_id.in_(sorted(accounts)))
-        query = query.order_by(t.accounts.c.account_id)
-        if self.is_postgres:
-            query = query.with_for_update()
-        for row in conn.execute(query).mappings():
-            self._accounts[row["account_id"]] = dict(row)
-            self._accounts_in_db.add(row["account_id"])
         existing = sorted(a for a in accounts if a in self._accounts)
         for account_id in accounts - set(existing):
             self._accounts[account_id] = None
