@@ -21,8 +21,11 @@ from consumers.amqp import EVENTS_EXCHANGE, Backoff, connect_with_retry, declare
 from workflow.database import Database
 from workflow.errors import TransientError
 from workflow.outbox import PendingEvent, relay_batch
+from workflow.retention import prune
 
 log = logging.getLogger(__name__)
+
+PRUNE_EVERY = 600.0
 
 
 class OutboxRelay:
@@ -46,6 +49,7 @@ class OutboxRelay:
         self.idle_seconds = idle_seconds
         self.published = 0
         self.ready = threading.Event()
+        self._next_prune = 0.0
 
     def run(self) -> None:
         backoff = Backoff()
@@ -84,11 +88,25 @@ class OutboxRelay:
                 continue
             db_backoff.reset()
             self.published += sent
+            self._housekeeping()
             if sent < self.batch_size:
                 self._idle(connection)
         # Drain what is committed before stopping, so a clean stop leaves no backlog.
         while relay_batch(self.db, lambda events: self._publish(channel, events), self.batch_size):
             pass
+
+    def _housekeeping(self) -> None:
+        """Now and then, prune replies and events past their retention (bounded work)."""
+        if time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + PRUNE_EVERY
+        try:
+            removed = prune(self.db)
+        except TransientError as exc:
+            log.warning("pruning skipped: %s", exc)
+            return
+        if removed:
+            log.info("pruned %d rows past retention", removed)
 
     def _idle(self, connection: BlockingConnection) -> None:
         """Wait for a wake-up or the idle interval, keeping the connection serviced."""

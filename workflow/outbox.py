@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import func, select, text, update
 
 from workflow.database import Database
 from workflow.tables import outbox
@@ -76,16 +76,3 @@ def backlog(db: Database) -> tuple[int, datetime | None]:
         if oldest is not None and oldest.tzinfo is None:
             oldest = oldest.replace(tzinfo=UTC)
         return row[0], oldest
-
-
-def prune_published(db: Database, older_than: timedelta, limit: int = 5000) -> int:
-    """Delete published events older than ``older_than``, a bounded batch at a time."""
-    cutoff = datetime.now(UTC) - older_than
-    with db.transaction() as conn:
-        ids = (
-            select(outbox.c.id)
-            .where(outbox.c.published_at.is_not(None), outbox.c.published_at < cutoff)
-            .limit(limit)
-        )
-        result = conn.execute(delete(outbox).where(outbox.c.id.in_(ids)))
-        return result.rowcount or 0
