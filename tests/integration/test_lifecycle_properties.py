@@ -1,0 +1,1079 @@
+"""Stateful property test: random command sequences keep the lifecycle's invariants.
+
+A Hypothesis ``RuleBasedStateMachine`` drives submits, decisions, cancellations,
+expiries, account and member upserts and redeliveries through
+``CommandService.handle`` against a real database (SQLite and PostgreSQL). A small
+model of the directory, the accounts, their subscriptions and the requests predicts
+each outcome; after every step the tables, read directly with SQLAlchemy Core, must
+agree with the model and with the rules:
+
+1. at most one ``pending`` request per account (R11);
+2. a request in a final state never changes again (R13);
+3. the history is append-only and chains up to the request's state (R15);
+4. the subscription changes only on an approval or an ``account.upsert`` giving one (R12);
+5. every accepted transition adds exactly one event of its type, a refusal none;
+6. a refused command adds one audit row and changes nothing else (R15);
+7. who succeeded was allowed to: submit by an admin (R1), decide by a decider (R2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from sqlalchemy import Connection, delete, func, select
+
+from policies.decision import ErrorCode
+from workflow import tables as t
+from workflow.catalog import Catalog, load_catalog
+from workflow.database import Database
+from workflow.service import CommandService, Outcome
+
+ACCOUNTS = ("acct-1", "acct-2", "acct-3")
+SLOTS = {
+    "owner": "owner",
+    "billing": "billing_admin",
+    "admin-a": "admin",
+    "admin-b": "admin",
+    "agent": "agent",
+}
+ROLES = ("owner", "billing_admin", "admin", "agent")
+DECIDERS = frozenset({"owner", "billing_admin"})
+USERS = (*(f"{a}-{s}" for a in ACCOUNTS for s in SLOTS), "stranger")
+
+KINDS = {
+    "online": ("sales_assisted", True),  # eligible (R5)
+    "managed": ("sales_assisted", False),
+    "self_service": ("self_service", True),
+    "self_service_locked": ("self_service", False),
+}
+ELIGIBLE = KINDS["online"]
+
+SUBSCRIPTIONS: dict[str, dict[str, Any]] = {
+    "usd": {
+        "currency": "USD",
+        "billing_cycle": "monthly",
+        "products": [{"product": "support", "plan": "professional", "seats": 10}],
+    },
+    "eur": {
+        "currency": "EUR",
+        "billing_cycle": "annual",
+        "products": [
+            {"product": "suite", "plan": "growth", "seats": 5},
+            {"product": "guide", "plan": "professional", "seats": 7},
+        ],
+    },
+    "gbp": {
+        "currency": "GBP",
+        "billing_cycle": "monthly",
+        "products": [
+            {"product": "support", "plan": "enterprise_plus", "seats": 3},
+            {"product": "collaboration", "plan": "growth", "seats": 0},
+        ],
+    },
+    "empty": {"currency": "USD", "billing_cycle": "annual", "products": []},
+}
+BAD_SUBSCRIPTION = {
+    "currency": "USD",
+    "billing_cycle": "monthly",
+    "products": [{"product": "teleporter", "plan": "team", "seats": 1}],
+}
+INITIAL = {"acct-1": ("online", "usd"), "acct-2": ("online", "eur"), "acct-3": ("managed", "gbp")}
+
+OUT_OF_SCOPE = (
+    "remove_seats",
+    "remove_product",
+    "downgrade_plan",
+    "change_billing_cycle",
+    "change_payment_method",
+    "manage_invoice",
+    "cancel_account",
+)
+REQUEST_EVENTS = (
+    "request.submitted",
+    "request.approved",
+    "request.rejected",
+    "request.cancelled",
+    "request.expired",
+    "request.voided",
+    "subscription.changed",
+)
+EVENT_OF_STATE = {
+    "pending": "request.submitted",
+    "approved": "request.approved",
+    "rejected": "request.rejected",
+    "cancelled": "request.cancelled",
+    "expired": "request.expired",
+    "voided": "request.voided",
+}
+FINAL_STATES = frozenset({"approved", "rejected", "cancelled", "expired", "voided"})
+BODY_DEDUPED = frozenset({"request.submit", "request.decide", "request.cancel"})
+DEDUPE_WINDOW = timedelta(minutes=10)  # CommandService's default
+PRECEDENCE = [str(code) for code in ErrorCode]
+"""Error codes, highest precedence first: a reply carries the first of its denials."""
+
+
+def _leading(codes: set[str]) -> str:
+    return min(codes, key=PRECEDENCE.index)
+
+
+def body_hash(routing_key: str, raw: bytes) -> str:
+    """The contract's key for a request.* command without message_id."""
+    return "sha256:" + hashlib.sha256(routing_key.encode() + b"\n" + raw).hexdigest()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+Line = tuple[str, str, int]  # product, plan, seats
+
+
+@dataclass
+class Sub:
+    currency: str
+    billing_cycle: str
+    products: list[Line]
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> Sub:
+        return cls(
+            body["currency"],
+            body["billing_cycle"],
+            [(p["product"], p["plan"], p["seats"]) for p in body["products"]],
+        )
+
+
+@dataclass
+class ModelRequest:
+    account_id: str
+    requester_id: str
+    changes: list[dict[str, Any]]
+    state: str = "pending"
+
+
+@dataclass
+class Sent:
+    routing_key: str
+    body: bytes
+    message_id: str
+    reply: bytes
+
+
+@dataclass
+class Snapshot:
+    counts: dict[str, int]
+    events: Counter[str]
+    states: dict[str, str]
+    subscriptions: dict[str, Sub]
+    accounts: dict[str, tuple[Any, ...]]
+    members: dict[tuple[str, str], str]
+    max_ids: dict[str, int] = field(default_factory=dict)
+
+    def same_except(self, other: Snapshot, *tables: str) -> bool:
+        """Equal, apart from the row counts of ``tables``."""
+        counts = {k: v for k, v in self.counts.items() if k not in tables}
+        other_counts = {k: v for k, v in other.counts.items() if k not in tables}
+        return (
+            counts == other_counts
+            and self.events == other.events
+            and self.states == other.states
+            and self.subscriptions == other.subscriptions
+            and self.accounts == other.accounts
+            and self.members == other.members
+        )
+
+
+@dataclass
+class Step:
+    """One command handled: its outcome, the tables around it, and its idempotency key."""
+
+    outcome: Outcome
+    before: Snapshot
+    after: Snapshot
+    key: str
+    stored: int = 1  # rows it adds to processed_commands
+    duplicate: bool = False
+
+
+def _read_subscriptions(conn: Connection) -> dict[str, Sub]:
+    subs = {
+        r.account_id: Sub(r.currency, r.billing_cycle, []) for r in conn.execute(select(t.accounts))
+    }
+    rows = conn.execute(
+        select(t.subscription_products).order_by(
+            t.subscription_products.c.account_id, t.subscription_products.c.position
+        )
+    )
+    for r in rows:
+        subs[r.account_id].products.append((r.product, r.plan, r.seats))
+    return subs
+
+
+def snapshot(db: Database) -> Snapshot:
+    with db.engine.connect() as conn:
+        counts = {
+            table.name: conn.execute(select(func.count()).select_from(table)).scalar_one()
+            for table in t.metadata.sorted_tables
+        }
+        events: Counter[str] = Counter(
+            dict(
+                conn.execute(select(t.outbox.c.type, func.count()).group_by(t.outbox.c.type)).all()
+            )
+        )
+        states = dict(conn.execute(select(t.requests.c.request_id, t.requests.c.state)).all())
+        accounts = {
+            r.account_id: (r.type, r.allows_subscription_changes)
+            for r in conn.execute(select(t.accounts))
+        }
+        members = {(r.account_id, r.user_id): r.role for r in conn.execute(select(t.members)).all()}
+        max_ids = {
+            table.name: conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one()
+            for table in (t.outbox, t.request_transitions, t.audit_log)
+        }
+        return Snapshot(
+            counts,
+            events,
+            states,
+            _read_subscriptions(conn),
+            accounts,
+            members,
+            max_ids,
+        )
+
+
+def make_machine(db: Database, catalog: Catalog | None = None) -> type[RuleBasedStateMachine]:
+    """The state machine class for ``db``; each example starts from an empty database."""
+    facts = (catalog or load_catalog()).facts()
+    plans: dict[str, tuple[str, ...]] = dict(facts.plans)
+    addable = frozenset(facts.addable)
+    products = sorted(plans)
+    all_plans = sorted({p for ps in plans.values() for p in ps})
+
+    # --- the model's own reading of R7-R9 and of applying a change ---------------
+
+    def change_codes(changes: list[dict[str, Any]], sub: Sub) -> set[str]:
+        owned = {p: plan for p, plan, _ in sub.products}
+        codes: set[str] = set()
+        for c in changes:
+            kind = c["type"]
+            if kind in OUT_OF_SCOPE:
+                codes.add("out_of_scope")
+                continue
+            product = c["product"]
+            if product not in plans:
+                codes.add("invalid_change")
+                continue
+            ladder = plans[product]
+            if kind == "add_seats":
+                bad = product not in owned or c["quantity"] < 1
+            elif kind == "add_product":
+                bad = (
+                    product in owned
+                    or product not in addable
+                    or c["plan"] not in ladder
+                    or (c.get("seats") is not None and c["seats"] < 1)
+                )
+            else:  # upgrade_plan
+                bad = (
+                    product not in owned
+                    or c["plan"] not in ladder
+                    or owned[product] not in ladder
+                    or ladder.index(c["plan"]) <= ladder.index(owned[product])
+                )
+            if bad:
+                codes.add("invalid_change")
+        grantable = [c for c in changes if c["type"] not in OUT_OF_SCOPE]
+        for a, b in itertools.combinations(grantable, 2):
+            # Only add_seats + upgrade_plan may meet on one product.
+            if a["product"] == b["product"] and {a["type"], b["type"]} != {
+                "add_seats",
+                "upgrade_plan",
+            }:
+                codes.add("invalid_change")
+        return codes
+
+    def applied(sub: Sub, changes: list[dict[str, Any]]) -> Sub:
+        lines = list(sub.products)
+        for c in changes:
+            index = next((i for i, line in enumerate(lines) if line[0] == c["product"]), None)
+            if c["type"] == "add_seats":
+                assert index is not None
+                p, plan, seats = lines[index]
+                lines[index] = (p, plan, seats + c["quantity"])
+            elif c["type"] == "upgrade_plan":
+                assert index is not None
+                p, _, seats = lines[index]
+                lines[index] = (p, c["plan"], seats)
+            else:
+                seats = c.get("seats")
+                if seats is None:
+                    seats = max([1, *(line[2] for line in lines)])
+                lines.append((c["product"], c["plan"], seats))
+        return Sub(sub.currency, sub.billing_cycle, lines)
+
+    def valid_items(sub: Sub) -> list[st.SearchStrategy[dict[str, Any]]]:
+        owned = {p for p, _, _ in sub.products}
+        options: list[st.SearchStrategy[dict[str, Any]]] = []
+        for p, plan, _ in sub.products:
+            options.append(
+                st.integers(1, 20).map(
+                    lambda q, p=p: {"type": "add_seats", "product": p, "quantity": q}
+                )
+            )
+            ladder = plans.get(p, ())
+            higher = ladder[ladder.index(plan) + 1 :] if plan in ladder else ()
+            if higher:
+                options.append(
+                    st.sampled_from(higher).map(
+                        lambda new, p=p: {"type": "upgrade_plan", "product": p, "plan": new}
+                    )
+                )
+        for p in sorted(addable - owned):
+            options.append(
+                st.builds(
+                    lambda plan, seats, p=p: {
+                        "type": "add_product",
+                        "product": p,
+                        "plan": plan,
+                        **({} if seats is None else {"seats": seats}),
+                    },
+                    st.sampled_from(plans[p]),
+                    st.none() | st.integers(1, 20),
+                )
+            )
+        return options
+
+    any_product = st.sampled_from([*products, "teleporter"])
+    any_item: st.SearchStrategy[dict[str, Any]] = st.one_of(
+        st.builds(
+            lambda p, q: {"type": "add_seats", "product": p, "quantity": q},
+            any_product,
+            st.integers(-2, 20),
+        ),
+        st.builds(
+            lambda p, plan, seats: {
+                "type": "add_product",
+                "product": p,
+                "plan": plan,
+                **({} if seats is None else {"seats": seats}),
+            },
+            any_product,
+            st.sampled_from([*all_plans, "platinum"]),
+            st.none() | st.integers(-1, 20),
+        ),
+        st.builds(
+            lambda p, plan: {"type": "upgrade_plan", "product": p, "plan": plan},
+            any_product,
+            st.sampled_from([*all_plans, "platinum"]),
+        ),
+        st.sampled_from(OUT_OF_SCOPE).map(lambda kind: {"type": kind}),
+    )
+
+    class LifecycleMachine(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.clock = Clock()
+            self.service = CommandService(db, load_catalog(), clock=self.clock)
+            self.ids = itertools.count(1)
+            self.ready = False
+            self.kinds: dict[str, tuple[str, bool]] = {}
+            self.roles: dict[str, dict[str, str]] = {a: {} for a in ACCOUNTS}
+            self.subs: dict[str, Sub] = {}
+            self.requests: dict[str, ModelRequest] = {}
+            self.sent: list[Sent] = []
+            self.bodies: list[tuple[str, dict[str, Any]]] = []
+            self.hashed: dict[str, tuple[datetime, bytes]] = {}
+            self.seen_transitions: dict[int, tuple[Any, ...]] = {}
+            self.last_state: dict[str, str] = {}
+
+        # --- plumbing -----------------------------------------------------------
+
+        @initialize()
+        def setup(self) -> None:
+            with db.engine.begin() as conn:
+                for table in reversed(t.metadata.sorted_tables):
+                    conn.execute(delete(table))
+            for account, (kind, sub) in INITIAL.items():
+                outcome = self.service.handle(
+                    "account.upsert", self._account_body(account, kind, SUBSCRIPTIONS[sub])
+                )
+                assert outcome.json()["ok"], outcome.json()
+                self.kinds[account] = KINDS[kind]
+                self.subs[account] = Sub.of(SUBSCRIPTIONS[sub])
+                for slot, role in SLOTS.items():
+                    user = f"{account}-{slot}"
+                    outcome = self.service.handle(
+                        "member.upsert", self._member_body(account, user, role)
+                    )
+                    assert outcome.json()["ok"], outcome.json()
+                    self.roles[account][user] = role
+            self.ready = True
+
+        @staticmethod
+        def _account_body(
+            account: str, kind: str, subscription: dict[str, Any] | None
+        ) -> dict[str, Any]:
+            type_, allows = KINDS[kind]
+            body: dict[str, Any] = {
+                "account_id": account,
+                "name": f"Account {account}",
+                "type": type_,
+                "allows_subscription_changes": allows,
+            }
+            if subscription is not None:
+                body["subscription"] = subscription
+            return body
+
+        @staticmethod
+        def _member_body(account: str, user: str, role: str) -> dict[str, Any]:
+            return {
+                "account_id": account,
+                "user_id": user,
+                "name": user.replace("-", " ").title(),
+                "email": f"{user}@example.com",
+                "role": role,
+                "locale": "it" if user.endswith("agent") else "en",
+            }
+
+        def _pending_of(self, account: str) -> str | None:
+            found = [
+                rid
+                for rid, r in self.requests.items()
+                if r.account_id == account and r.state == "pending"
+            ]
+            assert len(found) <= 1
+            return found[0] if found else None
+
+        def _send(self, routing_key: str, body: dict[str, Any], *, with_id: bool = True) -> Step:
+            """Handle one command; a redelivery without ``message_id`` inside the dedupe
+            window is checked here and comes back as ``Step.duplicate``."""
+            self.clock.advance(minutes=3)
+            raw = orjson.dumps(body)
+            message_id = f"msg-{next(self.ids)}" if with_id else None
+            key = f"id:{message_id}" if with_id else body_hash(routing_key, raw)
+            earlier = self.hashed.get(key)
+            before = snapshot(db)
+            outcome = self.service.handle(routing_key, raw, message_id)
+            after = snapshot(db)
+            label = f"{routing_key} {body.get('decision', '')}".strip()
+            if earlier is not None and self.clock.now - earlier[0] <= DEDUPE_WINDOW:
+                # The same body without message_id within the window: the first reply again.
+                event(f"{label} without message_id: duplicate")
+                assert outcome.duplicate, (routing_key, body)
+                assert outcome.reply == earlier[1]
+                assert after.counts == before.counts
+                assert after.max_ids == before.max_ids
+                assert after.same_except(before)
+                return Step(outcome, before, after, key, duplicate=True)
+            assert not outcome.duplicate, (routing_key, body, earlier)
+            reply = outcome.json()
+            suffix = "" if with_id else " without message_id"
+            event(f"{label}{suffix}: {'ok' if reply['ok'] else reply['error']['code']}")
+            if outcome.invalid:
+                return Step(outcome, before, after, key, stored=0)
+            if message_id is not None:
+                self.sent.append(Sent(routing_key, raw, message_id, outcome.reply))
+            else:
+                self.hashed[key] = (self.clock.now, outcome.reply)
+            if routing_key in BODY_DEDUPED:
+                self.bodies.append((routing_key, body))
+            # A stale body-hash reply is replaced, not added to.
+            return Step(outcome, before, after, key, stored=0 if earlier is not None else 1)
+
+        def _new_rows(self, table: t.Table, before: Snapshot) -> list[Any]:
+            with db.engine.connect() as conn:
+                return list(
+                    conn.execute(
+                        select(table)
+                        .where(table.c.id > before.max_ids[table.name])
+                        .order_by(table.c.id)
+                    )
+                )
+
+        def _check_refused(self, step: Step, routing_key: str, expected: set[str]) -> None:
+            """Invariant 6: one audit row, no other change; and the code the model expects."""
+            before, after = step.before, step.after
+            reply = step.outcome.json()
+            assert reply["ok"] is False, (routing_key, reply)
+            assert reply["error"]["code"] == _leading(expected), (expected, reply)
+            assert after.counts["audit_log"] == before.counts["audit_log"] + 1
+            assert (
+                after.counts["processed_commands"]
+                == before.counts["processed_commands"] + step.stored
+            )
+            assert after.same_except(before, "audit_log", "processed_commands")
+            (audit,) = self._new_rows(t.audit_log, before)
+            assert audit.command == routing_key
+            assert audit.code == reply["error"]["code"]
+            assert audit.idempotency_key == step.key
+            assert audit.at == self.clock.now
+
+        def _check_accepted(
+            self,
+            step: Step,
+            *,
+            events: Counter[str],
+            transitions: list[tuple[str, str | None, str, str, str | None]],
+            account: str | None = None,
+        ) -> None:
+            """Invariant 5: exactly the transition's events; no audit row; the history steps."""
+            before, after = step.before, step.after
+            assert step.outcome.json()["ok"] is True, step.outcome.json()
+            assert after.counts["audit_log"] == before.counts["audit_log"]
+            assert (
+                after.counts["processed_commands"]
+                == before.counts["processed_commands"] + step.stored
+            )
+            self._check_effects(before, after, events, transitions, account)
+
+        def _check_effects(
+            self,
+            before: Snapshot,
+            after: Snapshot,
+            events: Counter[str],
+            transitions: list[tuple[str, str | None, str, str, str | None]],
+            account: str | None,
+        ) -> None:
+            added = after.events - before.events
+            assert after.events - added == before.events, "an outbox row disappeared"
+            assert {k: added[k] for k in REQUEST_EVENTS if added[k]} == dict(events), (
+                events,
+                added,
+            )
+            assert set(added) <= set(REQUEST_EVENTS) | {"notification.requested"}, added
+            moved = {rid: to for rid, _, to, _, _ in transitions}
+            for row in self._new_rows(t.outbox, before):
+                assert row.created_at == self.clock.now
+                if account is not None:
+                    assert row.account_id == account
+                payload = orjson.loads(row.payload)
+                assert payload["type"] == row.type
+                assert payload.get("request_id") == row.request_id
+                if row.type.startswith("request."):
+                    # The event names the transition and carries the request as it now is.
+                    assert row.request_id in moved, (row.type, moved)
+                    state = moved[row.request_id]
+                    assert row.type == EVENT_OF_STATE[state]
+                    assert payload["data"]["request"]["state"] == state
+                    assert payload["data"]["request"]["request_id"] == row.request_id
+            steps = [
+                (r.request_id, r.from_state, r.to_state, r.trigger, r.actor_id)
+                for r in self._new_rows(t.request_transitions, before)
+            ]
+            assert steps == transitions
+
+        def _admins(self, account: str) -> list[str]:
+            return sorted(u for u, r in self.roles[account].items() if r == "admin")
+
+        def _has_admins(self) -> bool:
+            return any(self._admins(a) for a in ACCOUNTS)
+
+        def _has_pending(self) -> bool:
+            return any(r.state == "pending" for r in self.requests.values())
+
+        def _pick_pending(self, data: st.DataObject) -> str:
+            pending = [r for r, m in self.requests.items() if m.state == "pending"]
+            return data.draw(st.sampled_from(pending), label="request_id")
+
+        def _pick_request(self, data: st.DataObject) -> str:
+            pending = [r for r, m in self.requests.items() if m.state == "pending"]
+            every = list(self.requests)  # creation order: uuid4 ids differ on replay
+            if pending:
+                return data.draw(
+                    st.sampled_from(pending) | st.sampled_from(every), label="request_id"
+                )
+            return data.draw(st.sampled_from(every), label="request_id")
+
+        def _pick_actor(self, data: st.DataObject, account: str) -> str:
+            deciders = sorted(u for u, r in self.roles[account].items() if r in DECIDERS)
+            pool = st.sampled_from(USERS)
+            if deciders:
+                pool = st.sampled_from(deciders) | pool
+            return data.draw(pool, label="actor")
+
+        def _draw_changes(self, data: st.DataObject, account: str) -> list[dict[str, Any]]:
+            valid = valid_items(self.subs[account])
+            one_valid = st.one_of(valid) if valid else any_item
+            return data.draw(
+                st.lists(one_valid, min_size=1, max_size=3)
+                | st.lists(one_valid | any_item, min_size=1, max_size=3),
+                label="changes",
+            )
+
+        # --- rules: requests --------------------------------------------------------
+
+        @rule(minutes=st.integers(1, 60 * 24 * 40))
+        def time_passes(self, minutes: int) -> None:
+            self.clock.advance(minutes=minutes)
+
+        @precondition(_has_admins)
+        @rule(data=st.data(), note=st.none() | st.just("for the new team"))
+        def submit_as_admin(self, data: st.DataObject, note: str | None) -> None:
+            """The likely-accepted submit: an admin of the account (R1)."""
+            account = data.draw(
+                st.sampled_from([a for a in ACCOUNTS if self._admins(a)]), label="account"
+            )
+            actor = data.draw(st.sampled_from(self._admins(account)), label="actor")
+            self._submit(account, actor, self._draw_changes(data, account), note)
+
+        @rule(
+            data=st.data(),
+            account=st.sampled_from(ACCOUNTS),
+            note=st.none() | st.just("for the new team"),
+        )
+        def submit(self, data: st.DataObject, account: str, note: str | None) -> None:
+            """Anyone, of this account, another one or none, submits."""
+            admins = self._admins(account)
+            actor = data.draw(
+                (st.sampled_from(admins) | st.sampled_from(USERS))
+                if admins
+                else st.sampled_from(USERS),
+                label="actor",
+            )
+            self._submit(account, actor, self._draw_changes(data, account), note)
+
+        def _submit(
+            self,
+            account: str,
+            actor: str,
+            changes: list[dict[str, Any]],
+            note: str | None,
+            *,
+            with_id: bool = True,
+        ) -> None:
+            body: dict[str, Any] = {"account_id": account, "actor_id": actor, "changes": changes}
+            if note is not None:
+                body["note"] = note
+            role = self.roles[account].get(actor)
+            expected: set[str] = set()
+            if role is None:
+                expected.add("unknown_member")
+            else:
+                if role != "admin":
+                    expected.add("forbidden")
+                if self.kinds[account] != ELIGIBLE:
+                    expected.add("not_eligible")
+                if self._pending_of(account) is not None:
+                    expected.add("request_pending")
+                expected |= change_codes(changes, self.subs[account])
+
+            step = self._send("request.submit", body, with_id=with_id)
+            if step.duplicate:
+                return
+            if expected:
+                self._check_refused(step, "request.submit", expected)
+                return
+            view = step.outcome.json()["result"]["request"]
+            rid = view["request_id"]
+            assert rid not in self.requests
+            assert view["state"] == "pending"
+            self._check_accepted(
+                step,
+                events=Counter({"request.submitted": 1}),
+                transitions=[(rid, None, "pending", "submit", actor)],
+                account=account,
+            )
+            # Invariant 7 (R1), read from the directory table itself.
+            assert step.after.members[(account, actor)] == "admin"
+            self.requests[rid] = ModelRequest(account, actor, changes)
+
+        @precondition(_has_pending)
+        @rule(
+            data=st.data(),
+            decision=st.sampled_from(["approve", "reject"]),
+            comment=st.sampled_from([None, "not this quarter", "ok", "   "]),
+        )
+        def decide_pending(self, data: st.DataObject, decision: str, comment: str | None) -> None:
+            """The likely-accepted decision: a pending request, mostly by a decider (R2)."""
+            rid = self._pick_pending(data)
+            actor = self._pick_actor(data, self.requests[rid].account_id)
+            self._decide(rid, actor, decision, comment)
+
+        @precondition(lambda self: self.requests)
+        @rule(
+            data=st.data(),
+            decision=st.sampled_from(["approve", "reject"]),
+            comment=st.sampled_from([None, "not this quarter", "   "]),
+        )
+        def decide(self, data: st.DataObject, decision: str, comment: str | None) -> None:
+            """Any request, any actor."""
+            rid = self._pick_request(data)
+            actor = data.draw(st.sampled_from(USERS), label="actor")
+            self._decide(rid, actor, decision, comment)
+
+        def _decide(
+            self, rid: str, actor: str, decision: str, comment: str | None, *, with_id: bool = True
+        ) -> None:
+            req = self.requests[rid]
+            body: dict[str, Any] = {"request_id": rid, "actor_id": actor, "decision": decision}
+            if comment is not None:
+                body["comment"] = comment
+            role = self.roles[req.account_id].get(actor)
+            expected: set[str] = set()
+            if req.state != "pending":
+                expected.add("invalid_state")
+            elif role not in DECIDERS:
+                expected.add("forbidden")
+            elif decision == "approve":
+                expected |= change_codes(req.changes, self.subs[req.account_id])
+
+            step = self._send("request.decide", body, with_id=with_id)
+            before, after = step.before, step.after
+            if decision == "reject" and not (comment or "").strip():
+                # R19: judged from the message alone, before any lookup; never stored.
+                assert step.outcome.invalid
+                assert step.outcome.json()["error"]["code"] == "invalid_message"
+                assert after.counts["audit_log"] == before.counts["audit_log"] + 1
+                assert after.same_except(before, "audit_log")
+                return
+            if step.duplicate:
+                return
+            if expected:
+                self._check_refused(step, "request.decide", expected)
+                return
+
+            state = "approved" if decision == "approve" else "rejected"
+            events = Counter({f"request.{state}": 1})
+            if decision == "approve":
+                events["subscription.changed"] = 1
+            self._check_accepted(
+                step,
+                events=events,
+                transitions=[(rid, "pending", state, decision, actor)],
+                account=req.account_id,
+            )
+            view = step.outcome.json()["result"]["request"]
+            assert view["state"] == state
+            assert view["decided_by"] == actor
+            # Invariant 7 (R2), read from the directory table itself.
+            assert after.members.get((req.account_id, actor)) in DECIDERS
+            req.state = state
+            if decision == "approve":
+                old = self.subs[req.account_id]
+                new = applied(old, req.changes)
+                self.subs[req.account_id] = new
+                (changed,) = [
+                    orjson.loads(r.payload)
+                    for r in self._new_rows(t.outbox, before)
+                    if r.type == "subscription.changed"
+                ]
+                assert changed["data"]["request_id"] == rid
+                assert Sub.of(changed["data"]["new"]) == new
+                assert Sub.of(changed["data"]["old"]) == old
+            else:
+                assert after.subscriptions == before.subscriptions
+
+        @precondition(lambda self: self.requests)
+        @rule(data=st.data(), reason=st.none() | st.just("changed my mind"))
+        def cancel(self, data: st.DataObject, reason: str | None) -> None:
+            rid = self._pick_request(data)
+            req = self.requests[rid]
+            if data.draw(st.booleans(), label="by requester"):
+                actor = req.requester_id
+            else:
+                actor = self._pick_actor(data, req.account_id)
+            self._cancel(rid, actor, reason)
+
+        def _cancel(
+            self, rid: str, actor: str, reason: str | None, *, with_id: bool = True
+        ) -> None:
+            req = self.requests[rid]
+            body: dict[str, Any] = {"request_id": rid, "actor_id": actor}
+            if reason is not None:
+                body["reason"] = reason
+            role = self.roles[req.account_id].get(actor)
+            expected: set[str] = set()
+            if req.state != "pending":
+                expected.add("invalid_state")
+            elif role is None or (actor != req.requester_id and role not in DECIDERS):
+                expected.add("forbidden")  # R4
+            step = self._send("request.cancel", body, with_id=with_id)
+            if step.duplicate:
+                return
+            if expected:
+                self._check_refused(step, "request.cancel", expected)
+                return
+            self._check_accepted(
+                step,
+                events=Counter({"request.cancelled": 1}),
+                transitions=[(rid, "pending", "cancelled", "cancel", actor)],
+                account=req.account_id,
+            )
+            assert step.after.subscriptions == step.before.subscriptions
+            req.state = "cancelled"
+
+        @precondition(lambda self: self.requests)
+        @rule(data=st.data(), reason=st.sampled_from(["ttl", "no decision in 30 days"]))
+        def expire(self, data: st.DataObject, reason: str) -> None:
+            rid = self._pick_request(data)
+            req = self.requests[rid]
+            self.clock.advance(minutes=3)
+            before = snapshot(db)
+            view = self.service.expire(rid, reason)
+            after = snapshot(db)
+            event(f"expire: {'ok' if view else 'not pending'}")
+            if req.state != "pending":
+                assert view is None
+                assert after.counts == before.counts
+                assert after.same_except(before)
+                return
+            assert view is not None
+            assert view["state"] == "expired"
+            assert after.counts["audit_log"] == before.counts["audit_log"]
+            assert after.counts["processed_commands"] == before.counts["processed_commands"]
+            self._check_effects(
+                before,
+                after,
+                Counter({"request.expired": 1}),
+                [(rid, "pending", "expired", "expire", None)],
+                req.account_id,
+            )
+            assert after.subscriptions == before.subscriptions
+            req.state = "expired"
+
+        # --- rules: directory and accounts ------------------------------------------
+
+        @rule(
+            account=st.sampled_from(ACCOUNTS),
+            # Mostly eligible, so that requests keep coming; else each other kind (R5, R6).
+            kind=st.sampled_from(["online", "online", "online", *sorted(set(KINDS) - {"online"})]),
+            subscription=st.sampled_from([None, None, *sorted(SUBSCRIPTIONS), "bad"]),
+        )
+        def upsert_account(self, account: str, kind: str, subscription: str | None) -> None:
+            given = (
+                None
+                if subscription is None
+                else BAD_SUBSCRIPTION
+                if subscription == "bad"
+                else SUBSCRIPTIONS[subscription]
+            )
+            self._upsert_account(account, kind, given, bad=subscription == "bad")
+
+        @precondition(_has_pending)
+        @rule(data=st.data())
+        def owner_changes_directly(self, data: st.DataObject) -> None:
+            """The owner applies one item of a pending request directly, so that approving
+            the request no longer applies (R12)."""
+            rid = self._pick_pending(data)
+            req = self.requests[rid]
+            item = data.draw(st.sampled_from(req.changes), label="item")
+            sub = self.subs[req.account_id]
+            if change_codes([item], sub):
+                return  # the subscription was replaced since the submit
+            new = applied(sub, [item])
+            body = {
+                "currency": new.currency,
+                "billing_cycle": new.billing_cycle,
+                "products": [
+                    {"product": p, "plan": plan, "seats": n} for p, plan, n in new.products
+                ],
+            }
+            self._upsert_account(req.account_id, "online", body, bad=False)
+
+        def _upsert_account(
+            self, account: str, kind: str, given: dict[str, Any] | None, *, bad: bool
+        ) -> None:
+            step = self._send("account.upsert", self._account_body(account, kind, given))
+            if bad:
+                self._check_refused(step, "account.upsert", {"invalid_change"})
+                return
+            pending = self._pending_of(account)
+            voided = [pending] if pending is not None and KINDS[kind] != ELIGIBLE else []
+            result = step.outcome.json()["result"]
+            assert result["voided"] == voided, (result, voided)  # R6
+            assert result["created"] is False
+            self._check_accepted(
+                step,
+                events=Counter({"request.voided": len(voided)}) if voided else Counter(),
+                transitions=[(rid, "pending", "voided", "void", None) for rid in voided],
+                account=account,
+            )
+            self.kinds[account] = KINDS[kind]
+            for rid in voided:
+                self.requests[rid].state = "voided"
+            if given is not None:
+                self.subs[account] = Sub.of(given)
+            else:
+                assert step.after.subscriptions == step.before.subscriptions
+
+        @rule(
+            account=st.sampled_from(ACCOUNTS),
+            user=st.sampled_from(USERS),
+            role=st.sampled_from(ROLES),
+        )
+        def upsert_member(self, account: str, user: str, role: str) -> None:
+            owners = {u for u, r in self.roles[account].items() if r == "owner"} - {user}
+            step = self._send("member.upsert", self._member_body(account, user, role))
+            if role == "owner" and owners:
+                self._check_refused(step, "member.upsert", {"invalid_change"})
+                return
+            self._check_accepted(step, events=Counter(), transitions=[])
+            self.roles[account][user] = role
+
+        @rule(data=st.data(), account=st.sampled_from(ACCOUNTS))
+        def remove_member(self, data: st.DataObject, account: str) -> None:
+            members = sorted(self.roles[account])
+            pool = st.sampled_from(USERS)
+            user = data.draw((st.sampled_from(members) | pool) if members else pool, label="user")
+            step = self._send("member.remove", {"account_id": account, "user_id": user})
+            if user not in self.roles[account]:
+                self._check_refused(step, "member.remove", {"unknown_member"})
+                return
+            self._check_accepted(step, events=Counter(), transitions=[])
+            del self.roles[account][user]
+
+        # --- rules: redelivery --------------------------------------------------------
+
+        @precondition(lambda self: self.sent)
+        @rule(data=st.data())
+        def redeliver(self, data: st.DataObject) -> None:
+            """The same message_id and body again: the original reply, and no effect at all."""
+            sent = data.draw(st.sampled_from(self.sent), label="redelivered")
+            self.clock.advance(minutes=3)
+            before = snapshot(db)
+            outcome = self.service.handle(sent.routing_key, sent.body, sent.message_id)
+            after = snapshot(db)
+            event(f"redelivered {sent.routing_key}")
+            assert outcome.duplicate
+            assert outcome.reply == sent.reply
+            assert after.counts == before.counts
+            assert after.max_ids == before.max_ids
+            assert after.same_except(before)
+
+        @precondition(lambda self: self.bodies)
+        @rule(data=st.data())
+        def resend_without_message_id(self, data: st.DataObject) -> None:
+            """A request.* body again with no message_id: the first reply within the dedupe
+            window, a fresh run of the command after it."""
+            routing_key, body = data.draw(st.sampled_from(self.bodies), label="resent")
+            if routing_key == "request.submit":
+                self._submit(
+                    body["account_id"],
+                    body["actor_id"],
+                    body["changes"],
+                    body.get("note"),
+                    with_id=False,
+                )
+            elif routing_key == "request.decide":
+                self._decide(
+                    body["request_id"],
+                    body["actor_id"],
+                    body["decision"],
+                    body.get("comment"),
+                    with_id=False,
+                )
+            else:
+                self._cancel(
+                    body["request_id"], body["actor_id"], body.get("reason"), with_id=False
+                )
+
+        # --- invariants -----------------------------------------------------------
+
+        @invariant()
+        def tables_keep_the_rules(self) -> None:
+            if not self.ready:
+                return
+            with db.engine.connect() as conn:
+                requests = {r.request_id: r for r in conn.execute(select(t.requests))}
+                history = list(
+                    conn.execute(select(t.request_transitions).order_by(t.request_transitions.c.id))
+                )
+                subscriptions = _read_subscriptions(conn)
+                accounts = {r.account_id: r for r in conn.execute(select(t.accounts))}
+                members = {
+                    (r.account_id, r.user_id): r.role for r in conn.execute(select(t.members))
+                }
+
+            # 1. R11: at most one pending request per account.
+            pending = Counter(r.account_id for r in requests.values() if r.state == "pending")
+            assert all(n <= 1 for n in pending.values()), pending
+
+            # 2. R13: a final state never changes again.
+            for rid, seen in self.last_state.items():
+                if seen in FINAL_STATES:
+                    assert requests[rid].state == seen, (rid, seen, requests[rid].state)
+            self.last_state = {rid: r.state for rid, r in requests.items()}
+
+            # 3. R15: history is append-only and chains up to the current state.
+            rows = {r.id: tuple(r) for r in history}
+            assert len(rows) >= len(self.seen_transitions)
+            for id_, row in self.seen_transitions.items():
+                assert rows.get(id_) == row, f"transition {id_} changed: {row} -> {rows.get(id_)}"
+            self.seen_transitions = rows
+            chains: dict[str, list[Any]] = {rid: [] for rid in requests}
+            for r in history:
+                chains[r.request_id].append(r)
+            for rid, chain in chains.items():
+                assert chain, f"request {rid} has no history"
+                assert (chain[0].from_state, chain[0].to_state) == (None, "pending")
+                assert chain[0].trigger == "submit"
+                assert chain[0].actor_id == requests[rid].requester_id
+                for earlier, later in itertools.pairwise(chain):
+                    assert later.from_state == earlier.to_state, chain
+                    assert later.at >= earlier.at
+                assert chain[-1].to_state == requests[rid].state
+                assert len(chain) == (1 if requests[rid].state == "pending" else 2)
+
+            # 4. The subscriptions are what the model's approvals and upserts made them.
+            assert subscriptions == self.subs
+            # The model agrees with the tables on everything else too.
+            assert {a: (r.type, r.allows_subscription_changes) for a, r in accounts.items()} == (
+                self.kinds
+            )
+            assert members == {
+                (a, u): role for a, users in self.roles.items() for u, role in users.items()
+            }
+            assert {rid: r.state for rid, r in requests.items()} == {
+                rid: m.state for rid, m in self.requests.items()
+            }
+            for rid, m in self.requests.items():
+                row = requests[rid]
+                assert (row.account_id, row.requester_id) == (m.account_id, m.requester_id)
+                assert row.changes == m.changes
+                assert (row.decided_at is None) == (m.state == "pending")
+
+    LifecycleMachine.__name__ = f"LifecycleMachine_{db.url.get_backend_name()}"
+    return LifecycleMachine
+
+
+def _settings(db: Database) -> settings:
+    examples, steps = (10, 25) if db.is_postgres else (25, 30)
+    # A longer hunt on demand: SUBREQ_STATEFUL_SCALE=20 runs twenty times the examples.
+    examples *= int(os.environ.get("SUBREQ_STATEFUL_SCALE", "1"))
+    return settings(
+        max_examples=examples,
+        stateful_step_count=steps,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+
+
+def test_random_command_sequences_keep_the_lifecycle_invariants(
+    database: Database, catalog: Catalog
+) -> None:
+    run_state_machine_as_test(make_machine(database, catalog), settings=_settings(database))
