@@ -3,8 +3,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: venv test lint demo clean
+.PHONY: venv test lint demo bench lock asyncapi clean
 
 venv: $(STAMP)
 
@@ -24,6 +25,18 @@ test: venv lint
 
 demo: venv
 	$(BIN)/subreq demo
+
+# Needs RabbitMQ and PostgreSQL (see README "Performance"); e.g. BENCH_ARGS='--commands 5000'.
+bench: venv
+	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
+
+# The worker image's pinned runtime dependencies, from this venv (see Dockerfile).
+lock: venv
+	$(BIN)/python tools/lock_requirements.py > requirements.lock
+
+# The AsyncAPI document of the wire contract, regenerated from the message models.
+asyncapi: venv
+	$(BIN)/subreq asyncapi > docs/asyncapi.yaml
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache \

@@ -26,6 +26,12 @@ COMMANDS_QUEUE = "subreq.commands"
 DEAD_QUEUE = "subreq.commands.dead"
 DEAD_EXCHANGE = "subreq.commands.dlx"  # where the broker itself sends over-delivered commands
 
+NOTIFICATIONS_QUEUE = "subreq.notifications"
+"""The email notifier's own queue: every ``notification.requested`` event (R16-R18)."""
+NOTIFICATIONS_DEAD_QUEUE = "subreq.notifications.dead"
+NOTIFICATIONS_DEAD_EXCHANGE = "subreq.notifications.dlx"
+NOTIFICATION_REQUESTED = "notification.requested"
+
 ERROR_HEADER = "x-subreq-error"
 DELIVERY_LIMIT = 20
 """Broker-side backstop (crash loops); the consumer dead-letters with a reason sooner."""
@@ -51,10 +57,30 @@ def parameters(url: str, *, heartbeat: int = HEARTBEAT_SECONDS) -> pika.URLParam
     return params
 
 
-def connect(url: str, *, name: str = "subreq") -> BlockingConnection:
+def connect(url: str, *, name: str = "subreq", timeout: float | None = None) -> BlockingConnection:
+    """A blocking connection named ``name`` (shown by ``rabbitmqctl list_connections``).
+
+    ``timeout`` bounds the whole handshake (socket and AMQP), for probes that must answer
+    quickly, such as ``subreq health``.
+    """
     params = parameters(url)
     params.client_properties = {"connection_name": name}
+    if timeout is not None:
+        params.socket_timeout = timeout
+        params.stack_timeout = timeout
     return BlockingConnection(params)
+
+
+def unreachable(url: str, *, timeout: float = 5.0) -> str | None:
+    """Why the broker cannot be reached now, or ``None`` when it can. Any failure counts:
+    pika's handshake timeout is no AMQPError. A bad URL still raises ConfigurationError."""
+    try:
+        connect(url, name="subreq-probe", timeout=timeout).close()
+    except ConfigurationError:
+        raise
+    except Exception as exc:
+        return f"{exc.__class__.__name__}: {exc}".rstrip(": ")
+    return None
 
 
 @dataclass
@@ -114,3 +140,22 @@ def declare_topology(channel: BlockingChannel) -> None:
         },
     )
     channel.queue_bind(COMMANDS_QUEUE, COMMANDS_EXCHANGE, routing_key="#")
+    declare_notification_queues(channel)
+
+
+def declare_notification_queues(channel: BlockingChannel) -> None:
+    """The notifier's queue, declared by every loop that declares the topology: the relay
+    must never publish a ``notification.requested`` before the queue that keeps it exists."""
+    channel.exchange_declare(NOTIFICATIONS_DEAD_EXCHANGE, exchange_type="fanout", durable=True)
+    channel.queue_declare(NOTIFICATIONS_DEAD_QUEUE, durable=True)
+    channel.queue_bind(NOTIFICATIONS_DEAD_QUEUE, NOTIFICATIONS_DEAD_EXCHANGE)
+    channel.queue_declare(
+        NOTIFICATIONS_QUEUE,
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-delivery-limit": DELIVERY_LIMIT,
+            "x-dead-letter-exchange": NOTIFICATIONS_DEAD_EXCHANGE,
+        },
+    )
+    channel.queue_bind(NOTIFICATIONS_QUEUE, EVENTS_EXCHANGE, routing_key=NOTIFICATION_REQUESTED)

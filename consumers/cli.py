@@ -8,7 +8,7 @@ exit 2 for configuration to fix, 1 for a database that is unreachable or lacks a
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Literal, NoReturn
@@ -17,7 +17,8 @@ import orjson
 import typer
 from pika.exceptions import AMQPError
 
-from consumers import render
+from consumers import logs, render
+from consumers.amqp import unreachable
 from workflow import migrate, reports
 from workflow.database import Database
 from workflow.errors import ConfigurationError, SubreqError
@@ -37,9 +38,16 @@ app = typer.Typer(
 db_app = typer.Typer(help="Create, migrate and inspect the database schema.", no_args_is_help=True)
 requests_app = typer.Typer(help="Read subscription change requests.", no_args_is_help=True)
 audit_app = typer.Typer(help="Read the log of refused commands.", no_args_is_help=True)
+notifications_app = typer.Typer(help="Read what the email notifier did.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(requests_app, name="requests")
 app.add_typer(audit_app, name="audit")
+dlq_app = typer.Typer(
+    help="Inspect and replay dead-lettered commands (subreq.commands.dead).",
+    no_args_is_help=True,
+)
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(notifications_app, name="notifications")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
@@ -133,6 +141,28 @@ def requests_show(
         typer.echo(render.request_block(view, notifications, now, settings.request_ttl))
 
 
+DeliveryStatus = Literal["sending", "retrying", "sent", "failed"]
+
+
+@notifications_app.command("list")
+def notifications_list(
+    status: Annotated[
+        DeliveryStatus | None, typer.Option(help="Only deliveries in this status.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many deliveries.")] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """List recent email deliveries and failures, most recently changed first."""
+    with database() as (_, db), reports.reading(db) as conn:
+        found = reports.deliveries(conn, status, limit)
+    if as_json:
+        typer.echo(render.to_json(found))
+    elif found:
+        typer.echo(render.deliveries_table(found))
+    else:
+        typer.echo(f"no {status + ' ' if status else ''}notifications")
+
+
 @audit_app.command("list")
 def audit_list(
     account: Annotated[str | None, typer.Option(help="Only this account's commands.")] = None,
@@ -167,21 +197,38 @@ def worker(
     max_deliveries: Annotated[
         int, typer.Option(min=1, help="Deliveries before a failing command is dead-lettered.")
     ] = 5,
+    notify: Annotated[
+        bool, typer.Option(help="Run the email notifier (SUBREQ_SMTP_URL, else .eml files).")
+    ] = True,
+    sweep: Annotated[
+        bool, typer.Option(help="Run the sweeper: expiry and reminders (R14).")
+    ] = True,
+    notify_attempts: Annotated[
+        int, typer.Option(min=1, help="SMTP attempts before a notification is dead-lettered.")
+    ] = 10,
 ) -> None:
-    """Consume commands and publish events until SIGTERM or Ctrl-C."""
+    """Consume commands, publish events, send emails and run the timers until SIGTERM or
+    Ctrl-C."""
+    from consumers.notifier import RetryPolicy
     from consumers.worker import Worker, WorkerOptions
 
-    configure_logging()
     with database() as (settings, db):
+        logs.configure(settings.log_format, settings.log_level)
         current, head = migrate.current_revision(db), migrate.head_revision(db)
         if current != head:
             fail(f"the database is at revision {current}, not {head}: run `subreq db upgrade`", 1)
+        problem = unreachable(settings.amqp_url)
+        if problem is not None:
+            fail(f"cannot reach the broker at SUBREQ_AMQP_URL: {problem}", 1)
         options = WorkerOptions(
             consume=consume,
             relay=relay,
             prefetch=prefetch,
             batch_size=batch,
             max_deliveries=max_deliveries,
+            notify=notify,
+            sweep=sweep,
+            notify_retry=RetryPolicy(attempts=notify_attempts),
         )
         running = Worker(settings, options)
     running.run_until_signalled()
@@ -242,14 +289,126 @@ def demo() -> None:
             fail(str(exc), 1)
 
 
-def configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for noisy in ("transitions", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # pika logs every failed reconnect with a traceback; our own loops say it in a line.
-    logging.getLogger("pika").setLevel(logging.CRITICAL)
+@app.command()
+def health(
+    timeout: Annotated[
+        float, typer.Option(min=0.5, max=30, help="Seconds each probe may take.")
+    ] = 3.0,
+) -> None:
+    """Check the database, its migrations, the broker and the command queue.
+
+    One line per dependency; exit 0 when all are fine, else 1 (a bad setting too: Docker,
+    which runs this as the worker's health check, reserves exit code 2).
+    """
+    from consumers.health import run_checks
+
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        typer.echo(f"FAIL settings: {one_line(str(exc))}")
+        raise typer.Exit(1) from None
+    checks = run_checks(settings, timeout=timeout)
+    for check in checks:
+        typer.echo(check.line())
+    if not all(check.ok for check in checks):
+        raise typer.Exit(1)
+
+
+@app.command()
+def asyncapi(as_json: JsonFlag = False) -> None:
+    """Print the AsyncAPI 3.0 description of the wire contract (docs/asyncapi.yaml)."""
+    from workflow.asyncapi import document, to_json, to_yaml
+
+    doc = document()
+    typer.echo(to_json(doc) if as_json else to_yaml(doc), nl=False)
+
+
+@contextmanager
+def broker_reported() -> Iterator[Settings]:
+    """Settings for a broker command; broker failures become one line and exit 1."""
+    from consumers.deadletters import DeadLetterError
+
+    with reported():
+        settings = load_settings()
+        try:
+            yield settings
+        except DeadLetterError as exc:
+            fail(str(exc), 1)
+        except AMQPError as exc:
+            fail(f"broker failure: {exc!r}", 1)
+
+
+@dlq_app.command("list")
+def dlq_list(
+    limit: Annotated[
+        int, typer.Option(min=1, max=65535, help="At most this many, oldest first.")
+    ] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show dead-lettered commands without removing them: routing key, message_id, why.
+
+    They are held unacknowledged while read, then all requeued in their order: they come
+    back marked redelivered, and nothing else changes.
+    """
+    from consumers.deadletters import describe, peek
+
+    with broker_reported() as settings:
+        letters = peek(settings.amqp_url, limit)
+    if as_json:
+        typer.echo(render.to_json([letter.as_dict() for letter in letters]))
+    elif letters:
+        typer.echo("\n\n".join(describe(letter) for letter in letters))
+    else:
+        typer.echo("no dead letters")
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    replay_all: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
+    message_id: Annotated[
+        str | None, typer.Option("--message-id", help="Replay the dead letters with this id.")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Republish dead letters to subreq.commands with their routing key and properties.
+
+    Each leaves the dead letters only once the broker confirmed its copy; its message_id
+    is kept, so a command that did commit earlier is answered again, not run twice.
+    """
+    from consumers.deadletters import DeadLetter, describe, matching, peek, replay
+
+    if replay_all == (message_id is not None):
+        fail("give either --all or --message-id ID", 2)
+
+    def wanted(letter: DeadLetter) -> bool:
+        return replay_all or letter.message_id == message_id
+
+    shown: list[DeadLetter] = []
+    with broker_reported() as settings:
+        select: Callable[[DeadLetter], bool] = wanted
+        if not yes:
+            # Shown, then replayed on a new connection: held messages must not wait on a
+            # person (no heartbeats while the prompt blocks), so the replay takes exactly
+            # what was shown, matched by fingerprint, not what arrived since.
+            shown = [letter for letter in peek(settings.amqp_url) if wanted(letter)]
+            if not shown:
+                fail(_nothing_to_replay(message_id), 1)
+            typer.echo("\n\n".join(describe(letter) for letter in shown) + "\n")
+            typer.confirm(f"Replay these {len(shown)} to subreq.commands?", abort=True)
+            select = matching(shown)
+        result = replay(settings.amqp_url, select)
+    for letter in result.replayed:
+        typer.echo(f"replayed {letter.routing_key} (message_id {letter.message_id or '-'})")
+    if result.failure:
+        fail(f"stopped: {result.failure}", 1)
+    if not result.replayed:
+        fail(_nothing_to_replay(message_id), 1)
+    if shown and len(result.replayed) < len(shown):
+        fail(f"{len(shown) - len(result.replayed)} of them had left the queue meanwhile", 1)
+
+
+def _nothing_to_replay(message_id: str | None) -> str:
+    return f"no dead letter with message_id {message_id}" if message_id else "no dead letters"
 
 
 def main() -> None:

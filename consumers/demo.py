@@ -15,14 +15,16 @@ from typing import Any
 
 import orjson
 from pika.adapters.blocking_connection import BlockingChannel
-from pika.exceptions import AMQPError
 from pika.spec import Basic, BasicProperties
 
-from consumers.amqp import EVENTS_EXCHANGE, connect
+from consumers.amqp import EVENTS_EXCHANGE, connect, unreachable
 from consumers.client import SubreqClient
-from consumers.worker import Worker
+from consumers.worker import Worker, WorkerOptions
 from workflow.database import Database
+from workflow.deliveries import recent
+from workflow.mailconfig import parse_smtp_url
 from workflow.migrate import upgrade
+from workflow.reports import notifications_requested
 from workflow.settings import Settings
 
 Echo = Callable[[str], None]
@@ -80,6 +82,9 @@ def describe_event(event: dict[str, Any]) -> str:
     if event["type"] == "notification.requested":
         to = data["recipient"]
         return f'email to {to["name"]} <{to["email"]}> [{data["locale"]}]: "{data["subject"]}"'
+    if event["type"] == "notification.sent":
+        to = data["recipient"]
+        return f"email delivered to {to['name']} <{to['email']}>"
     if event["type"] == "subscription.changed":
         new = ", ".join(
             f"{p['product']} {p['plan']} x{p['seats']}" for p in data["new"]["products"]
@@ -238,12 +243,11 @@ def tell(story: Story) -> None:
 
 
 def run_demo(settings: Settings, echo: Echo) -> None:
-    try:
-        connect(settings.amqp_url, name="subreq-demo-probe").close()
-    except AMQPError as exc:
+    problem = unreachable(settings.amqp_url)
+    if problem is not None:
         raise BrokerUnreachable(
             f"RabbitMQ is not reachable at SUBREQ_AMQP_URL ({settings.amqp_url}): "
-            f"{exc.__class__.__name__}. Start one (`rabbitmq-server -detached` on Debian, or "
+            f"{problem}. Start one (`rabbitmq-server -detached` on Debian, or "
             "`docker compose up -d rabbitmq`) or point SUBREQ_AMQP_URL at yours."
         ) from None
     with tempfile.TemporaryDirectory(prefix="subreq-demo-") as folder:
@@ -252,7 +256,7 @@ def run_demo(settings: Settings, echo: Echo) -> None:
         upgrade(Database(url))
         echo(f"database: {url} (fresh, removed at the end)")
         echo(f"broker:   {settings.amqp_url}")
-        worker = Worker(settings)
+        worker = Worker(settings, WorkerOptions(notify=True, sweep=True))
         worker.start()
         tap = EventTap(settings.amqp_url)
         try:
@@ -260,8 +264,32 @@ def run_demo(settings: Settings, echo: Echo) -> None:
                 raise BrokerUnreachable("the worker could not connect to the broker in time")
             with SubreqClient(settings.amqp_url) as client:
                 tell(Story(client, tap, echo))
+            show_mail(worker.db, settings, echo)
         finally:
             tap.close()
             worker.stop()
             worker.join(15)
         echo("\nworker stopped cleanly; every event was published before it stopped")
+
+
+def show_mail(db: Database, settings: Settings, echo: Echo, timeout: float = 15.0) -> None:
+    """The emails the notifier sent for the story (R16-R18), once it has handled them all."""
+    deadline = time.monotonic() + timeout
+    with db.engine.connect() as conn:
+        wanted = {n["notification_id"] for n in notifications_requested(conn)}
+    found: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        with db.engine.connect() as conn:
+            found = [d for d in recent(conn, limit=100) if d["notification_id"] in wanted]
+        if len(found) == len(wanted) and all(d["status"] in ("sent", "failed") for d in found):
+            break
+        time.sleep(0.1)
+    where = settings.smtp_url and parse_smtp_url(settings.smtp_url).describe()
+    echo(f"\n== The emails ({f'sent to {where}' if where else f'written to {settings.mail_dir}/'})")
+    for delivery in sorted(found, key=lambda d: d["created_at"]):
+        to = delivery["recipient"]
+        file = "" if where else f"{settings.mail_dir / (delivery['notification_id'] + '.eml')}  "
+        status = "" if delivery["status"] == "sent" else f" [{delivery['status']}]"
+        echo(f"   {file}to {to['name']} <{to['email']}>: \"{delivery['subject']}\"{status}")
+    if len(found) < len(wanted):
+        echo(f"   ({len(wanted) - len(found)} not handled yet)")

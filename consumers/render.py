@@ -138,17 +138,52 @@ def history_table(history: Sequence[Mapping[str, Any]]) -> str:
     return table(("AT", "TRANSITION", "TRIGGER", "ACTOR", "REASON"), rows, indent="  ")
 
 
+def delivery_status(delivery: Mapping[str, Any] | None, published_at: datetime | None) -> str:
+    """What became of one notification: waiting for the relay or a notifier, sent, being
+    retried (with why), or failed (with why)."""
+    if delivery is None:
+        return "published, not delivered yet" if published_at else "waiting for the relay"
+    status = delivery["status"]
+    if status == "sent":
+        return f"sent {when(delivery['sent_at'])}"
+    if status == "sending":
+        return f"sending (attempt {delivery['attempts']})"
+    reason = delivery["last_error"] or "no reason recorded"
+    if status == "retrying":
+        return f"retrying after attempt {delivery['attempts']}: {reason}"
+    return f"failed: {reason}"
+
+
 def notifications_table(notifications: Sequence[Mapping[str, Any]]) -> str:
+    """Who was told what (the subject), in which language, and whether the mail went out."""
     rows = [
         (
             f"{n['recipient']['name']} <{n['recipient']['email']}>",
             n["template"],
             n["locale"],
-            f"yes {when(n['published_at'])}" if n["published_at"] else "no",
+            n["subject"],
+            delivery_status(n.get("delivery"), n["published_at"]),
         )
         for n in notifications
     ]
-    return table(("RECIPIENT", "TEMPLATE", "LOCALE", "PUBLISHED"), rows, indent="  ")
+    return table(("RECIPIENT", "TEMPLATE", "LOCALE", "SUBJECT", "EMAIL"), rows, indent="  ")
+
+
+def deliveries_table(found: Sequence[Mapping[str, Any]]) -> str:
+    rows = [
+        (
+            when(d["updated_at"]),
+            d["status"],
+            d["attempts"],
+            f"{d['recipient']['name']} <{d['recipient']['email']}>",
+            d["template"],
+            d["request_id"],
+            _short(d["last_error"] or "") if d["status"] != "sent" else "",
+        )
+        for d in found
+    ]
+    headers = ("AT", "STATUS", "ATTEMPTS", "RECIPIENT", "TEMPLATE", "REQUEST", "REASON")
+    return table(headers, rows)
 
 
 def audit_table(entries: Sequence[Mapping[str, Any]]) -> str:

@@ -6,16 +6,23 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from types import FrameType
 
 from consumers.amqp import parameters
 from consumers.consumer import CommandConsumer
+from consumers.mail import make_mailer
+from consumers.metrics import serve
+from consumers.notifier import Notifier, RetryPolicy, utcnow
 from consumers.relay import OutboxRelay
+from consumers.sweeper import SweeperLoop
 from workflow.catalog import load_catalog
 from workflow.database import Database
+from workflow.mailconfig import parse_mail_from, parse_smtp_url
 from workflow.service import CommandService
 from workflow.settings import Settings
+from workflow.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +35,21 @@ class WorkerOptions:
     batch_size: int = 100
     relay_batch_size: int = 500
     max_deliveries: int = 5
+    # Off unless asked for, so embedding a Worker changes nothing; `subreq worker` turns
+    # both on, as the contract says it runs all four loops.
+    notify: bool = False
+    sweep: bool = False
+    notify_prefetch: int = 20
+    notify_retry: RetryPolicy = field(default_factory=RetryPolicy)
+    claim_timeout: timedelta = timedelta(minutes=5)
+    """A ``sending`` claim older than this is taken to belong to a notifier that died."""
+    sweep_interval: float | None = None
+    """Seconds between sweeps; default: a quarter of the shorter of TTL and reminder."""
 
 
 class Worker:
-    """The command consumer and the outbox relay, each on its own thread and connection."""
+    """The command consumer, the outbox relay, the email notifier and the sweeper, each on
+    its own thread (and broker connection)."""
 
     def __init__(self, settings: Settings, options: WorkerOptions | None = None) -> None:
         self.options = options or WorkerOptions()
@@ -61,14 +79,51 @@ class Worker:
             max_deliveries=self.options.max_deliveries,
             on_commit=wake.set,
         )
+        self.notifier = self._notifier(settings, wake.set) if self.options.notify else None
+        self.sweeper = self._sweeper(settings, wake.set) if self.options.sweep else None
         self._threads: list[threading.Thread] = []
+        self.metrics_port = settings.metrics_port
+
+    def _notifier(self, settings: Settings, on_commit: Callable[[], None]) -> Notifier:
+        """The email notifier; an unusable SUBREQ_SMTP_URL or SUBREQ_MAIL_FROM fails here."""
+        smtp = parse_smtp_url(settings.smtp_url) if settings.smtp_url else None
+        return Notifier(
+            settings.amqp_url,
+            self.db,
+            make_mailer(smtp, settings.mail_dir),
+            parse_mail_from(settings.mail_from),
+            stop=self.stop_event,
+            on_commit=on_commit,
+            prefetch=self.options.notify_prefetch,
+            retry=self.options.notify_retry,
+            stale_after=self.options.claim_timeout,
+        )
+
+    def _sweeper(self, settings: Settings, on_commit: Callable[[], None]) -> SweeperLoop:
+        sweeper = Sweeper(
+            self.db,
+            self.service.catalog,
+            ttl=settings.request_ttl,
+            reminder_after=settings.reminder_after,
+            notify_billing_admins=settings.notify_billing_admins,
+            clock=utcnow,
+        )
+        return SweeperLoop(
+            sweeper, stop=self.stop_event, on_commit=on_commit, interval=self.options.sweep_interval
+        )
 
     def start(self) -> None:
+        if self.metrics_port is not None:
+            self.metrics_port = serve(self.metrics_port, self.db)
         loops: list[tuple[str, Callable[[], None]]] = []
         if self.options.consume:
             loops.append(("subreq-consumer", self.consumer.run))
         if self.options.relay:
             loops.append(("subreq-relay", self.relay.run))
+        if self.notifier is not None:
+            loops.append(("subreq-notifier", self.notifier.run))
+        if self.sweeper is not None:
+            loops.append(("subreq-sweeper", self.sweeper.run))
         for name, target in loops:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -81,6 +136,10 @@ class Worker:
             ready.append(self.consumer.ready.wait(timeout))
         if self.options.relay:
             ready.append(self.relay.ready.wait(timeout))
+        if self.notifier is not None:
+            ready.append(self.notifier.ready.wait(timeout))
+        if self.sweeper is not None:
+            ready.append(self.sweeper.ready.wait(timeout))
         return all(ready)
 
     def stop(self) -> None:

@@ -1,127 +1,306 @@
-"""Notification intents (R16, R17): who is told what, in their locale, as outbox events.
+"""Notification intents (R16, R17, R14): who is told what, in their locale, as outbox events.
 
-The text is rendered here so every consumer of ``notification.requested``
-gets a ready message; the email notifier only has to deliver it.
+Every ``notification.requested`` event carries a ``context`` (the plain values the
+mail talks about) next to the rendered ``subject`` and ``text``, so any consumer gets
+a ready message while the built-in notifier renders the same templates again, with
+their HTML part, at delivery time.
+
+The wording lives in Jinja templates under ``workflow/templates/<locale>/``: one
+``.txt`` (subject and plain text) and one ``.html`` per notification. Building the
+event runs on the hot path of every command that tells someone something, so the
+environment is built once, templates compile on first use and stay cached, and a
+template that fails there never fails the command: the event gets a plain fallback
+text and the notifier, rendering the same template, records the error.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from functools import cache
+from importlib.resources import files
 from typing import Any
+
+from jinja2 import (
+    Environment,
+    PackageLoader,
+    StrictUndefined,
+    Template,
+    TemplateError,
+    pass_context,
+    select_autoescape,
+)
+from jinja2.runtime import Context
+
+from workflow.catalog import Catalog
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LOCALE = "en"
 
 
-@dataclass(frozen=True)
-class Template:
+def _available() -> dict[str, frozenset[str]]:
+    """Template name -> the locales that have it, from the files that ship."""
+    found: dict[str, set[str]] = {}
+    for folder in files("workflow").joinpath("templates").iterdir():
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            name = entry.name
+            if name.endswith(".txt") and not name.startswith("_"):
+                found.setdefault(name.removesuffix(".txt"), set()).add(folder.name)
+    return {name: frozenset(locales) for name, locales in found.items()}
+
+
+TEMPLATES: dict[str, frozenset[str]] = _available()
+"""Every notification there is, with the locales it is written in (R17: ``en`` at least)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Email:
+    """A rendered notification: the subject and both bodies of one email."""
+
     subject: str
     text: str
+    html: str
 
 
-_EN_SIGNATURE = "\n\n-- \nsubreq, subscription change requests"
-_IT_SIGNATURE = "\n\n-- \nsubreq, richieste di modifica dell'abbonamento"
+# --- formatting the templates use (locale from the render context) ----------------------
 
-TEMPLATES: dict[str, dict[str, Template]] = {
-    "request_submitted": {
-        "en": Template(
-            "{requester} asks to change the subscription of {account}",
-            "Hello {recipient},\n\n{requester} asked for these changes to the subscription of "
-            "{account}:\n{changes}\n\nAdditional cost: {total} {currency} per {period}.{note}\n\n"
-            "As the account owner or a billing admin you can approve or reject request "
-            "{request_id}.",
-        ),
-        "it": Template(
-            "{requester} chiede di modificare l'abbonamento di {account}",
-            "Ciao {recipient},\n\n{requester} ha chiesto queste modifiche all'abbonamento di "
-            "{account}:\n{changes}\n\nCosto aggiuntivo: {total} {currency} per {period}.{note}\n\n"
-            "Come titolare dell'account o amministratore della fatturazione puoi approvare o "
-            "rifiutare la richiesta {request_id}.",
-        ),
-    },
-    "request_approved": {
-        "en": Template(
-            "Your subscription change for {account} was approved",
-            "Hello {recipient},\n\n{actor} approved your request {request_id}. These changes "
-            "are now part of the subscription of {account}:\n{changes}{comment}",
-        ),
-        "it": Template(
-            "La modifica dell'abbonamento di {account} è stata approvata",
-            "Ciao {recipient},\n\n{actor} ha approvato la tua richiesta {request_id}. Queste "
-            "modifiche fanno ora parte dell'abbonamento di {account}:\n{changes}{comment}",
-        ),
-    },
-    "request_rejected": {
-        "en": Template(
-            "Your subscription change for {account} was rejected",
-            "Hello {recipient},\n\n{actor} rejected your request {request_id}:\n{changes}{comment}",
-        ),
-        "it": Template(
-            "La modifica dell'abbonamento di {account} è stata rifiutata",
-            "Ciao {recipient},\n\n{actor} ha rifiutato la tua richiesta {request_id}:\n"
-            "{changes}{comment}",
-        ),
-    },
-    "request_expired": {
-        "en": Template(
-            "Your subscription change for {account} expired",
-            "Hello {recipient},\n\nNobody decided your request {request_id} in time, so it "
-            "expired:\n{changes}\n\nYou can submit it again.",
-        ),
-        "it": Template(
-            "La modifica dell'abbonamento di {account} è scaduta",
-            "Ciao {recipient},\n\nNessuno ha deciso in tempo la tua richiesta {request_id}, "
-            "quindi è scaduta:\n{changes}\n\nPuoi inviarla di nuovo.",
-        ),
-    },
-    "request_voided": {
-        "en": Template(
-            "Your subscription change for {account} no longer applies",
-            "Hello {recipient},\n\nRequest {request_id} was voided: {reason}.\n{changes}",
-        ),
-        "it": Template(
-            "La modifica dell'abbonamento di {account} non è più valida",
-            "Ciao {recipient},\n\nLa richiesta {request_id} è stata annullata: {reason}.\n"
-            "{changes}",
-        ),
-    },
-    "request_withdrawn": {
-        "en": Template(
-            "{requester} withdrew a subscription change for {account}",
-            "Hello {recipient},\n\n{requester} withdrew request {request_id}; there is nothing "
-            "left to decide.\n{changes}{comment}",
-        ),
-        "it": Template(
-            "{requester} ha ritirato una modifica dell'abbonamento di {account}",
-            "Ciao {recipient},\n\n{requester} ha ritirato la richiesta {request_id}; non c'è "
-            "più nulla da decidere.\n{changes}{comment}",
-        ),
-    },
-    "request_cancelled": {
-        "en": Template(
-            "Your subscription change for {account} was cancelled",
-            "Hello {recipient},\n\n{actor} cancelled your request {request_id}:\n{changes}"
-            "{comment}",
-        ),
-        "it": Template(
-            "La modifica dell'abbonamento di {account} è stata cancellata",
-            "Ciao {recipient},\n\n{actor} ha cancellato la tua richiesta {request_id}:\n"
-            "{changes}{comment}",
-        ),
-    },
+_PERIODS = {
+    "en": {"month": "per month", "year": "per year"},
+    "it": {"month": "al mese", "year": "all'anno"},
 }
-
-_LABELS = {
-    "en": {"period": {"month": "month", "year": "year"}, "note": "Note", "comment": "Comment"},
-    "it": {"period": {"month": "mese", "year": "anno"}, "note": "Nota", "comment": "Commento"},
+_UNITS = {
+    "en": (("day", "days"), ("hour", "hours"), ("minute", "minutes"), "less than a minute"),
+    "it": (("giorno", "giorni"), ("ora", "ore"), ("minuto", "minuti"), "meno di un minuto"),
 }
+_MONTHS = {
+    "en": [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ],
+    "it": [
+        "gennaio",
+        "febbraio",
+        "marzo",
+        "aprile",
+        "maggio",
+        "giugno",
+        "luglio",
+        "agosto",
+        "settembre",
+        "ottobre",
+        "novembre",
+        "dicembre",
+    ],
+}
+_AT = {"en": "at", "it": "alle"}
+_SEPARATORS = {"en": (",", "."), "it": (".", ",")}
+
+
+def _locale(ctx: Context) -> str:
+    locale = ctx.get("locale")
+    return locale if locale in _PERIODS else DEFAULT_LOCALE
+
+
+@pass_context
+def _money(ctx: Context, amount: Any, currency: str | None = None) -> str:
+    """``1,104.00 USD`` in English, ``1.104,00 USD`` in Italian."""
+    try:
+        value = Decimal(str(amount))
+    except InvalidOperation:
+        return f"{amount} {currency or ctx.get('currency', '')}".strip()
+    thousands, decimal = _SEPARATORS[_locale(ctx)]
+    grouped = f"{value:,.2f}".translate({ord(","): thousands, ord("."): decimal})
+    return f"{grouped} {currency or ctx.get('currency', '')}".strip()
+
+
+@pass_context
+def _per_period(ctx: Context, period: str) -> str:
+    return _PERIODS[_locale(ctx)].get(period, period)
+
+
+@pass_context
+def _duration(ctx: Context, seconds: Any) -> str:
+    """The largest whole unit, as a person says how long something waited: "3 days"."""
+    day, hour, minute, moment = _UNITS[_locale(ctx)]
+    total = int(seconds or 0)
+    for size, (one, many) in ((86400, day), (3600, hour), (60, minute)):
+        if total >= size:
+            count = total // size
+            return f"{count} {one if count == 1 else many}"
+    return moment
+
+
+@pass_context
+def _date(ctx: Context, value: Any) -> str:
+    """``5 January 2026 at 09:00 UTC``: unambiguous wherever the reader is."""
+    if not value:
+        return ""
+    at = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    at = at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+    locale = _locale(ctx)
+    month = _MONTHS[locale][at.month - 1]
+    return f"{at.day} {month} {at.year} {_AT[locale]} {at:%H:%M} UTC"
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("workflow", "templates"),
+        autoescape=select_autoescape(["html"], default_for_string=False, default=False),
+        undefined=StrictUndefined,  # a missing value is a template bug, never a blank
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,  # the files ship with the package: no stat per render
+    )
+    env.filters.update(money=_money, per_period=_per_period, duration=_duration, date=_date)
+    return env
+
+
+_ENV = _environment()
+
+
+@cache
+def _template(name: str) -> Template:
+    """Compiled once per process, then a dictionary look-up."""
+    return _ENV.get_template(name)
+
+
+# --- choosing and rendering ---------------------------------------------------------------
 
 
 def pick_locale(locale: str | None, template: str) -> str:
     """The recipient's language when a template exists in it, else English (R17)."""
     language = (locale or DEFAULT_LOCALE).replace("_", "-").split("-")[0].lower()
-    return language if language in TEMPLATES[template] else DEFAULT_LOCALE
+    return language if language in TEMPLATES.get(template, ()) else DEFAULT_LOCALE
+
+
+def render_email(
+    template: str, locale: str, context: Mapping[str, Any], *, html: bool = True
+) -> Email:
+    """Subject, text and (unless ``html=False``) HTML of one notification.
+
+    Raises ``jinja2.TemplateError`` (unknown template or locale, a value the template
+    needs and the context lacks); the caller decides what a failure means.
+    """
+    if locale not in TEMPLATES.get(template, ()):
+        locale = DEFAULT_LOCALE
+    values = {**context, "locale": locale}
+    plain = _template(f"{locale}/{template}.txt").make_module(values)
+    subject = " ".join(str(getattr(plain, "subject", "")).split())
+    body = _wrap(str(plain))
+    page = _template(f"{locale}/{template}.html").render(values, subject=subject) if html else ""
+    return Email(subject, body, page)
+
+
+WIDTH = 76
+"""Plain-text paragraphs are written on one line in the templates and wrapped here."""
+
+
+def _wrap(text: str) -> str:
+    """Wrap long paragraphs at spaces; indented lines (the list of changes) stay as they are.
+
+    A plain greedy fill: ``textwrap`` costs several times more, on the hot path."""
+    out: list[str] = []
+    for line in text.strip().split("\n"):
+        if len(line) <= WIDTH or line.startswith(" "):
+            out.append(line)
+            continue
+        current = ""
+        for word in line.split(" "):
+            if current and len(current) + 1 + len(word) > WIDTH:
+                out.append(current)
+                current = word
+            else:
+                current = f"{current} {word}" if current else word
+        out.append(current)
+    return "\n".join(out)
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return str(value)
+
+
+def _lines(summary: Mapping[str, Any], catalog: Catalog | None) -> list[dict[str, Any]]:
+    """Each summary line with the display names a translated sentence needs."""
+    names = catalog.facts() if catalog is not None else None
+    lines = []
+    for line in summary.get("lines", []):
+        current, proposed = line.get("current"), line["proposed"]
+        product = proposed["product"]
+        lines.append(
+            {
+                "kind": line.get("item", {}).get("type", "add_product" if current is None else ""),
+                "description": line["description"],
+                "product": names.display(product) if names else product,
+                "plan": catalog.plan_name(product, proposed["plan"])
+                if catalog
+                else proposed["plan"],
+                "from_plan": (
+                    (catalog.plan_name(product, current["plan"]) if catalog else current["plan"])
+                    if current
+                    else None
+                ),
+                "seats": proposed["seats"],
+                "added": proposed["seats"] - (current["seats"] if current else 0),
+                "cost": line["cost"],
+            }
+        )
+    return lines
+
+
+def build_context(
+    recipient: Mapping[Any, Any],
+    values: Mapping[str, Any],
+    summary: Mapping[str, Any],
+    *,
+    request: Mapping[str, Any] | None = None,
+    now: datetime | None = None,
+    catalog: Catalog | None = None,
+) -> dict[str, Any]:
+    """The JSON-ready values every template may use; absent ones are ``None``, never missing."""
+    request = request or {}
+    created_at = request.get("created_at")
+    waited = (now - created_at).total_seconds() if now and isinstance(created_at, datetime) else 0
+    requester = values.get("requester") or request.get("requester_name")
+    return {
+        "recipient": recipient["name"],
+        "to_requester": recipient["user_id"] == request.get("requester_id"),
+        "account": values.get("account"),
+        "request_id": values.get("request_id") or request.get("request_id"),
+        "requester": requester or request.get("requester_id"),
+        "actor": values.get("actor"),
+        "note": values.get("note"),
+        "comment": values.get("comment"),
+        "reason": values.get("reason"),
+        "lines": _lines(summary, catalog),
+        "total": summary["total"],
+        "currency": summary["currency"],
+        "period": summary["period"],
+        "created_at": _iso(created_at),
+        "at": _iso(now),
+        "pending_seconds": max(0, int(waited)),
+        "expires_at": _iso(values.get("expires_at")),
+    }
 
 
 def render(
@@ -129,24 +308,23 @@ def render(
     recipient: Mapping[Any, Any],
     values: Mapping[str, Any],
     summary: Mapping[str, Any],
+    *,
+    request: Mapping[str, Any] | None = None,
+    now: datetime | None = None,
+    catalog: Catalog | None = None,
 ) -> dict[str, Any]:
     """The ``data`` of a ``notification.requested`` event for one recipient."""
     locale = pick_locale(recipient.get("locale"), template)
-    labels = _LABELS[locale]
-    note = values.get("note")
-    comment = values.get("comment")
-    fields = {
-        "recipient": recipient["name"],
-        "changes": "\n".join(f"  - {line['description']}" for line in summary["lines"]),
-        "total": summary["total"],
-        "currency": summary["currency"],
-        "period": labels["period"][summary["period"]],  # type: ignore[index]
-        "note": f"\n{labels['note']}: {note}" if note else "",
-        "comment": f"\n\n{labels['comment']}: {comment}" if comment else "",
-        **{k: v for k, v in values.items() if k not in ("note", "comment")},
-    }
-    chosen = TEMPLATES[template][locale]
-    signature = _IT_SIGNATURE if locale == "it" else _EN_SIGNATURE
+    context = build_context(recipient, values, summary, request=request, now=now, catalog=catalog)
+    try:
+        email = render_email(template, locale, context, html=False)
+        subject, text = email.subject, email.text
+    except TemplateError:
+        # A bug in a template must not refuse the command; the notifier renders the same
+        # template and records the error against this notification.
+        log.exception("notification template %s/%s failed", locale, template)
+        subject = f"Subscription change request {context['request_id']} ({template})"
+        text = f"{subject}\n\nAccount: {context['account']}"
     return {
         "notification_id": str(uuid.uuid4()),
         "template": template,
@@ -156,6 +334,7 @@ def render(
             "email": recipient["email"],
             "name": recipient["name"],
         },
-        "subject": chosen.subject.format(**fields),
-        "text": chosen.text.format(**fields) + signature,
+        "subject": subject,
+        "text": text,
+        "context": context,
     }

@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from workflow import tables as t
 from workflow.database import Database
+from workflow.deliveries import of_request, recent
 from workflow.errors import SubreqError, TransientError
 from workflow.store import Store
 from workflow.views import request_view, request_views
@@ -97,8 +98,10 @@ def account_requests(
 
 
 def request_notifications(conn: Connection, request_id: str) -> list[dict[str, Any]]:
-    """Every notification asked for about a request (R16, R17), oldest first, with whether
-    the relay has published it yet."""
+    """Every notification asked for about a request (R14, R16, R17), oldest first: whether
+    the relay has published it, and what the email notifier did with it (``delivery``:
+    ``None`` until a notifier took it on)."""
+    delivered = of_request(conn, request_id)
     rows = conn.execute(
         select(t.outbox.c.payload, t.outbox.c.created_at, t.outbox.c.published_at)
         .where(t.outbox.c.type == NOTIFICATION, t.outbox.c.request_id == request_id)
@@ -116,9 +119,35 @@ def request_notifications(conn: Connection, request_id: str) -> list[dict[str, A
                 "subject": data["subject"],
                 "requested_at": row["created_at"],
                 "published_at": row["published_at"],
+                "delivery": _delivery(delivered.get(data["notification_id"])),
             }
         )
     return found
+
+
+def notifications_requested(conn: Connection, limit: int = 1000) -> list[dict[str, Any]]:
+    """The latest ``notification.requested`` events still in the outbox, oldest first."""
+    rows = conn.execute(
+        select(t.outbox.c.payload)
+        .where(t.outbox.c.type == NOTIFICATION)
+        .order_by(t.outbox.c.id.desc())
+        .limit(limit)
+    ).scalars()
+    return [orjson.loads(payload)["data"] for payload in reversed(list(rows))]
+
+
+def _delivery(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    keys = ("status", "attempts", "last_error", "sent_at", "updated_at", "message_id")
+    return {key: record[key] for key in keys}
+
+
+def deliveries(
+    conn: Connection, status: str | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    """Recent email deliveries and failures (R18), most recently changed first."""
+    return recent(conn, status, limit)
 
 
 def audit_entries(

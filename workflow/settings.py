@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, ValidationError
+from pydantic import BeforeValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workflow.errors import ConfigurationError
+from workflow.mailconfig import parse_mail_from, parse_smtp_url
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -50,6 +52,36 @@ class Settings(BaseSettings):
     notify_billing_admins: bool = False
     catalog: Path | None = None
     dedupe_window: Duration = timedelta(minutes=10)
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    """Prometheus endpoint of each worker; unset: no endpoint."""
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    mail_from: str = "subreq <no-reply@subreq.invalid>"
+    mail_dir: Path = Path("subreq-mail")
+    """Where mails go as ``.eml`` files when ``SUBREQ_SMTP_URL`` is unset."""
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            return None  # SUBREQ_SMTP_URL= (empty) means unset: write .eml files
+        if value is not None:
+            _check(parse_smtp_url, value)
+        return value
+
+    @field_validator("mail_from")
+    @classmethod
+    def _mail_from(cls, value: str) -> str:
+        _check(parse_mail_from, value)
+        return value
+
+
+def _check(parse: Callable[[str], object], value: str) -> None:
+    """A parser's ConfigurationError as the ValueError pydantic reports per variable."""
+    try:
+        parse(value)
+    except ConfigurationError as exc:
+        raise ValueError(str(exc).split(" ", 1)[1]) from None
 
 
 def load_settings() -> Settings:

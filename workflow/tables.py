@@ -176,11 +176,39 @@ outbox = Table(
     ),
 )
 
+# One row per notification the email notifier took on (R18): the claim that keeps two
+# notifiers, or a redelivered event, from sending it twice, and what became of it.
+notification_deliveries = Table(
+    "notification_deliveries",
+    metadata,
+    Column("notification_id", String(36), primary_key=True),
+    Column("event_id", String(36)),
+    Column("account_id", String(128)),
+    Column("request_id", String(36), index=True),
+    Column("template", String(64), nullable=False),
+    Column("locale", String(16), nullable=False),
+    Column("recipient_id", String(128)),
+    Column("recipient_email", String(254), nullable=False),
+    Column("recipient_name", String(200)),
+    Column("subject", Text),
+    # sending (claimed, maybe at the SMTP server now), retrying, sent, failed
+    Column("status", String(10), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("claim_token", String(36)),
+    Column("claimed_at", UTCDateTime),
+    Column("last_error", Text),
+    Column("message_id", String(300)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False, index=True),
+    Column("sent_at", UTCDateTime),
+)
+
 __all__ = [
     "accounts",
     "audit_log",
     "members",
     "metadata",
+    "notification_deliveries",
     "outbox",
     "processed_commands",
     "request_transitions",

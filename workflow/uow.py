@@ -50,9 +50,17 @@ class UnitOfWork:
         request: Mapping[str, Any],
         values: Mapping[str, Any],
     ) -> None:
-        """One ``notification.requested`` event per recipient (R16, R17)."""
+        """One ``notification.requested`` event per recipient (R14, R16, R17)."""
         for recipient in recipients:
-            data = render(template, recipient, values, request["summary"])
+            data = render(
+                template,
+                recipient,
+                values,
+                request["summary"],
+                request=request,
+                now=self.now,
+                catalog=self.catalog,
+            )
             self.emit("notification.requested", request["account_id"], data, request["request_id"])
 
     def record(self, request: Request, changes: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -1,0 +1,112 @@
+"""Running notifiers against the package's vhost, and reading what they left behind."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import pika
+from sqlalchemy import func, select
+
+from consumers.amqp import (
+    EVENTS_EXCHANGE,
+    NOTIFICATIONS_DEAD_QUEUE,
+    NOTIFICATIONS_QUEUE,
+    connect,
+    declare_topology,
+)
+from consumers.notifier import RetryPolicy
+from consumers.worker import Worker, WorkerOptions
+from workflow.database import Database
+from workflow.settings import Settings
+from workflow.tables import notification_deliveries
+
+T = TypeVar("T")
+
+FAST_RETRY = RetryPolicy(attempts=40, first=0.1, ceiling=0.5)
+
+
+def wait_until(check: Callable[[], T], timeout: float = 15.0, what: str = "it") -> T:
+    """Poll ``check`` until it returns something truthy; bounded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def url_of(db: Database) -> str:
+    return db.url.render_as_string(hide_password=False)
+
+
+@contextmanager
+def running(amqp_url: str, db: Database, smtp_url: str | None, **options: Any) -> Iterator[Worker]:
+    """A worker with the notifier (and, unless told otherwise, the relay) in this process."""
+    settings = Settings(amqp_url=amqp_url, database_url=url_of(db), smtp_url=smtp_url)
+    defaults: dict[str, Any] = {
+        "consume": False,
+        "relay": True,
+        "notify": True,
+        "sweep": False,
+        "notify_retry": FAST_RETRY,
+    }
+    worker = Worker(settings, WorkerOptions(**{**defaults, **options}))
+    worker.start()
+    try:
+        assert worker.wait_ready(15), "the worker did not connect"
+        yield worker
+    finally:
+        worker.stop()
+        worker.join(20)
+
+
+class Queues:
+    """The notifier's queues in the test vhost, emptied for each test."""
+
+    def __init__(self, url: str) -> None:
+        self.connection = connect(url, name="test-notifications")
+        self.channel = self.connection.channel()
+        declare_topology(self.channel)
+        self.channel.queue_purge(NOTIFICATIONS_QUEUE)
+        self.channel.queue_purge(NOTIFICATIONS_DEAD_QUEUE)
+        self.channel.confirm_delivery()
+
+    def publish_event(self, body: bytes, routing_key: str = "notification.requested") -> None:
+        """As the relay does: to subreq.events, routing key = event type."""
+        self.channel.basic_publish(
+            EVENTS_EXCHANGE,
+            routing_key,
+            body,
+            pika.BasicProperties(
+                content_type="application/json",
+                delivery_mode=pika.DeliveryMode.Persistent,
+                message_id=str(uuid.uuid4()),
+                type=routing_key,
+            ),
+        )
+
+    def dead_letters(self) -> list[tuple[bytes, dict[str, Any]]]:
+        found = []
+        while True:
+            method, props, body = self.channel.basic_get(NOTIFICATIONS_DEAD_QUEUE, auto_ack=True)
+            if method is None:
+                return found
+            found.append((body, dict(props.headers or {})))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.connection.close()
+
+
+def delivery_counts(db: Database) -> dict[str, int]:
+    t = notification_deliveries
+    with db.engine.connect() as conn:
+        rows = conn.execute(select(t.c.status, func.count()).group_by(t.c.status))
+        return {row[0]: row[1] for row in rows}

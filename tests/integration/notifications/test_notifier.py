@@ -1,0 +1,212 @@
+"""The email notifier end to end: RabbitMQ, PostgreSQL and a real SMTP server (aiosmtpd).
+
+Exactly one mail per notification (R18) whatever is redelivered or published twice and
+however many notifiers run; SMTP down then up loses and doubles nothing; bad input of
+every kind ends with a recorded reason and never stops the others."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from consumers.cli import app
+from tests.integration.helpers import decide, events, member, seed, send, submit
+from tests.integration.notifications.smtp import SmtpServer
+from tests.integration.notifications.support import (
+    Queues,
+    delivery_counts,
+    running,
+    url_of,
+    wait_until,
+)
+from workflow.catalog import Catalog
+from workflow.database import Database
+from workflow.service import CommandService
+
+pytestmark = [pytest.mark.postgres]
+
+
+def notification_ids(db: Database) -> list[str]:
+    return [e["data"]["notification_id"] for e in events(db, "notification.requested")]
+
+
+def sent_ids(db: Database) -> list[str]:
+    return [e["data"]["notification_id"] for e in events(db, "notification.sent")]
+
+
+def test_submit_and_decision_reach_the_mailboxes_as_multipart_mail(
+    mail_amqp_url: str,
+    pg: Database,
+    catalog: Catalog,
+    smtp: SmtpServer,
+    queues: Queues,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    service = CommandService(pg, catalog)
+    seed(service)
+    send(service, "member.upsert", member("acme-owner", "owner", locale="it-IT"))
+    request_id = submit(service, note="for the new team")["result"]["request"]["request_id"]
+    assert decide(service, request_id, "owner", comment="go ahead")["ok"]
+    with running(mail_amqp_url, pg, smtp.url):
+        wait_until(lambda: len(smtp.inbox.received()) == 2, what="two mails")
+        wait_until(lambda: len(sent_ids(pg)) == 2, what="notification.sent for both")
+    [to_owner] = smtp.inbox.to("acme-owner@acme.example")
+    [to_admin] = smtp.inbox.to("acme-admin@acme.example")
+    submitted, approved = events(pg, "notification.requested")
+    assert str(to_owner["From"]) == "subreq <no-reply@subreq.invalid>"
+    assert str(to_owner["To"]) == "Acme Owner <acme-owner@acme.example>"
+    assert str(to_owner["Subject"]) == submitted["data"]["subject"]
+    assert "chiede di modificare" in str(to_owner["Subject"])  # R17: the owner's locale
+    assert to_owner["Message-ID"] == f"<{submitted['data']['notification_id']}@subreq.invalid>"
+    assert to_owner["Date"] is not None
+    assert to_owner["Auto-Submitted"] == "auto-generated"
+    assert to_owner.get_content_type() == "multipart/alternative"
+    text = to_owner.get_body(("plain",))
+    html = to_owner.get_body(("html",))
+    assert text is not None
+    assert html is not None
+    assert text.get_content().replace("\r\n", "\n").strip() == submitted["data"]["text"]
+    assert "Acme Admin" in html.get_content()
+    assert "575,00 USD" in html.get_content()
+    assert "for the new team" in html.get_content()
+    assert str(to_admin["Subject"]) == approved["data"]["subject"]
+    assert "was approved" in str(to_admin["Subject"])
+    admin_text = to_admin.get_body(("plain",))
+    assert admin_text is not None
+    assert "go ahead" in admin_text.get_content()
+    assert sorted(sent_ids(pg)) == sorted(notification_ids(pg))
+    assert approved["data"]["template"] == "request_approved"
+
+    # Who was told what, as operators see it.
+    monkeypatch.setenv("SUBREQ_DATABASE_URL", url_of(pg))
+    shown = CliRunner().invoke(app, ["requests", "show", request_id])
+    assert shown.exit_code == 0, shown.output
+    assert "Acme Owner <acme-owner@acme.example>  request_submitted  it" in shown.output
+    assert shown.output.count(" sent 20") == 2
+    listed = CliRunner().invoke(app, ["notifications", "list", "--status", "sent"])
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.count("request_") == 2
+
+
+def event_body(
+    notification_id: str, email: str, *, name: str = "Olivia Owner", **data: Any
+) -> bytes:
+    """A ``notification.requested`` event as a producer without templates would send it."""
+    return orjson.dumps(
+        {
+            "event_id": str(uuid.uuid4()),
+            "type": "notification.requested",
+            "occurred_at": "2026-01-05T09:00:00Z",
+            "account_id": "acme",
+            "request_id": None,
+            "data": {
+                "notification_id": notification_id,
+                "template": "request_submitted",
+                "locale": "en",
+                "recipient": {"user_id": "u", "email": email, "name": name},
+                "subject": f"Notification {notification_id}",
+                "text": "Hello",
+                **data,
+            },
+        }
+    )
+
+
+def test_duplicates_and_two_notifiers_send_each_mail_once(
+    mail_amqp_url: str, pg: Database, smtp: SmtpServer, queues: Queues
+) -> None:
+    ids = [str(uuid.uuid4()) for _ in range(12)]
+    with running(mail_amqp_url, pg, smtp.url), running(mail_amqp_url, pg, smtp.url, relay=False):
+        for _ in range(3):  # the relay published twice, then the broker redelivered
+            for notification_id in ids:
+                queues.publish_event(event_body(notification_id, "o@acme.example"))
+        wait_until(lambda: delivery_counts(pg).get("sent") == len(ids), what="every mail sent")
+        wait_until(
+            lambda: (
+                queues.channel.queue_declare(
+                    "subreq.notifications", passive=True
+                ).method.message_count
+                == 0
+            ),
+            what="the queue to drain",
+        )
+        # Let any straggling copy be handled before counting.
+        wait_until(lambda: len(smtp.inbox.received()) >= len(ids), what="the mails")
+    message_ids = [m["Message-ID"] for m in smtp.inbox.received()]
+    assert sorted(message_ids) == sorted(f"<{i}@subreq.invalid>" for i in ids)
+    assert sorted(sent_ids(pg)) == sorted(ids)
+    assert queues.dead_letters() == []
+
+
+def test_smtp_down_then_up_loses_and_doubles_nothing(
+    mail_amqp_url: str, pg: Database, catalog: Catalog, smtp: SmtpServer, queues: Queues
+) -> None:
+    service = CommandService(pg, catalog)
+    for n in range(5):
+        seed(service, f"acct{n}")
+    smtp.stop()
+    with running(mail_amqp_url, pg, smtp.url):
+        for n in range(5):
+            assert submit(service, f"acct{n}")["ok"]
+        wait_until(
+            lambda: (
+                delivery_counts(pg).get("retrying", 0) + delivery_counts(pg).get("sending", 0) == 5
+            ),
+            what="every notification to have failed once",
+        )
+        smtp.start()
+        wait_until(lambda: delivery_counts(pg) == {"sent": 5}, timeout=20, what="all five sent")
+    received = sorted(m["Message-ID"] for m in smtp.inbox.received())
+    assert received == sorted(f"<{i}@subreq.invalid>" for i in notification_ids(pg))
+    assert len(sent_ids(pg)) == 5
+    assert queues.dead_letters() == []
+
+
+def test_bad_input_ends_with_a_reason_and_never_blocks_the_others(
+    mail_amqp_url: str, pg: Database, catalog: Catalog, smtp: SmtpServer, queues: Queues
+) -> None:
+    smtp.inbox.refuse["nobody@acme.example"] = "550 5.1.1 no such mailbox"
+    smtp.inbox.busy["slow@acme.example"] = 2  # 451 twice, then accepted
+    with running(mail_amqp_url, pg, smtp.url):
+        queues.publish_event(b"{not json")
+        queues.publish_event(event_body("undeliverable", "weird<addr>@acme.example"))
+        queues.publish_event(event_body("rejected", "nobody@acme.example"))
+        queues.publish_event(event_body("slow", "slow@acme.example"))
+        queues.publish_event(event_body("bad-template", "o@acme.example", context={"lines": []}))
+        queues.publish_event(
+            event_body("injected", "eve@acme.example", name="Eve\r\nBcc: victim@evil.example")
+        )
+        queues.publish_event(event_body("fine", "fine@acme.example"))
+        wait_until(lambda: delivery_counts(pg) == {"sent": 3, "failed": 3}, what="every outcome")
+        dead = wait_until(lambda: queues.dead_letters() or None, what="dead letters")
+        dead += list(queues.dead_letters())
+    reasons = sorted(str(headers["x-subreq-error"]) for _, headers in dead)
+    assert len(reasons) == 4, reasons
+    assert any("not a notification.requested event" in r for r in reasons)
+    assert any("undeliverable address" in r for r in reasons)
+    assert any("550 5.1.1 no such mailbox" in r for r in reasons)
+    assert any("template 'request_submitted'" in r and "undefined" in r for r in reasons)
+
+    with pg.engine.connect() as conn:
+        from workflow.deliveries import recent
+
+        records = {r["notification_id"]: r for r in recent(conn)}
+    assert records["slow"]["status"] == "sent"
+    assert records["slow"]["attempts"] == 3
+    assert records["rejected"]["last_error"].startswith("recipient refused: 550")
+    assert records["undeliverable"]["status"] == "failed"
+    assert "undefined" in records["bad-template"]["last_error"]
+
+    # The injection attempt is one recipient, with no header added.
+    [injected] = smtp.inbox.to("eve@acme.example")
+    assert injected["Bcc"] is None
+    assert str(injected["To"]) == '"Eve Bcc: victim@evil.example" <eve@acme.example>'
+    assert all(
+        rcpts in (["eve@acme.example"], ["fine@acme.example"], ["slow@acme.example"])
+        for _, rcpts in smtp.inbox.envelopes
+    )
+    assert len(smtp.inbox.to("slow@acme.example")) == 1

@@ -1,0 +1,226 @@
+"""Mail building and configuration: correct headers, no header injection, stable
+Message-IDs, refusing unusable addresses, sorting SMTP failures, parsing SUBREQ_SMTP_URL."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+from datetime import UTC, datetime
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default
+from pathlib import Path
+
+import pytest
+
+from consumers.mail import (
+    FileMailer,
+    Outgoing,
+    Permanent,
+    SmtpMailer,
+    Transient,
+    build_message,
+    message_id,
+    recipient,
+)
+from workflow.errors import ConfigurationError
+from workflow.mailconfig import SmtpServer, parse_mail_from, parse_smtp_url
+from workflow.settings import load_settings
+
+SENDER = parse_mail_from("subreq <no-reply@subreq.example>")
+NOW = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
+
+
+def built(
+    name: str = "Olivia Owner", subject: str = "Hello", email: str = "o@acme.example"
+) -> EmailMessage:
+    mail = Outgoing(
+        "5d1e-uuid", recipient(name, email), subject, "text\n", "<p>html</p>", "it", "t"
+    )
+    raw = build_message(mail, SENDER, NOW).as_bytes()
+    parsed = message_from_bytes(raw, policy=default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def test_headers_a_person_and_a_mail_system_expect() -> None:
+    message = built()
+    assert str(message["From"]) == "subreq <no-reply@subreq.example>"
+    assert str(message["To"]) == "Olivia Owner <o@acme.example>"
+    assert str(message["Subject"]) == "Hello"
+    assert message["Date"].datetime == NOW
+    assert message["Message-ID"] == "<5d1e-uuid@subreq.example>"
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert message["Content-Language"] == "it"
+    assert message.get_content_type() == "multipart/alternative"
+    parts = [part.get_content_type() for part in message.iter_parts()]
+    assert parts == ["text/plain", "text/html"]
+
+
+def test_the_message_id_is_derived_from_the_notification() -> None:
+    assert message_id("abc", SENDER) == message_id("abc", SENDER) == "<abc@subreq.example>"
+    assert message_id("a b>\r\n<c", SENDER) == "<a-b----c@subreq.example>"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Eve\r\nBcc: victim@evil.example",
+        "Eve\nBcc: victim@evil.example",
+        "Eve\rBcc: victim@evil.example",
+        'Eve" <victim@evil.example>, "x',
+        "Eve\x00\x1b[31m\u2028Bcc: victim@evil.example",
+    ],
+)
+def test_a_name_cannot_add_a_header_or_a_recipient(name: str) -> None:
+    message = built(name=name, subject=f"{name} asks")
+    assert message["Bcc"] is None
+    assert message["Cc"] is None
+    assert [a.addr_spec for a in message["To"].addresses] == ["o@acme.example"]
+    assert "\n" not in str(message["Subject"])
+    assert "\n" not in message["To"].addresses[0].display_name
+
+
+def test_non_ascii_names_and_subjects_are_encoded_and_come_back_intact() -> None:
+    message = built(name="Zoë Ünïcode-Łukasz 佐藤", subject="È stata approvata: più licenze")
+    assert message["To"].addresses[0].display_name == "Zoë Ünïcode-Łukasz 佐藤"
+    assert str(message["Subject"]) == "È stata approvata: più licenze"
+    raw = build_message(
+        Outgoing("n", recipient("Zoë", "z@acme.example"), "Sì", "t", "", "it", "t"), SENDER, NOW
+    ).as_bytes()
+    assert raw.isascii()  # RFC 2047 and quoted-printable, nothing raw on the wire
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "",
+        "no-at-sign",
+        "two@@acme.example",
+        "a b@acme.example",
+        "weird<addr>@acme.example",
+        '"quoted"@acme.example',
+        "x@localhost",
+        "x@-acme.example",
+        "o@acme.example\r\nBcc: victim@evil.example",
+        "o@acme.example, victim@evil.example",
+    ],
+)
+def test_an_unusable_address_is_refused_for_good(email: str) -> None:
+    with pytest.raises(Permanent, match="undeliverable address"):
+        recipient("Olivia", email)
+
+
+def test_an_international_domain_is_sent_as_idna() -> None:
+    assert recipient("Jürgen", "j@bücher.example").domain == "xn--bcher-kva.example"
+
+
+class FakeSmtp:
+    """Enough of smtplib.SMTP to see how failures are sorted."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def send_message(self, message: EmailMessage) -> None:
+        raise self.error
+
+    def rset(self) -> None:
+        pass
+
+    def quit(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "reason"),
+    [
+        (smtplib.SMTPRecipientsRefused({"o@x": (550, b"no such user")}), Permanent, "550"),
+        (smtplib.SMTPRecipientsRefused({"o@x": (450, b"mailbox busy")}), Transient, "450"),
+        (smtplib.SMTPDataError(552, b"too big"), Permanent, r"552 too big"),
+        (smtplib.SMTPSenderRefused(451, b"later", "me@x"), Transient, "451 later"),
+        (smtplib.SMTPNotSupportedError("SMTPUTF8 needed"), Permanent, "SMTPUTF8"),
+        (ConnectionResetError("reset"), Transient, "reset"),
+    ],
+)
+def test_smtp_failures_are_sorted_into_retry_or_give_up(
+    error: BaseException, kind: type[Exception], reason: str
+) -> None:
+    mailer = SmtpMailer(SmtpServer("127.0.0.1", 1))
+    mailer._smtp = FakeSmtp(error)  # type: ignore[assignment]
+    mailer._last_used = float("inf")
+    with pytest.raises(kind, match=reason):
+        mailer.send(built())
+
+
+def test_a_server_that_is_down_is_transient() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(Transient, match=r"127\.0\.0\.1"):
+        SmtpMailer(SmtpServer("127.0.0.1", port, timeout=2)).send(built())
+
+
+def test_without_smtp_mails_become_eml_files_named_after_the_notification(tmp_path: Path) -> None:
+    mailer = FileMailer(tmp_path / "mail")
+    mailer.send(built())
+    mailer.send(built())  # a resend replaces the file
+    [written] = (tmp_path / "mail").iterdir()
+    assert written.name == "5d1e-uuid.eml"
+    assert message_from_bytes(written.read_bytes(), policy=default)["To"] == (
+        "Olivia Owner <o@acme.example>"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("smtp://localhost:1025", SmtpServer("localhost", 1025)),
+        ("smtp://mail.example.com", SmtpServer("mail.example.com", 25)),
+        (
+            "smtp://u%40x:p%3Ass@mail.example.com:587?starttls=true",
+            SmtpServer("mail.example.com", 587, "starttls", "u@x", "p:ss"),
+        ),
+        ("smtps://u:p@mail.example.com", SmtpServer("mail.example.com", 465, "tls", "u", "p")),
+        ("smtp://h:25?timeout=5", SmtpServer("h", 25, timeout=5.0)),
+    ],
+)
+def test_smtp_urls(url: str, expected: SmtpServer) -> None:
+    assert parse_smtp_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://h",
+        "smtp://",
+        "smtp://h:99999",
+        "smtp://h:x",
+        "smtps://h?starttls=true",
+        "smtp://h?starttls=maybe",
+        "smtp://h?tls=1",
+        "smtp://h/path",
+    ],
+)
+def test_unusable_smtp_urls_name_the_variable(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="SUBREQ_SMTP_URL"):
+        parse_smtp_url(url)
+
+
+def test_the_password_never_appears_in_an_error() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        parse_smtp_url("smtps://user:secret@h?starttls=true")
+    assert "secret" not in str(caught.value)
+
+
+def test_settings_refuse_a_bad_smtp_url_or_sender(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUBREQ_SMTP_URL", "smtp:/nope")
+    with pytest.raises(ConfigurationError, match="SUBREQ_SMTP_URL"):
+        load_settings()
+    monkeypatch.setenv("SUBREQ_SMTP_URL", "")
+    assert load_settings().smtp_url is None
+    monkeypatch.setenv("SUBREQ_MAIL_FROM", "no address")
+    with pytest.raises(ConfigurationError, match="SUBREQ_MAIL_FROM"):
+        load_settings()

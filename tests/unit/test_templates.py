@@ -1,0 +1,193 @@
+"""Notification templates (R14, R16, R17): every one in every locale, locale choice with its
+fallback to English, escaping in the HTML part, and the event's text matching the mail's."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from workflow import notifications
+from workflow.catalog import load_catalog
+from workflow.notifications import TEMPLATES, pick_locale, render, render_email
+
+NOW = datetime(2026, 1, 8, 9, 0, tzinfo=UTC)
+SUMMARY = {
+    "currency": "USD",
+    "billing_cycle": "monthly",
+    "period": "month",
+    "total": "1310.00",
+    "lines": [
+        {
+            "item": {"type": "add_seats", "product": "support", "quantity": 5},
+            "description": "Add 5 seats to Support (Professional)",
+            "current": {"product": "support", "plan": "professional", "seats": 10},
+            "proposed": {"product": "support", "plan": "professional", "seats": 15},
+            "cost": "575.00",
+        },
+        {
+            "item": {"type": "upgrade_plan", "product": "guide", "plan": "enterprise"},
+            "description": "Upgrade Guide from Professional to Enterprise (15 seats)",
+            "current": {"product": "guide", "plan": "professional", "seats": 15},
+            "proposed": {"product": "guide", "plan": "enterprise", "seats": 15},
+            "cost": "735.00",
+        },
+    ],
+}
+REQUEST = {
+    "request_id": "r-1",
+    "requester_id": "adam",
+    "requester_name": "Adamo Rossi",
+    "created_at": NOW - timedelta(days=3, hours=2),
+    "summary": SUMMARY,
+}
+VALUES = {
+    "account": "Acme Corp",
+    "request_id": "r-1",
+    "actor": "Olivia Owner",
+    "note": "Five more agents start on Monday",
+    "comment": "Budget <approved> & signed",
+    "reason": "account acme is managed by the vendor",
+    "expires_at": NOW + timedelta(days=27),
+}
+EXPECTED = {
+    "request_submitted",
+    "request_approved",
+    "request_rejected",
+    "request_expired",
+    "request_voided",
+    "request_withdrawn",
+    "request_cancelled",
+    "request_reminder",
+}
+
+
+def recipient(locale: str = "en", user_id: str = "olivia") -> dict[str, Any]:
+    return {"user_id": user_id, "name": "Olivia Owner", "email": "o@acme.example", "locale": locale}
+
+
+def event(template: str, locale: str = "en", user_id: str = "olivia") -> dict[str, Any]:
+    return render(
+        template,
+        recipient(locale, user_id),
+        VALUES,
+        SUMMARY,
+        request=REQUEST,
+        now=NOW,
+        catalog=load_catalog(),
+    )
+
+
+def test_every_notification_exists_in_english_and_italian() -> None:
+    assert set(TEMPLATES) == EXPECTED
+    for locales in TEMPLATES.values():
+        assert locales >= {"en", "it"}
+
+
+@pytest.mark.parametrize("template", sorted(EXPECTED))
+@pytest.mark.parametrize("locale", ["en", "it"])
+def test_every_template_renders_the_account_requester_changes_and_cost(
+    template: str, locale: str
+) -> None:
+    data = event(template, locale)
+    email = render_email(template, data["locale"], data["context"])
+    assert email.subject == data["subject"]
+    assert email.text == data["text"]  # the event's text is the mail's text part
+    assert "\n" not in email.subject
+    assert "Acme Corp" in email.subject + email.text
+    assert "Olivia Owner" in email.text
+    if template != "request_expired":
+        assert "Adamo Rossi" in email.subject + email.text or template in (
+            "request_approved",
+            "request_rejected",
+            "request_cancelled",
+        )
+    assert ("575.00 USD" if locale == "en" else "575,00 USD") in email.text
+    assert ("Support" in email.text)
+    assert ("Enterprise" in email.text)
+    assert "{{" not in email.text
+    assert "{%" not in email.html
+    assert email.html.startswith("<!DOCTYPE html>")
+    assert f'<html lang="{locale}">' in email.html
+    assert "Acme Corp" in email.html
+    for line in email.text.splitlines():
+        assert len(line) <= 76 or line.startswith("  - "), line
+
+
+def test_the_submission_names_the_cost_per_period_and_the_note() -> None:
+    text = event("request_submitted")["text"]
+    assert "Add 5 seats to Support (Professional): +575.00 USD" in text
+    assert "Additional cost: 1,310.00 USD per month." in text
+    assert "Note from Adamo Rossi: Five more agents start on Monday" in text
+    italian = event("request_submitted", "it")["text"]
+    assert "5 licenze in più per Support (Professional): +575,00 USD" in italian
+    assert "Passaggio di Guide da Professional a Enterprise (15 licenze)" in italian
+    assert "Costo aggiuntivo: 1.310,00 USD al mese." in italian
+
+
+def test_time_pending_and_expiry_appear_in_the_reminder() -> None:
+    text = " ".join(event("request_reminder")["text"].split())
+    assert "for 3 days (since 5 January 2026 at 07:00 UTC)" in text
+    assert "it expires on 4 February 2026 at 09:00 UTC" in text
+    italian = " ".join(event("request_reminder", "it")["text"].split())
+    assert "da 3 giorni (dal 5 gennaio 2026 alle 07:00 UTC)" in italian
+
+
+def test_voided_reads_differently_for_the_requester_and_the_deciders() -> None:
+    to_requester = event("request_voided", user_id="adam")
+    to_owner = event("request_voided", user_id="olivia")
+    assert to_requester["subject"].startswith("Your subscription change")
+    assert "Adamo Rossi" in to_owner["subject"]
+    assert "nothing left for you to decide" in " ".join(to_owner["text"].split())
+
+
+@pytest.mark.parametrize(
+    ("asked", "chosen"),
+    [
+        ("it", "it"),
+        ("it-IT", "it"),
+        ("IT_it", "it"),
+        ("en-GB", "en"),
+        ("fr", "en"),
+        (None, "en"),
+        ("", "en"),
+    ],
+)
+def test_the_recipients_locale_with_english_as_fallback(asked: str | None, chosen: str) -> None:
+    assert pick_locale(asked, "request_submitted") == chosen
+
+
+def test_a_template_missing_in_a_locale_falls_back_to_english() -> None:
+    data = event("request_submitted", "it")
+    email = render_email("request_submitted", "de", data["context"])
+    assert email.subject == event("request_submitted", "en")["subject"]
+
+
+def test_html_escapes_what_people_typed() -> None:
+    data = event("request_approved")
+    html = render_email("request_approved", "en", data["context"]).html
+    assert "Budget &lt;approved&gt; &amp; signed" in html
+    assert "<approved>" not in html
+    assert "Budget <approved> & signed" in data["text"]
+
+
+def test_a_broken_template_never_fails_the_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hot path falls back to a plain text; the notifier records the error later."""
+    context = event("request_submitted")["context"]
+    del context["account"]
+    with pytest.raises(Exception, match="account"):
+        render_email("request_submitted", "en", context)
+    monkeypatch.setitem(TEMPLATES, "request_unknown", frozenset({"en"}))
+    data = render("request_unknown", recipient(), VALUES, SUMMARY, request=REQUEST, now=NOW)
+    assert "r-1" in data["subject"]
+    assert data["template"] == "request_unknown"
+
+
+def test_templates_compile_once() -> None:
+    notifications._template.cache_clear()
+    for _ in range(3):
+        event("request_submitted")
+    info = notifications._template.cache_info()
+    assert info.misses == 1
+    assert info.hits >= 2
