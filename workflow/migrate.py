@@ -15,7 +15,10 @@ from workflow.database import Database
 def alembic_config(db: Database) -> Config:
     config = Config()
     config.set_main_option("script_location", str(files("migrations")))
-    config.set_main_option("sqlalchemy.url", db.url.render_as_string(hide_password=False))
+    # Alembic's config is a ConfigParser: a literal % (an URL-encoded password, a query
+    # option) must be doubled, or reading it back fails with "invalid interpolation".
+    url = db.url.render_as_string(hide_password=False)
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
 

@@ -1,0 +1,250 @@
+"""docs/asyncapi.yaml is current, well formed, complete, and its examples are real.
+
+The examples are validated by the models the document's schemas come from, and the
+command examples are run through the real CommandService (SQLite), whose replies and
+events must fit the documented shapes: so the document cannot promise what the service
+does not do.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from consumers import amqp, deadletters
+from consumers.cli import app
+from tests.integration.helpers import events, member
+from workflow import asyncapi as spec
+from workflow import envelopes, examples
+from workflow.catalog import load_catalog
+from workflow.database import Database
+from workflow.messages import COMMANDS, EVENT_TYPES, Event, Reply
+from workflow.migrate import upgrade
+from workflow.service import CommandService
+
+ROOT = Path(__file__).resolve().parents[2]
+CHECKED_IN = ROOT / "docs" / "asyncapi.yaml"
+REGENERATE = "run `subreq asyncapi > docs/asyncapi.yaml`"
+
+
+@pytest.fixture(scope="module")
+def doc() -> dict[str, Any]:
+    return spec.document()
+
+
+def resolve(doc: dict[str, Any], ref: str) -> Any:
+    assert ref.startswith("#/"), f"only local references: {ref}"
+    node: Any = doc
+    for part in ref[2:].split("/"):
+        part = part.replace("~1", "/").replace("~0", "~")
+        assert isinstance(node, dict), f"{ref}: {part} is not in an object"
+        assert part in node, f"{ref} does not resolve: no {part}"
+        node = node[part]
+    return node
+
+
+def refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        if isinstance(node.get("$ref"), str):
+            yield node["$ref"]
+        for value in node.values():
+            yield from refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from refs(value)
+
+
+# --- the checked-in copy ------------------------------------------------------------------
+
+
+def test_the_checked_in_document_is_current(doc: dict[str, Any]) -> None:
+    assert CHECKED_IN.read_text() == spec.to_yaml(doc), f"docs/asyncapi.yaml is stale: {REGENERATE}"
+
+
+def test_the_cli_prints_the_document_as_yaml_or_json(doc: dict[str, Any]) -> None:
+    runner = CliRunner()
+    as_yaml = runner.invoke(app, ["asyncapi"])
+    assert as_yaml.exit_code == 0, as_yaml.output
+    assert as_yaml.stdout == spec.to_yaml(doc)
+    assert yaml.safe_load(as_yaml.stdout) == json.loads(spec.to_json(doc))
+    as_json = runner.invoke(app, ["asyncapi", "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.stdout) == json.loads(spec.to_json(doc))
+
+
+# --- completeness -------------------------------------------------------------------------
+
+
+def test_every_command_and_event_has_a_channel(doc: dict[str, Any]) -> None:
+    addresses = {channel["address"] for channel in doc["channels"].values()}
+    assert set(COMMANDS) <= addresses
+    assert set(EVENT_TYPES) <= addresses
+    assert amqp.DEAD_QUEUE in addresses
+    assert None in addresses, "the reply channel's address is the command's reply_to"
+
+
+def test_the_names_are_those_of_consumers_amqp(doc: dict[str, Any]) -> None:
+    assert spec.COMMANDS_EXCHANGE == amqp.COMMANDS_EXCHANGE
+    assert spec.EVENTS_EXCHANGE == amqp.EVENTS_EXCHANGE
+    assert spec.COMMANDS_QUEUE == amqp.COMMANDS_QUEUE
+    assert spec.DEAD_QUEUE == amqp.DEAD_QUEUE
+    assert envelopes.ERROR_HEADER == amqp.ERROR_HEADER
+    assert envelopes.ROUTING_KEY_HEADER == deadletters.ROUTING_KEY_HEADER
+    exchanges = {}
+    for channel in doc["channels"].values():
+        binding = channel.get("bindings")
+        if binding is None:
+            continue
+        binding = resolve(doc, binding["$ref"])["amqp"] if "$ref" in binding else binding["amqp"]
+        if binding["is"] == "routingKey":
+            exchanges[channel["address"]] = binding["exchange"]
+        else:
+            assert binding["queue"]["name"] == channel["address"] == amqp.DEAD_QUEUE
+    for key in COMMANDS:
+        assert exchanges[key]["name"] == amqp.COMMANDS_EXCHANGE
+    for type_ in EVENT_TYPES:
+        assert exchanges[type_]["name"] == amqp.EVENTS_EXCHANGE
+    for exchange in exchanges.values():
+        assert (exchange["type"], exchange["durable"]) == ("topic", True)
+
+
+# --- structure ----------------------------------------------------------------------------
+
+
+def test_the_document_is_asyncapi_3(doc: dict[str, Any]) -> None:
+    assert doc["asyncapi"] == "3.0.0"
+    assert {"info", "servers", "channels", "operations", "components"} <= set(doc)
+    assert doc["servers"]["broker"]["protocol"] == "amqp"
+    for name in doc["channels"]:
+        assert name.replace("-", "").replace("_", "").isalnum(), f"channel id {name!r}"
+
+
+def test_every_reference_resolves(doc: dict[str, Any]) -> None:
+    found = list(refs(doc))
+    assert found
+    for ref in found:
+        resolve(doc, ref)
+
+
+def test_every_operation_uses_its_channel_and_its_channels_messages(doc: dict[str, Any]) -> None:
+    actions = {"send": 0, "receive": 0}
+    for name, operation in doc["operations"].items():
+        actions[operation["action"]] += 1
+        channel_ref = operation["channel"]["$ref"]
+        channel = resolve(doc, channel_ref)
+        for message in operation["messages"]:
+            assert message["$ref"].startswith(channel_ref + "/messages/"), name
+            resolve(doc, message["$ref"])
+        if operation["action"] == "send":
+            reply = operation["reply"]
+            assert reply["address"]["location"] == "$message.header#/reply_to"
+            reply_channel = reply["channel"]["$ref"]
+            for message in reply["messages"]:
+                assert message["$ref"].startswith(reply_channel + "/messages/"), name
+        assert channel["messages"], name
+    assert actions["send"] == len(COMMANDS)
+    assert actions["receive"] >= len(EVENT_TYPES) + 1
+
+
+def test_every_message_has_an_example(doc: dict[str, Any]) -> None:
+    for name, message in doc["components"]["messages"].items():
+        assert message.get("examples"), f"{name} has no example"
+
+
+def test_shared_shapes_are_components(doc: dict[str, Any]) -> None:
+    schemas = doc["components"]["schemas"]
+    assert {"RequestView", "Summary", "ErrorReply", "HistoryEntry"} <= set(schemas)
+    assert not any("discriminator" in json.dumps(s) for s in schemas.values())
+
+
+# --- examples -----------------------------------------------------------------------------
+
+
+def test_the_examples_fit_the_models_of_their_schemas() -> None:
+    for key, body in examples.COMMAND_EXAMPLES.items():
+        COMMANDS[key].model_validate(body)
+    for key, reply in examples.REPLY_EXAMPLES.items():
+        envelopes.REPLIES[key].model_validate(reply)
+        Reply.model_validate(reply)
+    for reply in examples.ERROR_EXAMPLES.values():
+        envelopes.ErrorReply.model_validate(reply)
+        Reply.model_validate(reply)
+    for type_, event in examples.EVENT_EXAMPLES.items():
+        assert event["type"] == type_
+        envelopes.EVENTS[type_].model_validate(event)
+        Event.model_validate(event)
+
+
+def test_the_example_headers_fit_the_property_models(doc: dict[str, Any]) -> None:
+    models = {
+        f"{spec.SCHEMAS}{model.__name__}": model
+        for model in (
+            envelopes.CommandProperties,
+            envelopes.ReplyProperties,
+            envelopes.EventProperties,
+            envelopes.DeadLetterProperties,
+        )
+    }
+    for message in doc["components"]["messages"].values():
+        model = models[message["headers"]["$ref"]]
+        for example in message["examples"]:
+            model.model_validate(example["headers"])
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[CommandService]:
+    db = Database(f"sqlite:///{tmp_path / 'asyncapi.db'}")
+    upgrade(db)
+    yield CommandService(db, load_catalog())
+    db.dispose()
+
+
+def _run(service: CommandService, key: str, body: dict[str, Any], n: int) -> dict[str, Any]:
+    reply: dict[str, Any] = service.handle(key, orjson.dumps(body), f"example-{n}").json()
+    assert reply["ok"], (key, reply)
+    envelopes.REPLIES[key].model_validate(reply)
+    return reply
+
+
+def test_the_command_examples_are_accepted_and_answered_as_documented(
+    service: CommandService,
+) -> None:
+    """Each example, in the document's order (plus the owner and an agent as members),
+    is accepted by the real service; replies and events fit the documented models."""
+    commands = examples.COMMAND_EXAMPLES
+    n = 0
+
+    def run(key: str, body: dict[str, Any]) -> dict[str, Any]:
+        nonlocal n
+        n += 1
+        return _run(service, key, body, n)
+
+    run("account.upsert", commands["account.upsert"])
+    run("member.upsert", commands["member.upsert"])
+    run("member.upsert", member("acme-owner", "owner"))
+    run("member.upsert", member("acme-agent", "agent"))
+    run("member.remove", commands["member.remove"])
+    preview = run("request.preview", commands["request.preview"])
+    assert preview["result"]["summary"] == examples.SUMMARY
+    submitted = run("request.submit", commands["request.submit"])["result"]["request"]
+    documented = examples.request_view()
+    for field in ("account_id", "requester_id", "requester_name", "state", "changes", "note"):
+        assert submitted[field] == documented[field], field
+    assert submitted["summary"] == examples.SUMMARY
+    real_id = submitted["request_id"]
+    for key in ("request.get", "request.list", "request.decide"):
+        body = {**commands[key]}
+        if "request_id" in body:
+            body["request_id"] = real_id
+        run(key, body)
+    published = events(service.db)
+    assert {e["type"] for e in published} >= {"request.submitted", "request.approved"}
+    for event in published:
+        envelopes.EVENTS[event["type"]].model_validate(event)
