@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pika
@@ -31,7 +31,9 @@ from consumers.amqp import (
     connect_with_retry,
     declare_topology,
 )
+from consumers.metrics import COMMANDS, LATENCY
 from workflow.errors import TransientError
+from workflow.messages import COMMANDS as COMMAND_NAMES
 from workflow.service import CommandService, Outcome
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ class Delivery:
     routing_key: str
     properties: BasicProperties
     body: bytes
+    received: float = field(default_factory=time.monotonic)
 
     @property
     def deliveries(self) -> int:
@@ -60,6 +63,47 @@ class Failed:
     """A batch whose database work kept failing for an infrastructure reason."""
 
     reason: str
+
+
+def _label(routing_key: str) -> str:
+    """Metric label: garbage routing keys must not create new time series."""
+    return routing_key if routing_key in COMMAND_NAMES else "unknown"
+
+
+def _context(delivery: Delivery, **more: Any) -> dict[str, Any]:
+    props = delivery.properties
+    return {
+        "command": delivery.routing_key[:64],
+        "message_id": props.message_id,
+        "correlation_id": props.correlation_id,
+        **more,
+    }
+
+
+def _observe(delivery: Delivery, outcome: Outcome) -> None:
+    """Metrics and a log line per command; ids only, never the body."""
+    if outcome.invalid:
+        label = "dead_lettered"
+    elif outcome.duplicate:
+        label = "duplicate"
+    else:
+        label = outcome.error_code or "ok"
+    COMMANDS.labels(_label(delivery.routing_key), label).inc()
+    elapsed = time.monotonic() - delivery.received
+    LATENCY.observe(elapsed)
+    context = _context(
+        delivery,
+        outcome=label,
+        account_id=outcome.account_id,
+        request_id=outcome.request_id,
+        duration_ms=round(elapsed * 1000, 2),
+    )
+    if outcome.invalid:
+        log.warning("unusable command dead-lettered: %s", outcome.error_reason, extra=context)
+    elif outcome.error_code:
+        log.info("command refused: %s", outcome.error_code, extra=context)
+    else:
+        log.debug("command handled", extra=context)
 
 
 class CommandConsumer:
@@ -217,6 +261,8 @@ class CommandConsumer:
                 self._bury(dead, delivery, outcome.error_reason or "invalid message")
             self._reply(channel, delivery, outcome)
         channel.basic_ack(batch[-1].tag, multiple=True)
+        for delivery, outcome in zip(batch, result, strict=True):
+            _observe(delivery, outcome)
 
     def _one(self, delivery: Delivery) -> Outcome:
         try:

@@ -18,6 +18,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.exceptions import AMQPError
 
 from consumers.amqp import EVENTS_EXCHANGE, Backoff, connect_with_retry, declare_topology
+from consumers.metrics import EVENTS
 from workflow.database import Database
 from workflow.errors import TransientError
 from workflow.outbox import PendingEvent, relay_batch
@@ -88,6 +89,7 @@ class OutboxRelay:
                 continue
             db_backoff.reset()
             self.published += sent
+            EVENTS.inc(sent)
             self._housekeeping()
             if sent < self.batch_size:
                 self._idle(connection)

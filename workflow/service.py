@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,7 +46,8 @@ class Outcome:
     duplicate: bool = False
     error_reason: str | None = None
     error_code: str | None = None
-    fields: dict[str, Any] = field(default_factory=dict)
+    account_id: str | None = None
+    request_id: str | None = None
 
     def json(self) -> dict[str, Any]:
         return orjson.loads(self.reply)  # type: ignore[no-any-return]
@@ -273,15 +274,22 @@ class CommandService:
     ) -> Outcome:
         """The reply, stored under the idempotency key unless the command is a query."""
         code = None
+        command = prepared.command
+        account_id = getattr(command, "account_id", None)
+        request_id = getattr(command, "request_id", None)
         if isinstance(answer, Refused):
             code = str(answer.decision.code)
-            answer = self._refused(
-                store, now, prepared.routing_key, prepared.key, prepared.command, answer
-            )
+            account_id = account_id or answer.account_id
+            request_id = request_id or answer.request_id
+            answer = self._refused(store, now, prepared.routing_key, prepared.key, command, answer)
+        else:
+            request = answer["result"].get("request")
+            if request is not None:
+                account_id, request_id = request["account_id"], request["request_id"]
         encoded = encode(answer)
         if prepared.key is not None and prepared.routing_key not in QUERIES:
             store.store_reply(prepared.key, prepared.routing_key, encoded.decode(), now)
-        return Outcome(encoded, error_code=code)
+        return Outcome(encoded, error_code=code, account_id=account_id, request_id=request_id)
 
     def _pending_race(self, store: Store, command: Any) -> Refused:
         """R11 decided by the unique index: another process's submit committed first."""

@@ -1,0 +1,69 @@
+"""Logging set-up: readable lines, or one JSON object per line (``SUBREQ_LOG_FORMAT=json``).
+
+Records carry ids only (command, message_id, correlation_id, account_id,
+request_id): never message bodies, names or email addresses.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+CONTEXT = (
+    "command",
+    "message_id",
+    "correlation_id",
+    "account_id",
+    "request_id",
+    "outcome",
+    "batch",
+    "duration_ms",
+    "error",
+)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in CONTEXT:
+            value = record.__dict__.get(key)
+            if value is not None:
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """Readable lines with the ids appended as key=value."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extra = " ".join(
+            f"{key}={record.__dict__[key]}" for key in CONTEXT if record.__dict__.get(key)
+        )
+        return f"{line} [{extra}]" if extra else line
+
+
+def configure(log_format: str = "text", level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("transitions", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # pika logs every failed reconnect with a traceback; our loops say it in one line.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
