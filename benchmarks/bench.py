@@ -1,0 +1,485 @@
+"""``python -m benchmarks.bench``: subreq end to end, batched vs one-per-message vs a ceiling.
+
+Every run (one database, one mode) gets a fresh RabbitMQ vhost and a fresh database
+(PostgreSQL: a new database; SQLite: a new file in a temporary folder), seeded without
+timing, and its own worker process, which is stopped and whose vhost and database are
+removed at the end, also on error or Ctrl-C. Modes:
+
+- ``batched``: ``subreq worker --batch 100 --prefetch 500``;
+- ``single``: ``subreq worker --batch 1 --prefetch 50``, one transaction per message;
+- ``ceiling``: ``benchmarks/ceiling.py``, raw pika + psycopg/sqlite3 doing the same writes.
+
+A run has a warm-up, then commands one at a time (the sequential latency), then the
+measured phase, whose clock stops when every command is answered and the outbox is
+empty, i.e. every event was published with a broker confirm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from types import FrameType
+
+from benchmarks import ceiling, report, seed, services
+from benchmarks.load import Backlog, BenchError, LoadGenerator, Phase
+from benchmarks.procs import WorkerDied, WorkerProcess, host_busy_percent, host_cpu
+from benchmarks.report import BenchReport, RunResult
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "latest.md"
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+DATABASES = ("postgresql", "sqlite")
+MODES = ("batched", "single", "ceiling")
+
+DEFAULT_SIZES = {
+    "commands": 20_000,
+    "accounts": 1000,
+    "warmup": 1000,
+    "sequential": 500,
+    "memory_checkpoint": 10_000,
+}
+MEMORY_COMMANDS = 200_000
+SMOKE_SIZES = {
+    "commands": 200,
+    "accounts": 20,
+    "warmup": 20,
+    "sequential": 20,
+    "memory_checkpoint": 50,
+}
+
+Log = Callable[[str], None]
+
+
+def _csv(choices: Sequence[str]) -> Callable[[str], list[str]]:
+    def parse(value: str) -> list[str]:
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        unknown = [v for v in items if v not in choices]
+        if unknown or not items:
+            raise argparse.ArgumentTypeError(
+                f"{value!r}: choose among {', '.join(choices)} (comma-separated)"
+            )
+        return list(dict.fromkeys(items))
+
+    return parse
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    size = parser.add_argument_group("sizes (defaults; --smoke makes them tiny)")
+    size.add_argument("--commands", type=int, help="measured commands per run (20000)")
+    size.add_argument(
+        "--accounts", type=int, help="accounts, each with an owner and an admin (1000)"
+    )
+    size.add_argument("--in-flight", type=int, default=50, help="commands outstanding (50)")
+    size.add_argument("--warmup", type=int, help="unmeasured commands first (1000)")
+    size.add_argument("--sequential", type=int, help="commands sent one at a time (500; 0: none)")
+    size.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        help="also run batched on a database holding N historic requests (0: no such run)",
+    )
+    size.add_argument("--smoke", action="store_true", help="a tiny size, for CI")
+    what = parser.add_argument_group("what to run")
+    what.add_argument("--databases", type=_csv(DATABASES), default=list(DATABASES))
+    what.add_argument("--modes", type=_csv(MODES), help="default: batched,single,ceiling")
+    what.add_argument(
+        "--memory",
+        action="store_true",
+        help="memory runs instead: worker RSS every --memory-checkpoint commands "
+        f"(--commands defaults to {MEMORY_COMMANDS}, --modes to batched)",
+    )
+    what.add_argument("--memory-checkpoint", type=int, help="commands between RSS samples (10000)")
+    what.add_argument(
+        "--notifier",
+        action="store_true",
+        help="run subreq worker with its email notifier and sweeper (mails as .eml files); "
+        "the clock then also waits for every notification.sent. Default: --no-notify "
+        "--no-sweep, the command path only",
+    )
+    what.add_argument(
+        "--bind-events",
+        action="store_true",
+        help="bind a durable queue to subreq.events (events are stored, and counted)",
+    )
+    worker = parser.add_argument_group("worker")
+    worker.add_argument("--batch", type=int, default=100, help="batched mode --batch (100)")
+    worker.add_argument("--prefetch", type=int, default=500, help="batched mode --prefetch (500)")
+    worker.add_argument(
+        "--single-prefetch", type=int, default=50, help="single mode --prefetch (50)"
+    )
+    services_ = parser.add_argument_group("services")
+    services_.add_argument(
+        "--amqp-url",
+        default=os.environ.get("SUBREQ_BENCH_AMQP_URL", DEFAULT_AMQP_URL),
+        help="broker; a fresh vhost is created on it per run "
+        "(default: $SUBREQ_BENCH_AMQP_URL or %(default)s)",
+    )
+    services_.add_argument(
+        "--reuse-vhost",
+        action="store_true",
+        help="run in the vhost of --amqp-url, deleting the run's queues and exchanges after "
+        "each run, instead of creating vhosts (no management API or rabbitmqctl needed)",
+    )
+    services_.add_argument(
+        "--postgres-url",
+        default=os.environ.get("SUBREQ_BENCH_DATABASE_URL", DEFAULT_POSTGRES_URL),
+        help="PostgreSQL server; a fresh database is created on it per run "
+        "(default: $SUBREQ_BENCH_DATABASE_URL or %(default)s)",
+    )
+    limits = parser.add_argument_group("limits (seconds)")
+    limits.add_argument("--start-timeout", type=float, default=60.0)
+    limits.add_argument("--reply-timeout", type=float, default=60.0)
+    limits.add_argument("--drain-timeout", type=float, default=120.0)
+    parser.add_argument(
+        "--output",
+        default=str(DEFAULT_OUTPUT),
+        help="Markdown report (a .json copy beside it); 'none' to skip "
+        "(default: benchmarks/results/latest.md)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    args = parser.parse_args(argv)
+
+    explicit_commands = args.commands is not None
+    for name, value in (SMOKE_SIZES if args.smoke else DEFAULT_SIZES).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.memory and not explicit_commands and not args.smoke:
+        args.commands = MEMORY_COMMANDS
+    if args.modes is None:
+        args.modes = ["batched"] if args.memory else list(MODES)
+    for name in ("commands", "accounts", "in_flight", "batch", "prefetch", "single_prefetch"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("warmup", "sequential", "history", "memory_checkpoint"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name.replace('_', '-')} must not be negative")
+    args.in_flight = min(args.in_flight, args.accounts)
+    args.worker_loops = None  # the worker's flags, found out by run()
+    args.route_notifications = False
+    return args
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    database: str
+    mode: str
+    history: int = 0
+    memory: bool = False
+
+
+def plan(args: argparse.Namespace) -> list[RunSpec]:
+    runs = []
+    for database in args.databases:
+        for mode in args.modes:
+            runs.append(RunSpec(database, mode, args.history if args.memory else 0, args.memory))
+        if args.history and not args.memory:
+            runs.append(RunSpec(database, "batched", args.history))
+    return runs
+
+
+def subreq_command() -> list[str]:
+    script = Path(sys.executable).with_name("subreq")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from consumers.cli import main; main()"]
+
+
+def worker_loops(notifier: bool) -> list[str]:
+    """Flags that keep ``subreq worker`` to the command path (consumer and relay) unless
+    ``notifier``; empty for a worker that has no other loops."""
+    if notifier:
+        return []
+    help_text = subprocess.run(
+        [*subreq_command(), "worker", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"},
+    ).stdout
+    return [flag for flag in ("--no-notify", "--no-sweep") if flag in help_text]
+
+
+def routes_notifications() -> bool:
+    """Whether subreq's topology binds a notifier queue to the events (the ceiling then
+    declares the same, so the broker does the same work for both)."""
+    from consumers import amqp
+
+    return hasattr(amqp, "NOTIFICATIONS_QUEUE")
+
+
+def worker_argv(args: argparse.Namespace, mode: str) -> list[str]:
+    if mode == "ceiling":
+        argv = [sys.executable, "-m", "benchmarks.ceiling"]
+        argv += ["--batch", str(args.batch), "--prefetch", str(args.prefetch)]
+        return argv + (["--route-notifications"] if args.route_notifications else [])
+    batch, prefetch = (
+        (args.batch, args.prefetch) if mode == "batched" else (1, args.single_prefetch)
+    )
+    flags = ["--batch", str(batch), "--prefetch", str(prefetch), *args.worker_loops]
+    return [*subreq_command(), "worker", *flags]
+
+
+def worker_env(amqp_url: str, database_url: str, folder: Path) -> dict[str, str]:
+    """The benchmark's services, and nothing else of the caller's SUBREQ_* settings (a
+    SUBREQ_SMTP_URL would send real mail, a SUBREQ_METRICS_PORT could clash)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUBREQ_")}
+    env.update(
+        SUBREQ_AMQP_URL=amqp_url,
+        SUBREQ_DATABASE_URL=database_url,
+        SUBREQ_MAIL_DIR=str(folder / "mail"),  # with --notifier: .eml files, thrown away
+        PYTHONUNBUFFERED="1",
+        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+    )
+    return env
+
+
+def run_one(args: argparse.Namespace, spec: RunSpec, log: Log) -> RunResult:
+    """One run, recorded as failed (not raised) when anything goes wrong but Ctrl-C."""
+    result = RunResult(spec.database, spec.mode, spec.history, spec.memory)
+    try:
+        _run(args, spec, result, log)
+    except Exception as exc:
+        result.failure = f"{type(exc).__name__}: {exc}"
+        log(f"FAILED: {result.failure}")
+        if not isinstance(exc, BenchError | WorkerDied):
+            log(traceback.format_exc())
+    return result
+
+
+def _run(args: argparse.Namespace, spec: RunSpec, result: RunResult, log: Log) -> None:
+    with ExitStack() as stack:
+        folder = Path(stack.enter_context(TemporaryDirectory(prefix="subreq-bench-")))
+        amqp_url = stack.enter_context(services.amqp_vhost(args.amqp_url, reuse=args.reuse_vhost))
+        if spec.database == "postgresql":
+            database_url = stack.enter_context(services.postgres_database(args.postgres_url))
+        else:
+            database_url = f"sqlite:///{folder / 'bench.db'}"
+
+        accounts = seed.account_ids(args.accounts)
+        started = time.perf_counter()
+        history = f" and {spec.history:,} historic requests" if spec.history else ""
+        log(f"seeding {len(accounts):,} accounts{history}")
+        if spec.mode == "ceiling":
+            ceiling.create_schema(
+                database_url, [(a, seed.owner_of(a), seed.admin_of(a)) for a in accounts]
+            )
+            outbox_table, processed_table = "bench_outbox", "bench_replies"
+        else:
+            seed.prepare_subreq(database_url, accounts, spec.history)
+            outbox_table, processed_table = "outbox", "processed_commands"
+        log(f"seeded in {time.perf_counter() - started:.1f}s; starting the {spec.mode} worker")
+
+        worker = stack.enter_context(
+            WorkerProcess(
+                worker_argv(args, spec.mode),
+                env=worker_env(amqp_url, database_url, folder),
+                log_path=folder / "worker.log",
+                cwd=folder,
+                label=f"{spec.mode} worker",
+            )
+        )
+        load = stack.enter_context(
+            LoadGenerator(amqp_url, accounts, check=worker.check, reply_timeout=args.reply_timeout)
+        )
+        backlog = stack.enter_context(Backlog(database_url, outbox_table))
+        load.wait_consuming(args.start_timeout)
+        if args.bind_events:
+            load.bind_events()
+        events_before = backlog.total()
+        settled = backlog.notifications_settled if args.notifier else None
+
+        def phase(name: str, commands: int, in_flight: int) -> Phase:
+            log(f"{name}: {commands:,} commands, {in_flight} in flight")
+            done = load.run(name, commands, in_flight)
+            load.drain(backlog, done, args.drain_timeout, settled=settled)
+            _count_errors(result, done)
+            return done
+
+        if args.warmup and not spec.memory:
+            phase("warm-up", args.warmup, args.in_flight)
+        if args.sequential and not spec.memory:
+            sequential = phase("sequential", args.sequential, 1)
+            result.sequential = sequential.commands
+            result.seq_p50_ms = sequential.percentile(0.50)
+            result.seq_p99_ms = sequential.percentile(0.99)
+
+        next_sample = args.memory_checkpoint
+
+        def sample_memory(replies: int) -> None:
+            nonlocal next_sample
+            if spec.memory and next_sample and replies >= next_sample:
+                result.rss_samples.append((replies, worker.sample().rss_mib))
+                next_sample += args.memory_checkpoint
+
+        log(f"measuring: {args.commands:,} commands, {args.in_flight} in flight")
+        before, host_before, cpu_before = worker.sample(), host_cpu(), time.process_time()
+        measured = load.run("measured", args.commands, args.in_flight, on_reply=sample_memory)
+        load.drain(backlog, measured, args.drain_timeout, settled=settled)  # the clock stops
+        after, host_after = worker.sample(), host_cpu()
+        measured.loadgen_cpu = time.process_time() - cpu_before
+        _count_errors(result, measured)
+
+        result.commands, result.in_flight = measured.commands, measured.in_flight
+        result.replies, result.duplicates = measured.replies, measured.duplicates
+        result.seconds, result.replied_seconds = (
+            measured.seconds,
+            measured.replied - measured.started,
+        )
+        result.throughput = measured.commands / measured.seconds
+        result.p50_ms, result.p99_ms = measured.percentile(0.50), measured.percentile(0.99)
+        result.max_ms = measured.percentile(1.0)
+        result.relay_lag_ms = measured.relay_lag * 1000
+        result.worker_cpu_s = after.cpu_seconds - before.cpu_seconds
+        result.worker_peak_rss_mib = after.peak_rss_mib
+        result.loadgen_cpu_s = measured.loadgen_cpu
+        result.host_cpu_pct = host_busy_percent(host_before, host_after)
+        if spec.memory and (
+            not result.rss_samples or result.rss_samples[-1][0] != measured.commands
+        ):
+            result.rss_samples.append((measured.commands, after.rss_mib))
+
+        result.backlog = _final_backlog(database_url, spec.mode, backlog)
+        result.processed = backlog.count(processed_table)
+        result.sent = load.sent
+        result.events = backlog.total() - events_before
+        if args.bind_events:
+            result.events_queued = load.queued_events()
+        log(
+            f"{result.throughput:,.0f} commands/s, p50 {result.p50_ms:.1f} ms, "
+            f"p99 {result.p99_ms:.1f} ms, relay lag {result.relay_lag_ms:.0f} ms"
+            + (f"; problems: {result.problems}" if result.problems else "")
+        )
+
+
+def _count_errors(result: RunResult, phase: Phase) -> None:
+    result.errors += phase.errors
+    result.error_samples.extend(phase.error_samples[: 5 - len(result.error_samples)])
+
+
+def _final_backlog(database_url: str, mode: str, backlog: Backlog) -> int:
+    """For subreq, the project's own ``workflow.outbox.backlog`` has the last word."""
+    if mode == "ceiling":
+        return backlog.unpublished()
+    from workflow.database import Database
+    from workflow.outbox import backlog as outbox_backlog
+
+    db = Database(database_url, pool_size=1)
+    try:
+        return outbox_backlog(db)[0]
+    finally:
+        db.dispose()
+
+
+def environment(args: argparse.Namespace, log: Log) -> dict[str, str]:
+    extra = {}
+    try:
+        extra["RabbitMQ"] = services.rabbitmq_version(args.amqp_url)
+    except Exception as exc:  # the runs will say what is wrong with the broker
+        log(f"cannot read the RabbitMQ version: {exc!r}")
+    if "postgresql" in args.databases:
+        try:
+            extra["PostgreSQL"] = services.postgres_version(args.postgres_url)
+        except Exception as exc:
+            log(f"cannot read the PostgreSQL version: {exc!r}")
+    return report.versions(extra)
+
+
+def run(args: argparse.Namespace, *, log: Log | None = None) -> BenchReport:
+    """Every planned run, then the report (printed by :func:`main`)."""
+    log = log or (lambda _message: None)
+    started = report.now()
+    if args.worker_loops is None:
+        args.worker_loops = worker_loops(args.notifier)
+    args.route_notifications = routes_notifications()
+    idle_before = host_cpu()
+    time.sleep(1.0)
+    busy_before = host_busy_percent(idle_before, host_cpu())
+    if busy_before > report.BUSY_HOST_PCT:
+        log(f"warning: the machine is already {busy_before:.0f}% busy; figures will be skewed")
+    bench = BenchReport(
+        started=started,
+        settings={
+            k: getattr(args, k)
+            for k in (
+                "commands",
+                "accounts",
+                "in_flight",
+                "warmup",
+                "sequential",
+                "history",
+                "memory",
+                "memory_checkpoint",
+                "batch",
+                "prefetch",
+                "single_prefetch",
+                "bind_events",
+                "notifier",
+                "worker_loops",
+                "route_notifications",
+                "databases",
+                "modes",
+            )
+        },
+        machine=report.machine(),
+        versions=environment(args, log),
+        runs=[],
+        host_busy_before_pct=busy_before,
+    )
+    for spec in plan(args):
+        name = f"{spec.database}/{spec.mode}" + (
+            f"+history {spec.history:,}" if spec.history else ""
+        )
+        clock = time.perf_counter()
+
+        def prefixed(message: str, name: str = name, clock: float = clock) -> None:
+            log(f"[{time.perf_counter() - clock:6.1f}s {name}] {message}")
+
+        bench.runs.append(run_one(args, spec, prefixed))
+    return bench
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt  # unwinds every run: workers stopped, vhosts and databases gone
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+    def log(message: str) -> None:
+        if not args.quiet:
+            print(message, file=sys.stderr, flush=True)
+
+    try:
+        bench = run(args, log=log)
+    except KeyboardInterrupt:
+        print("interrupted; everything the runs created was removed", file=sys.stderr)
+        return 130
+    text = report.render(bench)
+    print(text, end="")
+    if args.output.lower() != "none":
+        path = Path(args.output)
+        report.write(bench, path)
+        log(f"written to {path} and {path.with_suffix('.json')}")
+    return 0 if bench.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""The process under test (``subreq worker`` or the ceiling) and what /proc says about it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+STOP_TIMEOUT = 30.0  # seconds for a clean SIGTERM stop before SIGKILL
+
+
+class WorkerDied(RuntimeError):
+    """The process under test exited while the benchmark still needed it."""
+
+
+@dataclass(frozen=True)
+class ProcSample:
+    cpu_seconds: float  # user + system, all threads
+    rss_mib: float  # VmRSS now
+    peak_rss_mib: float  # VmHWM: the high-water mark since start
+
+
+def sample(pid: int) -> ProcSample:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "; fields[0] is state
+    utime, stime = int(fields[11]), int(fields[12])
+    status: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            status[key] = int(value.split()[0]) / 1024  # kB -> MiB
+    return ProcSample(
+        (utime + stime) / CLOCK_TICKS, status.get("VmRSS", 0.0), status.get("VmHWM", 0.0)
+    )
+
+
+def host_cpu() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from the first line of /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    total = sum(values[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
+def host_busy_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
+    busy, total = after[0] - before[0], after[1] - before[1]
+    return 100.0 * busy / total if total else 0.0
+
+
+class WorkerProcess:
+    """Started on enter, stopped (SIGTERM, then SIGKILL) on exit, whatever happened."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        log_path: Path,
+        cwd: Path | None = None,
+        label: str = "worker",
+    ) -> None:
+        self.argv = list(argv)
+        self.env = dict(env)
+        self.log_path = log_path
+        self.cwd = cwd
+        self.label = label
+        self._log: IO[bytes] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> WorkerProcess:
+        self._log = self.log_path.open("wb")
+        self._process = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            cwd=self.cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the benchmark, which stops it cleanly
+        )
+        return self
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _exc: BaseException | None,
+        _tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError(f"the {self.label} was not started")
+        return self._process.pid
+
+    def check(self) -> None:
+        """Raise :class:`WorkerDied`, with the end of its log, if it is gone."""
+        if self._process is None:
+            raise RuntimeError(f"the {self.label} was not started")
+        code = self._process.poll()
+        if code is not None:
+            raise WorkerDied(
+                f"the {self.label} exited with status {code}; the end of its log:\n{self.tail()}"
+            )
+
+    def sample(self) -> ProcSample:
+        self.check()
+        return sample(self.pid)
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+    def stop(self) -> int | None:
+        """SIGTERM (the worker finishes the batch in hand), SIGKILL after a while."""
+        process, self._process = self._process, None
+        try:
+            if process is None:
+                return None
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            return process.returncode
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
