@@ -32,7 +32,9 @@ LATENCY = Histogram(
 )
 EVENTS = Counter("subreq_events_published", "Outbox events published to subreq.events.")
 NOTIFICATIONS = Counter(
-    "subreq_notifications", "Notifications handled by the notifier, by outcome.", ["outcome"]
+    "subreq_notifications",
+    "Notifications handled by the notifier, by outcome (sent, retried, failed).",
+    ["outcome"],
 )
 
 

@@ -41,6 +41,7 @@ from consumers.amqp import (
     declare_topology,
 )
 from consumers.mail import DeliveryError, Mailer, Outgoing, Permanent, build_message, recipient
+from consumers.metrics import NOTIFICATIONS
 from workflow import deliveries
 from workflow.database import Database
 from workflow.deliveries import BadNotice, Claim, Notice, Outcome, parse_notice
@@ -262,6 +263,7 @@ class Notifier:
             notice = parse_notice(item.body)
         except BadNotice as exc:
             log.warning("notifier: unusable event %s: %s", item.properties.message_id, exc)
+            NOTIFICATIONS.labels("failed").inc()
             return Verdict("dead", f"not a notification.requested event: {exc}")
         claim = deliveries.claim(self.db, notice, self.clock(), self.stale_after, item.token)
         if claim.outcome in (Outcome.SENT, Outcome.FAILED):
@@ -282,6 +284,7 @@ class Notifier:
             log.exception("notification %s failed unexpectedly", notice.notification_id)
             reason = f"internal error: {exc!r}"[:1000]
             deliveries.mark_failed(self.db, notice, claim.token, self.clock(), reason)
+            NOTIFICATIONS.labels("failed").inc()
             return Verdict("dead", reason)
         item.unrecorded = Sent(notice, claim.token, message_id)
         return self._record(item, item.unrecorded)
@@ -335,17 +338,20 @@ class Notifier:
                 delay,
             )
             deliveries.mark_retrying(self.db, notice, claim.token, now, exc.reason)
+            NOTIFICATIONS.labels("retried").inc()
             return Verdict("later", exc.reason, delay)
         reason = (
             exc.reason if exc.permanent else f"gave up after {claim.attempt} attempts: {exc.reason}"
         )
         log.warning("notification %s failed: %s", notice.notification_id, reason)
         deliveries.mark_failed(self.db, notice, claim.token, now, reason)
+        NOTIFICATIONS.labels("failed").inc()
         return Verdict("dead", reason)
 
     def _record(self, item: InHand, sent: Sent) -> Verdict:
         if deliveries.mark_sent(self.db, sent.notice, sent.token, self.clock(), sent.message_id):
             self.sent += 1
+            NOTIFICATIONS.labels("sent").inc()
             if self.on_commit is not None:
                 self.on_commit()
         item.unrecorded = None

@@ -267,6 +267,9 @@ class NotificationData(BaseModel):
     recipient: Recipient
     subject: str
     text: str
+    context: dict[str, Any] | None = None
+    """Optional: the plain values the mail talks about (account, requester, changes,
+    cost, times), for consumers that render their own message."""
 
 
 class Event(BaseModel):

@@ -13,7 +13,7 @@ import pytest
 
 from consumers.amqp import COMMANDS_QUEUE, DEAD_QUEUE, connect
 from consumers.client import SubreqClient
-from consumers.worker import Worker
+from consumers.worker import Worker, WorkerOptions
 from tests.integration.helpers import SEATS, account, member
 from workflow.database import Database
 from workflow.migrate import upgrade
@@ -24,7 +24,10 @@ from workflow.settings import Settings
 def worker(amqp_url: str, tmp_path: Path) -> Iterator[Worker]:
     url = f"sqlite:///{tmp_path / 'metrics.db'}"
     upgrade(Database(url))
-    running = Worker(Settings(amqp_url=amqp_url, database_url=url, metrics_port=0))
+    settings = Settings(
+        amqp_url=amqp_url, database_url=url, metrics_port=0, mail_dir=tmp_path / "mail"
+    )
+    running = Worker(settings, WorkerOptions(notify=True))
     connection = connect(amqp_url)
     channel = connection.channel()
     for queue in (COMMANDS_QUEUE, DEAD_QUEUE):
@@ -59,6 +62,7 @@ def test_metrics_count_outcomes_and_read_state(worker: Worker, amqp_url: str) ->
     before = scrape(worker)
     with SubreqClient(amqp_url, timeout=10) as client:
         assert client.call("account.upsert", account("metrics"))["ok"]
+        assert client.call("member.upsert", member("m-owner", "owner", "metrics"))["ok"]
         assert client.call("member.upsert", member("m-admin", "admin", "metrics"))["ok"]
         assert client.call("member.upsert", member("m-agent", "agent", "metrics"))["ok"]
         assert client.submit("metrics", "m-admin", SEATS)["ok"]
@@ -67,10 +71,12 @@ def test_metrics_count_outcomes_and_read_state(worker: Worker, amqp_url: str) ->
     ok = 'subreq_commands_total{command="request.submit",outcome="ok"}'
     forbidden = 'subreq_commands_total{command="request.submit",outcome="forbidden"}'
     dead = 'subreq_commands_total{command="unknown",outcome="dead_lettered"}'
+    mailed = 'subreq_notifications_total{outcome="sent"}'
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         after = scrape(worker)
-        if delta(after, before, dead) >= 1 and after.get("subreq_outbox_backlog") == 0:
+        settled = after.get("subreq_outbox_backlog") == 0 and delta(after, before, mailed) >= 1
+        if delta(after, before, dead) >= 1 and settled:
             break
         time.sleep(0.1)
     assert delta(after, before, ok) == 1
@@ -80,9 +86,10 @@ def test_metrics_count_outcomes_and_read_state(worker: Worker, amqp_url: str) ->
     assert after["subreq_pending_requests"] == 1
     assert after["subreq_pending_oldest_age_seconds"] >= 0
     assert after["subreq_outbox_backlog"] == 0
-    # request.submitted (the counter is per process: other relays may add to it)
-    assert delta(after, before, "subreq_events_published_total") >= 1
+    # request.submitted, notification.requested, notification.sent (the counter is per
+    # process: other relays may add to it)
+    assert delta(after, before, "subreq_events_published_total") >= 3
+    assert delta(after, before, mailed) == 1  # the owner, told of the submission
     assert not any(
         key.startswith("subreq_commands_total") and "no.such.command" in key for key in after
     )
-
