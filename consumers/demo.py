@@ -290,6 +290,6 @@ def show_mail(db: Database, settings: Settings, echo: Echo, timeout: float = 15.
         to = delivery["recipient"]
         file = "" if where else f"{settings.mail_dir / (delivery['notification_id'] + '.eml')}  "
         status = "" if delivery["status"] == "sent" else f" [{delivery['status']}]"
-        echo(f"   {file}to {to['name']} <{to['email']}>: \"{delivery['subject']}\"{status}")
+        echo(f'   {file}to {to["name"]} <{to["email"]}>: "{delivery["subject"]}"{status}')
     if len(found) < len(wanted):
         echo(f"   ({len(wanted) - len(found)} not handled yet)")

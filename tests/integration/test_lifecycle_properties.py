@@ -609,8 +609,12 @@ def make_machine(db: Database, catalog: Catalog | None = None) -> type[RuleBased
             return data.draw(st.sampled_from(every), label="request_id")
 
         def _pick_actor(self, data: st.DataObject, account: str) -> str:
-            deciders = sorted(u for u, r in self.roles[account].items() if r in DECIDERS)
+            """Mostly a decider, else a member of the account, else anyone (R2, R4)."""
+            members = sorted(self.roles[account])
+            deciders = [u for u in members if self.roles[account][u] in DECIDERS]
             pool = st.sampled_from(USERS)
+            if members:
+                pool = st.sampled_from(members) | pool
             if deciders:
                 pool = st.sampled_from(deciders) | pool
             return data.draw(pool, label="actor")

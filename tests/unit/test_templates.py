@@ -104,8 +104,8 @@ def test_every_template_renders_the_account_requester_changes_and_cost(
             "request_cancelled",
         )
     assert ("575.00 USD" if locale == "en" else "575,00 USD") in email.text
-    assert ("Support" in email.text)
-    assert ("Enterprise" in email.text)
+    assert "Support" in email.text
+    assert "Enterprise" in email.text
     assert "{{" not in email.text
     assert "{%" not in email.html
     assert email.html.startswith("<!DOCTYPE html>")
