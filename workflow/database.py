@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -35,8 +36,18 @@ RETRYABLE_SQLSTATES = frozenset(
 )
 
 
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+# JSON columns (changes, summaries, audit details) are on the hot path: orjson, not json.
+JSON_CODEC: dict[str, Any] = {"json_serializer": _dumps, "json_deserializer": orjson.loads}
+
+
 def _sqlite_engine(url: URL, **kwargs: Any) -> Engine:
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
+    engine = create_engine(
+        url, connect_args={"check_same_thread": False, "timeout": 30}, **JSON_CODEC, **kwargs
+    )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -71,7 +82,11 @@ class Database:
             self.engine = _sqlite_engine(self.url)
         elif backend == "postgresql":
             self.engine = create_engine(
-                self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                self.url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
+                **JSON_CODEC,
             )
             # Batched writes: an executemany INSERT becomes a few multi-row statements
             # (compiled once) instead of one round trip per row.
