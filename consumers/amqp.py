@@ -7,14 +7,18 @@ by itself and a poison message would otherwise loop forever.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.exceptions import AMQPError
+from pika.spec import BasicProperties
 
 from workflow.errors import ConfigurationError
 
@@ -121,6 +125,66 @@ def connect_with_retry(
         backoff.reset()
         return connection
     return None
+
+
+def run_connected(
+    url: str,
+    *,
+    name: str,
+    stop: threading.Event,
+    session: Callable[[BlockingConnection], None],
+    after: Callable[[], None],
+) -> None:
+    """Run ``session`` on a fresh connection until ``stop`` is set, reconnecting with
+    backoff whenever the broker drops it; ``after`` forgets what the dead connection held."""
+    backoff = Backoff()
+    while not stop.is_set():
+        connection = connect_with_retry(url, name=name, stopping=stop.is_set, backoff=backoff)
+        if connection is None:
+            return
+        try:
+            session(connection)
+        except AMQPError as exc:
+            log.warning("%s lost the broker (%r); reconnecting", name, exc)
+            time.sleep(backoff.next())
+        finally:
+            after()
+            if connection.is_open:
+                with contextlib.suppress(AMQPError):
+                    connection.close()
+
+
+def copy_properties(props: BasicProperties, headers: dict[str, Any]) -> BasicProperties:
+    """The original properties, persistent, with ``headers``: for dead letters and replays."""
+    return BasicProperties(
+        content_type=props.content_type,
+        content_encoding=props.content_encoding,
+        headers=headers,
+        delivery_mode=pika.DeliveryMode.Persistent,
+        priority=props.priority,
+        correlation_id=props.correlation_id,
+        reply_to=props.reply_to,
+        message_id=props.message_id,
+        timestamp=props.timestamp,
+        type=props.type,
+        app_id=props.app_id,
+    )
+
+
+def bury(
+    channel: BlockingChannel,
+    queue: str,
+    body: bytes,
+    props: BasicProperties,
+    reason: str,
+    **headers: Any,
+) -> None:
+    """A copy in a dead-letter queue with the reason in ``x-subreq-error``; on a confirming
+    channel this returns only once the broker has it."""
+    kept = dict(props.headers or {})
+    kept[ERROR_HEADER] = reason[:1000]
+    kept.update(headers)
+    channel.basic_publish("", queue, body, copy_properties(props, kept), mandatory=True)
 
 
 def declare_topology(channel: BlockingChannel) -> None:

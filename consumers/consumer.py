@@ -18,7 +18,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import pika
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.exceptions import AMQPError
 from pika.spec import Basic, BasicProperties
@@ -26,10 +25,9 @@ from pika.spec import Basic, BasicProperties
 from consumers.amqp import (
     COMMANDS_QUEUE,
     DEAD_QUEUE,
-    ERROR_HEADER,
-    Backoff,
-    connect_with_retry,
+    bury,
     declare_topology,
+    run_connected,
 )
 from consumers.metrics import COMMANDS, LATENCY
 from workflow.errors import TransientError
@@ -137,24 +135,14 @@ class CommandConsumer:
     # --- connection life -------------------------------------------------------
 
     def run(self) -> None:
-        backoff = Backoff()
         try:
-            while not self.stop.is_set():
-                connection = connect_with_retry(
-                    self.url, name="subreq-commands", stopping=self.stop.is_set, backoff=backoff
-                )
-                if connection is None:
-                    break
-                try:
-                    self._session(connection)
-                except AMQPError as exc:
-                    log.warning("broker connection lost (%r); reconnecting", exc)
-                    time.sleep(backoff.next())
-                finally:
-                    self._drop_in_hand()
-                    if connection.is_open:
-                        with contextlib.suppress(AMQPError):
-                            connection.close()
+            run_connected(
+                self.url,
+                name="subreq-commands",
+                stop=self.stop,
+                session=self._session,
+                after=self._drop_in_hand,
+            )
         finally:
             self._executor.shutdown(wait=True)
 
@@ -305,23 +293,11 @@ class CommandConsumer:
     @staticmethod
     def _bury(dead: BlockingChannel, delivery: Delivery, reason: str) -> None:
         """A confirmed copy in the dead letters, original body and properties kept."""
-        props = delivery.properties
-        headers = dict(props.headers or {})
-        headers[ERROR_HEADER] = reason[:1000]
-        headers["x-subreq-routing-key"] = delivery.routing_key
-        copy = BasicProperties(
-            content_type=props.content_type,
-            content_encoding=props.content_encoding,
-            headers=headers,
-            delivery_mode=pika.DeliveryMode.Persistent,
-            priority=props.priority,
-            correlation_id=props.correlation_id,
-            reply_to=props.reply_to,
-            expiration=None,
-            message_id=props.message_id,
-            timestamp=props.timestamp,
-            type=props.type,
-            user_id=None,
-            app_id=props.app_id,
+        bury(
+            dead,
+            DEAD_QUEUE,
+            delivery.body,
+            delivery.properties,
+            reason,
+            **{"x-subreq-routing-key": delivery.routing_key},
         )
-        dead.basic_publish("", DEAD_QUEUE, delivery.body, copy, mandatory=True)

@@ -25,12 +25,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import pika
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError, NackError, UnroutableError
 from pika.spec import Basic, BasicProperties
 
-from consumers.amqp import COMMANDS_EXCHANGE, DEAD_QUEUE, ERROR_HEADER, connect
+from consumers.amqp import COMMANDS_EXCHANGE, DEAD_QUEUE, ERROR_HEADER, connect, copy_properties
 
 ROUTING_KEY_HEADER = "x-subreq-routing-key"
 """Set by the consumer on the copies it dead-letters (they travel on the default exchange)."""
@@ -173,23 +172,10 @@ def replay_properties(letter: DeadLetter) -> BasicProperties:
     ``user_id`` is dropped because the broker checks it against the replaying user, and
     ``expiration`` because a dead letter waited past any sensible TTL.
     """
-    props = letter.properties
     headers = {k: v for k, v in letter.headers.items() if k not in DROPPED_HEADERS}
     previous = headers.get(REPLAYS_HEADER, 0)
     headers[REPLAYS_HEADER] = (previous if isinstance(previous, int) else 0) + 1
-    return BasicProperties(
-        content_type=props.content_type,
-        content_encoding=props.content_encoding,
-        headers=headers,
-        delivery_mode=pika.DeliveryMode.Persistent,
-        priority=props.priority,
-        correlation_id=props.correlation_id,
-        reply_to=props.reply_to,
-        message_id=props.message_id,
-        timestamp=props.timestamp,
-        type=props.type,
-        app_id=props.app_id,
-    )
+    return copy_properties(letter.properties, headers)
 
 
 @contextmanager

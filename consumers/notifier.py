@@ -27,18 +27,16 @@ from datetime import UTC, datetime, timedelta
 from email.headerregistry import Address
 from typing import Literal
 
-import pika
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.exceptions import AMQPError
 from pika.spec import Basic, BasicProperties
 
 from consumers.amqp import (
-    ERROR_HEADER,
     NOTIFICATIONS_DEAD_QUEUE,
     NOTIFICATIONS_QUEUE,
-    Backoff,
-    connect_with_retry,
+    bury,
     declare_topology,
+    run_connected,
 )
 from consumers.mail import DeliveryError, Mailer, Outgoing, Permanent, build_message, recipient
 from consumers.metrics import NOTIFICATIONS
@@ -134,24 +132,14 @@ class Notifier:
     # --- connection life -------------------------------------------------------------
 
     def run(self) -> None:
-        backoff = Backoff()
         try:
-            while not self.stop.is_set():
-                connection = connect_with_retry(
-                    self.url, name="subreq-notifier", stopping=self.stop.is_set, backoff=backoff
-                )
-                if connection is None:
-                    break
-                try:
-                    self._session(connection)
-                except AMQPError as exc:
-                    log.warning("notifier lost the broker (%r); reconnecting", exc)
-                    time.sleep(backoff.next())
-                finally:
-                    self._drop_in_hand()
-                    if connection.is_open:
-                        with contextlib.suppress(AMQPError):
-                            connection.close()
+            run_connected(
+                self.url,
+                name="subreq-notifier",
+                stop=self.stop,
+                session=self._session,
+                after=self._drop_in_hand,
+            )
         finally:
             self._executor.shutdown(wait=True)
             self.mailer.close()
@@ -360,18 +348,4 @@ class Notifier:
     @staticmethod
     def _bury(dead: BlockingChannel, item: InHand, reason: str) -> None:
         """A confirmed copy in the dead letters, original body and properties kept."""
-        props = item.properties
-        headers = dict(props.headers or {})
-        headers[ERROR_HEADER] = reason[:1000]
-        copy = BasicProperties(
-            content_type=props.content_type,
-            content_encoding=props.content_encoding,
-            headers=headers,
-            delivery_mode=pika.DeliveryMode.Persistent,
-            correlation_id=props.correlation_id,
-            message_id=props.message_id,
-            timestamp=props.timestamp,
-            type=props.type,
-            app_id=props.app_id,
-        )
-        dead.basic_publish("", NOTIFICATIONS_DEAD_QUEUE, item.body, copy, mandatory=True)
+        bury(dead, NOTIFICATIONS_DEAD_QUEUE, item.body, item.properties, reason)

@@ -7,7 +7,6 @@ trip where blocking publisher confirms would wait for one per message.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -15,9 +14,8 @@ from collections.abc import Sequence
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
-from pika.exceptions import AMQPError
 
-from consumers.amqp import EVENTS_EXCHANGE, Backoff, connect_with_retry, declare_topology
+from consumers.amqp import EVENTS_EXCHANGE, Backoff, declare_topology, run_connected
 from consumers.metrics import EVENTS
 from workflow.database import Database
 from workflow.errors import TransientError
@@ -53,23 +51,13 @@ class OutboxRelay:
         self._next_prune = 0.0
 
     def run(self) -> None:
-        backoff = Backoff()
-        while not self.stop.is_set():
-            connection = connect_with_retry(
-                self.url, name="subreq-relay", stopping=self.stop.is_set, backoff=backoff
-            )
-            if connection is None:
-                return
-            try:
-                self._session(connection)
-            except AMQPError as exc:
-                log.warning("relay lost the broker (%r); reconnecting", exc)
-                time.sleep(backoff.next())
-            finally:
-                self.ready.clear()
-                if connection.is_open:
-                    with contextlib.suppress(AMQPError):
-                        connection.close()
+        run_connected(
+            self.url,
+            name="subreq-relay",
+            stop=self.stop,
+            session=self._session,
+            after=self.ready.clear,
+        )
 
     def _session(self, connection: BlockingConnection) -> None:
         channel = connection.channel()

@@ -10,7 +10,6 @@ round trips. Reads the cache cannot answer flush first and ask the database.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -30,7 +29,7 @@ from sqlalchemy import (
 from policies.facts import ProductLine, Subscription
 from workflow import tables as t
 from workflow.lifecycle import HistoryStep
-from workflow.store import Row, Store, dumps
+from workflow.store import Row, Store, outbox_row
 
 _MISSING = object()
 REQUEST_UPDATES = ("state", "decided_at", "decided_by", "comment", "reminded_at")
@@ -346,28 +345,9 @@ class BatchStore(Store):
         data: Mapping[str, Any],
         request_id: str | None = None,
     ) -> str:
-        event_id = str(uuid.uuid4())
-        payload: dict[str, Any] = {
-            "event_id": event_id,
-            "type": type_,
-            "occurred_at": at,
-            "account_id": account_id,
-        }
-        if request_id is not None:
-            payload["request_id"] = request_id
-        payload["data"] = data
-        self._append(
-            self._new_events,
-            {
-                "event_id": event_id,
-                "type": type_,
-                "account_id": account_id,
-                "request_id": request_id,
-                "payload": dumps(payload),
-                "created_at": at,
-            },
-        )
-        return event_id
+        row = outbox_row(type_, at, account_id, data, request_id)
+        self._append(self._new_events, row)
+        return str(row["event_id"])
 
     # --- writing -----------------------------------------------------------------------
 

@@ -232,28 +232,37 @@ class Store:
         data: Mapping[str, Any],
         request_id: str | None = None,
     ) -> str:
-        event_id = str(uuid.uuid4())
-        payload = {
-            "event_id": event_id,
-            "type": type_,
-            "occurred_at": at,
-            "account_id": account_id,
-            "request_id": request_id,
-            "data": data,
-        }
-        if request_id is None:
-            del payload["request_id"]
-        self.conn.execute(
-            insert(t.outbox).values(
-                event_id=event_id,
-                type=type_,
-                account_id=account_id,
-                request_id=request_id,
-                payload=dumps(payload),
-                created_at=at,
-            )
-        )
-        return event_id
+        row = outbox_row(type_, at, account_id, data, request_id)
+        self.conn.execute(insert(t.outbox).values(**row))
+        return str(row["event_id"])
+
+
+def outbox_row(
+    type_: str,
+    at: datetime,
+    account_id: str,
+    data: Mapping[str, Any],
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """An outbox row with the event's JSON as the contract gives it."""
+    event_id = str(uuid.uuid4())
+    payload: dict[str, Any] = {
+        "event_id": event_id,
+        "type": type_,
+        "occurred_at": at,
+        "account_id": account_id,
+    }
+    if request_id is not None:
+        payload["request_id"] = request_id
+    payload["data"] = data
+    return {
+        "event_id": event_id,
+        "type": type_,
+        "account_id": account_id,
+        "request_id": request_id,
+        "payload": dumps(payload),
+        "created_at": at,
+    }
 
 
 def to_account(row: Row) -> Account:
