@@ -1,11 +1,13 @@
 """Stateful property test: random command sequences keep the lifecycle's invariants.
 
 A Hypothesis ``RuleBasedStateMachine`` drives submits, decisions, cancellations,
-expiries, account and member upserts and redeliveries through
+expiries, account and member upserts (eligibility flips voiding requests, R6;
+subscriptions replaced under a pending request, R12), redeliveries with the same
+``message_id`` and resends without one (body-hash dedupe window) through
 ``CommandService.handle`` against a real database (SQLite and PostgreSQL). A small
 model of the directory, the accounts, their subscriptions and the requests predicts
-each outcome; after every step the tables, read directly with SQLAlchemy Core, must
-agree with the model and with the rules:
+each outcome and its error code; after every step the tables, read directly with
+SQLAlchemy Core, must agree with the model and with the rules:
 
 1. at most one ``pending`` request per account (R11);
 2. a request in a final state never changes again (R13);
@@ -14,6 +16,8 @@ agree with the model and with the rules:
 5. every accepted transition adds exactly one event of its type, a refusal none;
 6. a refused command adds one audit row and changes nothing else (R15);
 7. who succeeded was allowed to: submit by an admin (R1), decide by a decider (R2).
+
+``SUBREQ_STATEFUL_SCALE=N`` runs N times the examples, for a longer hunt.
 """
 
 from __future__ import annotations

@@ -11,7 +11,13 @@ from pathlib import Path
 import pika
 import pytest
 
-from consumers.amqp import COMMANDS_QUEUE, DEAD_QUEUE, connect
+from consumers.amqp import (
+    COMMANDS_QUEUE,
+    DEAD_QUEUE,
+    NOTIFICATIONS_DEAD_QUEUE,
+    NOTIFICATIONS_QUEUE,
+    connect,
+)
 from consumers.client import SubreqClient
 from consumers.worker import Worker, WorkerOptions
 from tests.integration.helpers import SEATS, account, member
@@ -30,7 +36,8 @@ def worker(amqp_url: str, tmp_path: Path) -> Iterator[Worker]:
     running = Worker(settings, WorkerOptions(notify=True))
     connection = connect(amqp_url)
     channel = connection.channel()
-    for queue in (COMMANDS_QUEUE, DEAD_QUEUE):
+    # The vhost is the session's: earlier tests may have left commands or notifications.
+    for queue in (COMMANDS_QUEUE, DEAD_QUEUE, NOTIFICATIONS_QUEUE, NOTIFICATIONS_DEAD_QUEUE):
         try:
             channel.queue_purge(queue)
         except pika.exceptions.ChannelClosedByBroker:
