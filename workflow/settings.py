@@ -90,6 +90,7 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         problems = "; ".join(
-            f"SUBREQ_{str(err['loc'][0]).upper()}: {err['msg']}" for err in exc.errors()
+            f"SUBREQ_{str(err['loc'][0]).upper()}: {err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
         )
         raise ConfigurationError(problems) from None
