@@ -19,6 +19,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from policies.decision import Decision, ErrorCode
+from policies.lifecycle import no_other_pending
 from workflow.batchstore import BatchStore
 from workflow.catalog import Catalog
 from workflow.database import Database
@@ -293,8 +294,6 @@ class CommandService:
 
     def _pending_race(self, store: Store, command: Any) -> Refused:
         """R11 decided by the unique index: another process's submit committed first."""
-        from policies.lifecycle import no_other_pending
-
         pending = store.pending_request_id(command.account_id)
         return Refused(
             no_other_pending(pending or "(just submitted)"), account_id=command.account_id

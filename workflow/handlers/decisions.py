@@ -13,8 +13,6 @@ from workflow.store import to_account, to_actor
 from workflow.summary import apply_changes
 from workflow.uow import UnitOfWork
 
-TRIGGERS = {"approve": "approve", "reject": "reject"}
-
 
 def decide_request(cmd: RequestDecide, uow: UnitOfWork) -> dict[str, Any]:
     store = uow.store
@@ -32,7 +30,7 @@ def decide_request(cmd: RequestDecide, uow: UnitOfWork) -> dict[str, Any]:
         catalog=uow.catalog.facts(),
         reason=cmd.comment,
     )
-    decision = fire(request, TRIGGERS[cmd.decision], facts)
+    decision = fire(request, cmd.decision, facts)  # the trigger is named as the decision
     if not decision:
         raise Refused(decision, account_id=row["account_id"], request_id=row["request_id"])
     if cmd.decision == "approve":

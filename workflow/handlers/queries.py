@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from policies.decision import ErrorCode
 from policies.roles import may_view
 from workflow.errors import Refused
 from workflow.handlers.lookups import account_or_refuse
@@ -23,8 +24,6 @@ def get_request(cmd: RequestGet, uow: UnitOfWork) -> dict[str, Any]:
         if not decision:
             raise Refused(decision, account_id=row["account_id"], request_id=cmd.request_id)
         return {"request": request_view(store, row)}
-    from policies.decision import ErrorCode
-
     raise Refused.because(
         ErrorCode.NOT_FOUND,
         f"request {cmd.request_id} does not exist",
