@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pika
+import pika.data
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.exceptions import AMQPError
 from pika.spec import BasicProperties
@@ -23,6 +25,22 @@ from pika.spec import BasicProperties
 from workflow.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
+
+_decode_value = pika.data.decode_value
+
+
+def _tolerant_decode_value(encoded: bytes, offset: int) -> tuple[Any, int]:
+    """pika turns a header timestamp into a datetime and raises on one past year 9999,
+    which drops the connection on every delivery of that message: keep it an int."""
+    if encoded[offset : offset + 1] == b"T":
+        try:
+            return _decode_value(encoded, offset)  # type: ignore[no-any-return]
+        except (OverflowError, ValueError, OSError):
+            return struct.unpack_from(">Q", encoded, offset + 1)[0], offset + 9
+    return _decode_value(encoded, offset)  # type: ignore[no-any-return]
+
+
+pika.data.decode_value = _tolerant_decode_value
 
 COMMANDS_EXCHANGE = "subreq.commands"
 EVENTS_EXCHANGE = "subreq.events"
@@ -147,6 +165,9 @@ def run_connected(
         except AMQPError as exc:
             log.warning("%s lost the broker (%r); reconnecting", name, exc)
             time.sleep(backoff.next())
+        except Exception:  # a bug must not silently end the loop: start a new session
+            log.exception("%s failed; starting over on a new connection", name)
+            time.sleep(backoff.next())
         finally:
             after()
             if connection.is_open:
@@ -184,7 +205,13 @@ def bury(
     kept = dict(props.headers or {})
     kept[ERROR_HEADER] = reason[:1000]
     kept.update(headers)
-    channel.basic_publish("", queue, body, copy_properties(props, kept), mandatory=True)
+    try:
+        channel.basic_publish("", queue, body, copy_properties(props, kept), mandatory=True)
+    except (struct.error, OverflowError, TypeError, ValueError):
+        # A header pika decoded but cannot encode again (e.g. a double beyond 2**63):
+        # the copy keeps the body, the reason and the message's identity, not the headers.
+        ours = {ERROR_HEADER: reason[:1000], "x-subreq-dropped-headers": True, **headers}
+        channel.basic_publish("", queue, body, copy_properties(props, ours), mandatory=True)
 
 
 def declare_topology(channel: BlockingChannel) -> None:

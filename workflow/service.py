@@ -30,6 +30,9 @@ from workflow.messages import ADAPTERS, BODY_DEDUPED, QUERIES
 from workflow.store import Store
 from workflow.uow import UnitOfWork
 
+MAX_PLAIN_KEY = 150
+"""Longer message ids are stored as their SHA-256 (the key column holds 200 characters)."""
+
 MAX_BODY_BYTES = 64 * 1024
 """Larger bodies are refused unread: no command of the contract comes near this size."""
 
@@ -93,9 +96,14 @@ def parse(routing_key: str, body: bytes | str | dict[str, Any]) -> Any:
         if len(body) > MAX_BODY_BYTES:
             raise _invalid(f"body of {len(body)} bytes exceeds the limit of {MAX_BODY_BYTES}")
         try:
-            body = orjson.loads(body)
+            loaded = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise _invalid(f"body is not UTF-8 JSON: {exc}") from None
+        if b"\\u0000" in body and _has_nul(loaded):
+            raise _invalid("strings must not contain NUL characters (\\u0000)")
+        body = loaded
+    elif _has_nul(body):
+        raise _invalid("strings must not contain NUL characters (\\u0000)")
     if not isinstance(body, dict):
         raise _invalid(f"body must be a JSON object, not {type(body).__name__}")
     try:
@@ -113,6 +121,17 @@ def parse(routing_key: str, body: bytes | str | dict[str, Any]) -> Any:
         raise Invalid(Decision.combine(denials)) from None
 
 
+def _has_nul(value: Any) -> bool:
+    """No database stores a NUL in text; such a message is refused, never half-written."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def _loc(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
@@ -125,7 +144,11 @@ def dedupe_key(
 ) -> str | None:
     """``message_id`` when given; else a body hash for state-changing ``request.*`` commands."""
     if message_id:
-        return f"id:{message_id}"
+        if len(message_id) <= MAX_PLAIN_KEY and "\x00" not in message_id:
+            return f"id:{message_id}"
+        # Too long for the key column, or unstorable: its digest is as unique.
+        raw_id = message_id.encode("utf-8", "surrogatepass")
+        return "idh:" + hashlib.sha256(raw_id).hexdigest()
     if routing_key not in BODY_DEDUPED:
         return None
     raw = (
@@ -247,7 +270,7 @@ class CommandService:
         if key is not None:
             stored = store.stored_reply(key)
             if stored is not None:
-                fresh = key.startswith("id:") or (
+                fresh = not key.startswith("sha256:") or (
                     store.stored_reply(key, not_before=now - self.dedupe_window) is not None
                 )
                 if fresh:
@@ -335,7 +358,7 @@ class CommandService:
         store.audit(
             {
                 "at": now,
-                "command": routing_key[:64],
+                "command": routing_key.replace("\x00", "\\x00")[:64],
                 "idempotency_key": key,
                 "actor_id": actor_id,
                 "account_id": account_id,

@@ -486,3 +486,37 @@ def test_account_upsert_refuses_a_subscription_the_catalog_cannot_price(
     )
     fields = {d["field"] for d in refusal["details"]}
     assert fields == {"subscription.currency", "subscription.products[0].plan"}
+
+
+def test_long_message_ids_still_deduplicate(service: CommandService) -> None:
+    seed(service)
+    body = orjson.dumps({"account_id": "acme", "actor_id": "acme-admin", "changes": SEATS})
+    long_id = "m" * 500
+    first = service.handle("request.submit", body, long_id)
+    again = service.handle("request.submit", body, long_id)
+    assert first.json()["ok"]
+    assert again.duplicate
+    assert again.reply == first.reply
+    other = service.handle("request.submit", body, "m" * 499 + "n")
+    assert not other.duplicate
+
+
+@pytest.mark.parametrize(
+    ("routing_key", "body"),
+    [
+        ("member.upsert", orjson.dumps(member("nul\x00user", "admin"))),
+        ("request.get", b'{"request_id": "r\\u0000", "actor_id": "acme-admin"}'),
+        ("request\x00.get", b'{"request_id": "r", "actor_id": "acme-admin"}'),
+    ],
+)
+def test_nul_characters_are_refused_not_stored(
+    service: CommandService, routing_key: str, body: bytes
+) -> None:
+    seed(service)
+    before = counts(service.db)
+    outcome = service.handle(routing_key, body, "nul\x00id")
+    assert outcome.invalid
+    assert error(outcome.json())["code"] == "invalid_message"
+    after = counts(service.db)
+    assert after.pop("audit_log") == before.pop("audit_log") + 1
+    assert after == before
