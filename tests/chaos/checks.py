@@ -1,0 +1,403 @@
+"""After the storm: everything the contract promised, checked against the model, the
+database, the broker and the SMTP server, and summed up as figures.
+
+``lost`` counts effects that should be there and are not; ``doubled`` counts effects
+that are there more often than the commands asked for (a second request from one
+submit, a second history entry, a second audit row for one refused command, a seat
+too many). Both must be 0.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import pairwise
+from typing import Any
+
+import orjson
+
+from consumers.amqp import COMMANDS_QUEUE, DEAD_QUEUE, NOTIFICATIONS_DEAD_QUEUE
+from tests.chaos.faults import PendingWatch
+from tests.chaos.publisher import ResilientClient
+from tests.chaos.smtp import MailSink
+from tests.chaos.stack import Stack
+from tests.chaos.workload import Workload
+
+SHOW = 5  # examples shown per problem
+
+
+@dataclass
+class Verdict:
+    scenario: str
+    figures: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    stranded: set[str] = field(default_factory=set)
+    """Notifications whose claim a killed worker left in 'sending'."""
+    in_window: set[str] = field(default_factory=set)
+    """Those of them the SMTP server had accepted already (the documented window)."""
+
+    def problem(self, what: str, examples: Any = None) -> None:
+        if examples is not None:
+            listed = sorted(examples, key=str)[:SHOW] if not isinstance(examples, str) else examples
+            what = f"{what}: {listed}"
+        self.problems.append(what)
+
+
+def _deliveries_settled(stack: Stack, last_kill: float | None) -> bool:
+    """Every notification has a delivery that is sent, or (with kills) a claim left in
+    'sending' by a worker killed after it claimed it."""
+    unpublished = stack.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+    requested = stack.scalar("SELECT count(*) FROM outbox WHERE type = 'notification.requested'")
+    rows = stack.rows("SELECT status, claimed_at FROM notification_deliveries")
+    if unpublished or len(rows) != requested:
+        return False
+    for status, claimed_at in rows:
+        if status == "sent":
+            continue
+        stranded = (
+            status == "sending"
+            and last_kill is not None
+            and claimed_at.replace(tzinfo=UTC).timestamp() <= last_kill
+        )
+        if not stranded:
+            return False
+    return True
+
+
+def settle(stack: Stack, timeout: float, last_kill: float | None) -> float:
+    """Wait (bounded) until the outbox is published and every email is settled, twice in
+    a row a second apart; returns the seconds it took. Never raises: the checks say
+    what is missing."""
+    start = time.monotonic()
+    streak = 0
+    while time.monotonic() - start < timeout:
+        try:
+            settled = _deliveries_settled(stack, last_kill)
+        except Exception:  # the database may still be coming back
+            settled = False
+        streak = streak + 1 if settled else 0
+        if streak >= 2:
+            break
+        time.sleep(1.0 if settled else 0.25)
+    return time.monotonic() - start
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def verify(
+    scenario: str,
+    stack: Stack,
+    load: Workload,
+    client: ResilientClient,
+    sink: MailSink,
+    watch: PendingWatch,
+    *,
+    faults: dict[str, int],
+    kill_times: list[float],
+) -> Verdict:
+    verdict = Verdict(scenario)
+    figures = verdict.figures
+    figures["commands"] = len(load.commands)
+    figures["accounts"] = len(load.accounts)
+    figures.update(faults)
+    figures["duplicates"] = load.duplicates
+    figures["late_duplicates"] = load.late_duplicates
+    figures["republished"] = client.republished
+    figures["harness_reconnects"] = client.reconnects
+
+    # --- replies ------------------------------------------------------------------------
+    missing = load.missing_replies()
+    inconsistent = load.inconsistent_replies()
+    figures["replies"] = sum(len(b) for b in load.replies.values())
+    figures["replies_missing"] = len(missing)
+    figures["mismatches"] = len(load.mismatches)
+    if missing:
+        verdict.problem(f"{len(missing)} published commands got no reply", missing)
+    if inconsistent:
+        verdict.problem(f"{len(inconsistent)} commands answered differently", inconsistent)
+    if load.stalled:
+        verdict.problem(
+            f"replies stopped coming for 30 s: the load stopped with "
+            f"{sum(a.budget for a in load.accounts.values())} commands never sent"
+        )
+    if load.mismatches:
+        verdict.problem(f"{len(load.mismatches)} replies differ from the model", load.mismatches)
+
+    lost = doubled = 0
+
+    # --- idempotency records ----------------------------------------------------------
+    processed = {r[0] for r in stack.rows("SELECT key FROM processed_commands")}
+    expected_keys = load.expected_keys()
+    no_record = expected_keys - processed
+    strange = processed - expected_keys
+    lost += len(no_record)
+    if no_record:
+        verdict.problem(f"{len(no_record)} commands have no idempotency record", no_record)
+    if strange:
+        verdict.problem(f"{len(strange)} idempotency records of unknown commands", strange)
+
+    # --- audit (R15) ----------------------------------------------------------------------
+    audits = stack.rows("SELECT idempotency_key, code FROM audit_log")
+    per_key = Counter(key for key, _ in audits)
+    refusals = load.expected_refusals()
+    extra_audit = sum(n - 1 for n in per_key.values() if n > 1) + sum(
+        n for key, n in per_key.items() if key not in refusals
+    )
+    missing_audit = [key for key in refusals if key not in per_key]
+    wrong_code = [key for key, code in audits if key in refusals and refusals[key] != code]
+    doubled += extra_audit
+    lost += len(missing_audit)
+    figures["refusals_audited"] = len(audits)
+    if extra_audit:
+        verdict.problem(f"{extra_audit} audit rows beyond one per refused command", per_key)
+    if missing_audit:
+        verdict.problem(f"{len(missing_audit)} refusals not audited", missing_audit)
+    if wrong_code:
+        verdict.problem("audited with another code than answered", wrong_code)
+
+    # --- requests, history, subscriptions -----------------------------------------------
+    model_states = {
+        rid: (acct.account_id, state)
+        for acct in load.accounts.values()
+        for rid, state in acct.states.items()
+    }
+    stored = {
+        r[0]: (r[1], r[2]) for r in stack.rows("SELECT request_id, account_id, state FROM requests")
+    }
+    extra_requests = set(stored) - set(model_states)
+    missing_requests = set(model_states) - set(stored)
+    doubled += len(extra_requests)
+    lost += len(missing_requests)
+    figures["requests"] = len(stored)
+    if extra_requests:
+        verdict.problem(f"{len(extra_requests)} requests nobody was told about", extra_requests)
+    if missing_requests:
+        verdict.problem(f"{len(missing_requests)} acknowledged requests missing", missing_requests)
+    wrong_state = [
+        (rid, stored[rid], model)
+        for rid, model in model_states.items()
+        if rid in stored and stored[rid] != model
+    ]
+    if wrong_state:
+        verdict.problem(f"{len(wrong_state)} requests in another state than replied", wrong_state)
+
+    history: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for rid, frm, to, trigger in stack.rows(
+        "SELECT request_id, from_state, to_state, trigger FROM request_transitions ORDER BY id"
+    ):
+        history[rid].append((frm, to, trigger))
+    broken = []
+    for rid, (_, state) in stored.items():
+        steps = history.get(rid, [])
+        chained = bool(steps) and steps[0][:2] == (None, "pending")
+        chained = chained and all(a[1] == b[0] for a, b in pairwise(steps))
+        transitions = 1 if state == "pending" else 2
+        if not chained or steps[-1][1] != state or len(steps) != transitions:
+            broken.append((rid, state, steps))
+        doubled += max(0, len(steps) - transitions)
+    if broken:
+        verdict.problem(f"{len(broken)} histories inconsistent with their state", broken)
+
+    seats = dict(
+        stack.rows("SELECT account_id, seats FROM subscription_products WHERE product = 'support'")
+    )
+    names = dict(stack.rows("SELECT account_id, name FROM accounts"))
+    locales = dict(
+        stack.rows("SELECT account_id, locale FROM members WHERE user_id = account_id || '-admin'")
+    )
+    wrong_seats, wrong_names = [], []
+    for acct in load.accounts.values():
+        got = seats.get(acct.account_id, 0)
+        if got != acct.seats:
+            wrong_seats.append((acct.account_id, got, acct.seats))
+            doubled += max(0, got - acct.seats)
+            lost += max(0, acct.seats - got)
+        if acct.renames and names.get(acct.account_id) != acct.name:
+            wrong_names.append((acct.account_id, names.get(acct.account_id), acct.name))
+        if locales.get(acct.account_id) != acct.admin_locale:
+            wrong_names.append((acct.account_id, locales.get(acct.account_id), acct.admin_locale))
+    if wrong_seats:
+        verdict.problem(
+            "subscriptions differ from the approvals (account, seats, model)", wrong_seats
+        )
+    if wrong_names:
+        verdict.problem("upserts not applied as replied (account, stored, model)", wrong_names)
+
+    # --- R11 --------------------------------------------------------------------------
+    final_pending = stack.scalar(
+        "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM requests "
+        "WHERE state = 'pending' GROUP BY account_id) AS per_account"
+    )
+    figures["max_pending_per_account"] = max(watch.max_pending, int(final_pending))
+    figures["pending_samples"] = watch.samples
+    if figures["max_pending_per_account"] > 1:
+        verdict.problem("an account had more than one pending request", watch.worst)
+    if watch.samples < 5:
+        verdict.problem(f"R11 was sampled only {watch.samples} times")
+
+    # --- outbox and events --------------------------------------------------------------
+    outbox = stack.rows(
+        "SELECT id, event_id, type, request_id, published_at IS NOT NULL, "
+        "CASE WHEN type LIKE 'notification.%' THEN payload END FROM outbox ORDER BY id"
+    )
+    figures["events_outbox"] = len(outbox)
+    figures["events_published"] = sum(1 for row in outbox if row[4])
+    if figures["events_published"] != len(outbox):
+        verdict.problem(f"{len(outbox) - figures['events_published']} outbox events unpublished")
+    by_request: dict[str, Counter[str]] = defaultdict(Counter)
+    for _, _, type_, rid, _, _ in outbox:
+        if rid is not None and type_ != "notification.sent":
+            by_request[rid][type_] += 1
+    wrong_events = []
+    for acct in load.accounts.values():
+        for rid, state in acct.states.items():
+            want = Counter({"request.submitted": 1, "notification.requested": 1})
+            if state != "pending":
+                want[f"request.{state}"] += 1
+                want["notification.requested"] += 1
+            if state == "approved":
+                want["subscription.changed"] += 1
+            got = by_request.get(rid, Counter())
+            if got != want:
+                wrong_events.append((rid, dict(got - want), dict(want - got)))
+                doubled += sum((got - want).values())
+                lost += sum((want - got).values())
+    if wrong_events:
+        verdict.problem("outbox events differ from the transitions (extra, missing)", wrong_events)
+
+    events = client.drain_events()
+    seen_ids = [str(e.properties.message_id) for e in events]
+    outbox_ids = {row[1] for row in outbox}
+    figures["events_seen"] = len(set(seen_ids))
+    figures["event_duplicates"] = len(seen_ids) - len(set(seen_ids))
+    gaps = outbox_ids - set(seen_ids)
+    foreign = set(seen_ids) - outbox_ids
+    figures["events_missing"] = len(gaps)
+    if gaps:
+        verdict.problem(f"{len(gaps)} outbox events never reached subreq.events", gaps)
+    if foreign:
+        verdict.problem(f"{len(foreign)} events not in the outbox", foreign)
+    mislabelled = [
+        e.properties.message_id
+        for e in events
+        if orjson.loads(e.body).get("event_id") != e.properties.message_id
+        or e.routing_key != e.properties.type
+    ]
+    if mislabelled:
+        verdict.problem("events whose message_id/type differ from their body/key", mislabelled)
+    position = {row[1]: row[0] for row in outbox}
+    request_of = {row[1]: row[3] for row in outbox}
+    first_seen: dict[str, list[int]] = defaultdict(list)
+    noticed: set[str] = set()
+    for event_id in seen_ids:
+        if event_id in noticed or event_id not in position:
+            continue
+        noticed.add(event_id)
+        rid = request_of[event_id]
+        if rid is not None:
+            first_seen[rid].append(position[event_id])
+    reordered = [rid for rid, ids in first_seen.items() if ids != sorted(ids)]
+    if reordered:
+        verdict.problem(f"{len(reordered)} requests whose events arrived out of order", reordered)
+
+    # --- emails (R16-R18) -------------------------------------------------------------
+    requested_ids = {
+        orjson.loads(payload)["data"]["notification_id"]
+        for _, _, type_, _, _, payload in outbox
+        if type_ == "notification.requested"
+    }
+    sent_events = Counter(
+        orjson.loads(payload)["data"]["notification_id"]
+        for _, _, type_, _, _, payload in outbox
+        if type_ == "notification.sent"
+    )
+    deliveries = {
+        r[0]: (r[1], r[2], r[3])
+        for r in stack.rows(
+            "SELECT notification_id, status, claimed_at, attempts FROM notification_deliveries"
+        )
+    }
+    sent = {nid for nid, (status, _, _) in deliveries.items() if status == "sent"}
+    stranded = {nid for nid, (status, _, _) in deliveries.items() if status == "sending"}
+    other = {nid: d[0] for nid, d in deliveries.items() if d[0] not in ("sent", "sending")}
+    accepted = sink.accepted()
+    mail_ids = Counter(a.message_id.strip("<>").split("@", 1)[0] for a in accepted)
+    figures["emails_requested"] = len(requested_ids)
+    figures["emails_sent"] = len(sent)
+    figures["emails_received"] = len(accepted)
+    figures["email_duplicates"] = sum(n - 1 for n in mail_ids.values())
+    figures["emails_stranded"] = len(stranded)
+    figures["emails_retried"] = sum(1 for _, _, attempts in deliveries.values() if attempts > 1)
+    if set(deliveries) != requested_ids:
+        verdict.problem(
+            "notifications without a delivery record", sorted(requested_ids - set(deliveries))
+        )
+    if other:
+        verdict.problem("deliveries neither sent nor in hand", other)
+    if figures["email_duplicates"]:
+        twice = [m for m, n in mail_ids.items() if n > 1]
+        in_window = [m for m in twice if m in stranded]
+        verdict.problem(
+            f"emails sent twice ({len(in_window)} of them still claimed, i.e. the documented "
+            "SIGKILL window between the SMTP 250 and the 'sent' commit)",
+            twice,
+        )
+    unsent = sent - set(mail_ids)
+    if unsent:
+        verdict.problem("deliveries recorded 'sent' that the SMTP server never got", unsent)
+    unknown_mail = set(mail_ids) - requested_ids
+    if unknown_mail:
+        verdict.problem("emails nobody asked for", unknown_mail)
+    if set(sent_events) != sent or any(n > 1 for n in sent_events.values()):
+        verdict.problem(
+            "notification.sent events do not match the deliveries",
+            sorted(set(sent_events) ^ sent) or [k for k, n in sent_events.items() if n > 1],
+        )
+    if stranded:
+        if not kill_times:
+            verdict.problem("notifications left claimed without any worker being killed", stranded)
+        elif len(stranded) > len(kill_times):
+            verdict.problem(f"{len(stranded)} claims stranded by {len(kill_times)} kills", stranded)
+        else:
+            unexplained = [
+                nid
+                for nid in stranded
+                if not any(0 <= kill - _epoch(deliveries[nid][1]) <= 30 for kill in kill_times)
+            ]
+            if unexplained:
+                verdict.problem("stranded claims with no kill right after them", unexplained)
+            accepted_first = stranded & set(mail_ids)
+            figures["emails_in_crash_window"] = len(accepted_first)
+            verdict.stranded, verdict.in_window = stranded, accepted_first
+
+    # --- the broker ---------------------------------------------------------------------
+    dead = client.queue_state(DEAD_QUEUE)[0]
+    dead_mail = client.queue_state(NOTIFICATIONS_DEAD_QUEUE)[0]
+    left = client.queue_state(COMMANDS_QUEUE)[0]
+    figures["dead_letters"] = dead + dead_mail
+    if dead or dead_mail:
+        letters = client.get_all(DEAD_QUEUE) + client.get_all(NOTIFICATIONS_DEAD_QUEUE)
+        reasons = [(lt.properties.headers or {}).get("x-subreq-error") for lt in letters]
+        verdict.problem(f"{dead + dead_mail} messages dead-lettered", reasons)
+    if left:
+        verdict.problem(f"{left} commands left in subreq.commands")
+
+    figures["lost"] = lost
+    figures["doubled"] = doubled
+    figures["latency_p50_ms"] = round(1000 * _percentile(load.latencies, 50), 1)
+    figures["latency_p99_ms"] = round(1000 * _percentile(load.latencies, 99), 1)
+    figures["latency_max_ms"] = round(1000 * max(load.latencies, default=0.0), 1)
+    return verdict
+
+
+def _epoch(value: datetime) -> float:
+    return value.replace(tzinfo=UTC).timestamp()

@@ -1,0 +1,168 @@
+"""One load scenario from start to verdict: seed, start the workers, drive the load while
+the faults happen, let everything settle, check, and report the figures."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import secrets
+import time
+from collections import Counter
+from collections.abc import Sequence
+from types import TracebackType
+
+import pytest
+
+from consumers.amqp import COMMANDS_QUEUE, NOTIFICATIONS_QUEUE
+from tests.chaos.checks import Verdict, settle, verify
+from tests.chaos.faults import Fault, PendingWatch, WorkerKiller
+from tests.chaos.figures import report
+from tests.chaos.publisher import ResilientClient
+from tests.chaos.sizes import Sizes
+from tests.chaos.smtp import MailSink
+from tests.chaos.stack import Stack, wait_for
+from tests.chaos.workload import Workload
+from workflow.catalog import Catalog
+
+WORKER_FLAGS = ("--prefetch", "50", "--batch", "20")
+"""A small prefetch: a killed worker's unacked commands all count a delivery more."""
+
+
+class LoadScenario:
+    def __init__(
+        self,
+        name: str,
+        stack: Stack,
+        sink: MailSink,
+        sizes: Sizes,
+        catalog: Catalog,
+        request: pytest.FixtureRequest,
+    ) -> None:
+        self.name = name
+        self.stack = stack
+        self.sink = sink
+        self.sizes = sizes
+        self.catalog = catalog
+        self.request = request
+        self.rng = random.Random(f"{sizes.seed}:{name}")
+        self.client = ResilientClient(stack.amqp_url, secrets.token_hex(4))
+        self.watch = PendingWatch(stack.database_url)
+        self.worker_count = 0
+
+    def __enter__(self) -> LoadScenario:
+        return self
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _exc: BaseException | None,
+        _tb: TracebackType | None,
+    ) -> None:
+        self.watch.stop()
+        self.client.close()
+        if _exc is not None:
+            print(self.stack.logs())
+
+    def start(self, accounts: int, workers: int) -> list[str]:
+        """Seed ``accounts`` accounts, start ``workers`` workers, wait until all consume."""
+        account_ids = [f"acct-{i}" for i in range(accounts)]
+        self.stack.seed(self.catalog, account_ids)
+        self.worker_count = workers
+        for i in range(workers):
+            self.stack.spawn(f"worker-{i}", *WORKER_FLAGS, env={"SUBREQ_SMTP_URL": self.sink.url})
+        wait_for(
+            lambda: (
+                self.client.queue_state(COMMANDS_QUEUE)[1] == workers
+                and self.client.queue_state(NOTIFICATIONS_QUEUE)[1] == workers
+            ),
+            timeout=60,
+            what=f"{workers} workers to consume",
+        )
+        return account_ids
+
+    def run(self, account_ids: Sequence[str], commands: int, faults: Sequence[Fault]) -> Verdict:
+        started = time.monotonic()
+        self.watch.start()
+        load = Workload(self.client, account_ids, commands, self.sizes.seconds, self.rng)
+        load.run(faults, settle=self.sizes.settle)
+        kill_times = next((f.times for f in faults if isinstance(f, WorkerKiller)), [])
+        last_kill = max(kill_times, default=None)
+        settle(self.stack, self.sizes.settle, last_kill)
+        self.watch.stop()
+        verdict = verify(
+            self.name,
+            self.stack,
+            load,
+            self.client,
+            self.sink,
+            self.watch,
+            faults={f.name: f.count for f in faults},
+            kill_times=kill_times,
+        )
+        self._check_workers(verdict, killed=bool(kill_times))
+        if verdict.stranded and self.sizes.stale_wait:
+            self._after_claim_timeout(verdict)
+        verdict.figures["load_seconds"] = round(load.issue_seconds, 1)
+        verdict.figures["seconds"] = round(time.monotonic() - started, 1)
+        verdict.figures["seed"] = self.sizes.seed
+        report(self.request, self.name, verdict.figures)
+        return verdict
+
+    def _after_claim_timeout(self, verdict: Verdict) -> None:
+        """Wait for the stranded claims to go stale and their notifications to be sent by
+        a live notifier: each is then delivered, and a mail is received twice exactly
+        when the server had accepted it before the kill (same Message-ID)."""
+        deadline = time.monotonic() + self.sizes.stale_wait
+        query = "SELECT count(*) FROM notification_deliveries WHERE status <> 'sent'"
+        while self.stack.scalar(query) and time.monotonic() < deadline:
+            time.sleep(1.0)
+        unsent = self.stack.scalar(query)
+        received = Counter(a.message_id.strip("<>").split("@", 1)[0] for a in self.sink.accepted())
+        twice = {nid for nid, n in received.items() if n > 1}
+        verdict.figures["emails_resent_after_claim_timeout"] = len(verdict.stranded) - unsent
+        verdict.figures["email_duplicates_after_claim_timeout"] = sum(
+            received[nid] - 1 for nid in twice
+        )
+        if unsent:
+            verdict.problem(f"{unsent} notifications still not sent after the claim timeout")
+        if twice != verdict.in_window or any(received[nid] != 2 for nid in twice):
+            verdict.problem(
+                "emails received twice other than those accepted before a kill",
+                sorted(twice ^ verdict.in_window),
+            )
+
+    def _check_workers(self, verdict: Verdict, *, killed: bool) -> None:
+        """Every worker still running; without kills, the very processes started first
+        (they recovered by themselves), each consuming again."""
+        dead = [w.name for w in self.stack.workers if not w.alive()]
+        if dead:
+            verdict.problem("workers died", dead)
+        if not killed:
+            restarted = [w.name for w in self.stack.workers if len(w.incarnations) > 1]
+            if restarted:
+                verdict.problem("workers were restarted", restarted)
+        want = (self.worker_count, self.worker_count)
+
+        def consumers() -> tuple[int, int]:
+            return (
+                self.client.queue_state(COMMANDS_QUEUE)[1],
+                self.client.queue_state(NOTIFICATIONS_QUEUE)[1],
+            )
+
+        deadline = time.monotonic() + 30  # a reconnect may still be backing off
+        while consumers() != want and time.monotonic() < deadline:
+            time.sleep(0.2)
+        found = consumers()
+        if found != want:
+            verdict.problem(f"consumers 30 s after the load (commands, notifications): {found}")
+
+
+def assert_kept(verdict: Verdict, stack: Stack) -> None:
+    """Fail with every problem found (the figures were reported already)."""
+    if verdict.problems:
+        with contextlib.suppress(Exception):
+            print(stack.logs())
+        raise AssertionError(
+            f"{verdict.scenario}: {len(verdict.problems)} promise(s) broken:\n- "
+            + "\n- ".join(verdict.problems)
+        )

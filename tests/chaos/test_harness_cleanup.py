@@ -1,0 +1,64 @@
+"""The harness itself: a scenario that fails half way leaves no worker process, no vhost
+and no database behind."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from consumers.amqp import COMMANDS_QUEUE
+from tests.chaos.conftest import chaos_stack
+from tests.chaos.publisher import ResilientClient
+from tests.chaos.stack import libpq, rabbitmqctl, wait_for
+from workflow.catalog import Catalog
+
+pytestmark = [pytest.mark.chaos, pytest.mark.postgres]
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_scenario_that_fails_half_way_leaves_nothing_behind(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    pids: list[int] = []
+    names: dict[str, str] = {}
+
+    def scenario_that_fails() -> None:
+        with chaos_stack(tmp_path) as stack:
+            names.update(vhost=stack.vhost, database=stack.database, url=stack.database_url)
+            stack.seed(catalog, ["cleanup"])
+            client = ResilientClient(stack.amqp_url, "cleanup")
+            pids.extend(stack.spawn(f"worker-{n}").pid for n in range(2))
+            try:
+                wait_for(
+                    lambda: client.queue_state(COMMANDS_QUEUE)[1] == 2,
+                    timeout=60,
+                    what="two workers connected to the vhost and the database",
+                )
+            finally:
+                client.close()
+            stack.kill_one(random.Random(0))  # a restarted incarnation must go too
+            pids.extend(w.pid for w in stack.workers)
+            raise RuntimeError("deliberate failure in the middle of a scenario")
+
+    with pytest.raises(RuntimeError, match="deliberate"):
+        scenario_that_fails()
+    assert names, "the stack never started"
+    assert not [pid for pid in pids if _running(pid)], "worker processes left running"
+    vhosts = rabbitmqctl("list_vhosts", "name").split()
+    assert names["vhost"] not in vhosts, "the scenario's vhost was left behind"
+    with psycopg.connect(libpq(names["url"], "postgres"), autocommit=True) as conn:
+        left = conn.execute(
+            "SELECT count(*) FROM pg_database WHERE datname = %s", (names["database"],)
+        ).fetchone()
+    assert left == (0,), "the scenario's database was left behind"
