@@ -10,8 +10,6 @@ legitimate; that SMTP ambiguity is not what these tests are about.)
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -19,13 +17,7 @@ from email import message_from_bytes
 from email.policy import default
 from typing import Any
 
-from aiosmtpd.controller import Controller
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.smtpd import LocalSmtpServer
 
 
 @dataclass(frozen=True)
@@ -68,34 +60,13 @@ class Handler:
         return "250 2.0.0 accepted"
 
 
-class MailSink:
+class MailSink(LocalSmtpServer):
     """aiosmtpd on a free local port; ``go_down`` / ``come_back`` make an outage."""
 
     def __init__(self) -> None:
         self.handler = Handler()
-        self.port = free_port()
-        self._controller: Controller | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        super().__init__(self.handler)
         self.outages: list[tuple[float, float]] = []
-
-    @property
-    def url(self) -> str:
-        return f"smtp://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._controller = Controller(
-            self.handler, hostname="127.0.0.1", port=self.port, loop=self._loop
-        )
-        self._controller.start()
-
-    def stop(self) -> None:
-        if self._controller is not None:
-            self._controller.stop()
-            self._controller = None
-        if self._loop is not None:
-            self._loop.close()
-            self._loop = None
 
     def go_down(self) -> None:
         self.handler.closing = True

@@ -3,21 +3,13 @@ the same port, refuse some recipients for good and others for a while."""
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import threading
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default
 from typing import Any
 
-from aiosmtpd.controller import Controller
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.smtpd import LocalSmtpServer
 
 
 class Inbox:
@@ -57,30 +49,9 @@ class Inbox:
         return [m for m in self.received() if address in str(m["To"])]
 
 
-class SmtpServer:
+class SmtpServer(LocalSmtpServer):
     """aiosmtpd on 127.0.0.1; ``stop`` and ``start`` simulate an outage."""
 
     def __init__(self) -> None:
         self.inbox = Inbox()
-        self.port = free_port()
-        self._controller: Controller | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    @property
-    def url(self) -> str:
-        return f"smtp://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._controller = Controller(
-            self.inbox, hostname="127.0.0.1", port=self.port, loop=self._loop
-        )
-        self._controller.start()
-
-    def stop(self) -> None:
-        if self._controller is not None:
-            self._controller.stop()
-            self._controller = None
-        if self._loop is not None:
-            self._loop.close()
-            self._loop = None
+        super().__init__(self.inbox)
