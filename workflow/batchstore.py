@@ -16,23 +16,17 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
-    Table,
-    bindparam,
-    delete,
-    insert,
-    or_,
-    select,
-    tuple_,
-    update,
 )
 
 from policies.facts import ProductLine, Subscription
 from workflow import tables as t
 from workflow.lifecycle import HistoryStep
+from workflow.rawsql import RawSql
 from workflow.store import Row, Store, outbox_row
 
 _MISSING = object()
 REQUEST_UPDATES = ("state", "decided_at", "decided_by", "comment", "reminded_at")
+ACCOUNT_UPDATES = tuple(c.name for c in t.accounts.columns if c.name != "account_id")
 
 
 class BatchStore(Store):
@@ -59,6 +53,7 @@ class BatchStore(Store):
         self._new_replies: list[dict[str, Any]] = []
         self._forgotten: set[str] = set()
         self._undo: list[Callable[[], None]] | None = None
+        self.sql = RawSql(conn)
 
     # --- loading -----------------------------------------------------------------
 
@@ -69,36 +64,31 @@ class BatchStore(Store):
         keys: Iterable[str],
     ) -> None:
         """Load and lock what the batch will touch."""
-        conn = self.conn
+        sql = self.sql
         request_ids = sorted(set(request_ids) - self._requests.keys())
         accounts = set(account_ids)
         if request_ids:
+            where, param = sql.among("request_id", request_ids)
             accounts.update(
-                conn.execute(
-                    select(t.requests.c.account_id).where(t.requests.c.request_id.in_(request_ids))
-                ).scalars()
+                r["account_id"]
+                for r in sql.select(t.requests, where, [param], names=["account_id"])
             )
         accounts -= self._accounts.keys()
         keys = sorted(set(keys) - self._replies.keys())
         if accounts:
-            query = select(t.accounts).where(t.accounts.c.account_id.in_(sorted(accounts)))
-            query = query.order_by(t.accounts.c.account_id)
-            if self.is_postgres:
-                query = query.with_for_update()
-            for row in conn.execute(query).mappings():
-                self._accounts[row["account_id"]] = dict(row)
+            where, param = sql.among("account_id", sorted(accounts))
+            lock = " ORDER BY account_id FOR UPDATE" if self.is_postgres else ""
+            for row in sql.select(t.accounts, where, [param], suffix=lock):
+                self._accounts[row["account_id"]] = row
                 self._accounts_in_db.add(row["account_id"])
         # Idempotency records are read under the account locks: a duplicate racing with
         # its original on another worker sees the original's committed reply.
         if keys:
+            where, param = sql.among("key", keys)
             found = {
-                r.key: (r.reply, r.processed_at)
-                for r in conn.execute(
-                    select(
-                        t.processed_commands.c.key,
-                        t.processed_commands.c.reply,
-                        t.processed_commands.c.processed_at,
-                    ).where(t.processed_commands.c.key.in_(keys))
+                r["key"]: (r["reply"], r["processed_at"])
+                for r in sql.select(
+                    t.processed_commands, where, [param], names=["key", "reply", "processed_at"]
                 )
             }
             for key in keys:
@@ -111,30 +101,29 @@ class BatchStore(Store):
             self._products[account_id] = []
             self._pending[account_id] = None
         if existing:
-            for row in conn.execute(
-                select(t.members).where(t.members.c.account_id.in_(existing))
-            ).mappings():
-                self._members[row["account_id"]][row["user_id"]] = dict(row)
-            for row in conn.execute(
-                select(t.subscription_products)
-                .where(t.subscription_products.c.account_id.in_(existing))
-                .order_by(t.subscription_products.c.account_id, t.subscription_products.c.position)
-            ).mappings():
+            where, param = sql.among("account_id", existing)
+            for row in sql.select(t.members, where, [param]):
+                self._members[row["account_id"]][row["user_id"]] = row
+            for row in sql.select(
+                t.subscription_products, where, [param], suffix=" ORDER BY account_id, position"
+            ):
                 self._products[row["account_id"]].append(
                     ProductLine(row["product"], row["plan"], row["seats"])
                 )
         # Read requests only now that their accounts are locked: their state is final.
-        conditions: list[Any] = []
+        conditions: list[str] = []
+        params: list[Any] = []
         if request_ids:
-            conditions.append(t.requests.c.request_id.in_(request_ids))
+            where, param = sql.among("request_id", request_ids)
+            conditions.append(where)
+            params.append(param)
         if existing:
-            conditions.append(
-                t.requests.c.account_id.in_(existing) & (t.requests.c.state == "pending")
-            )
+            where, param = sql.among("account_id", existing)
+            conditions.append(f"({where} AND state = 'pending')")
+            params.append(param)
         if conditions:
             loaded = []
-            for row in conn.execute(select(t.requests).where(or_(*conditions))).mappings():
-                request = dict(row)
+            for request in sql.select(t.requests, " OR ".join(conditions), params):
                 self._requests[request["request_id"]] = request
                 self._requests_in_db.add(request["request_id"])
                 loaded.append(request["request_id"])
@@ -145,11 +134,8 @@ class BatchStore(Store):
             if loaded:
                 for request_id in loaded:
                     self._history[request_id] = []
-                for row in conn.execute(
-                    select(t.request_transitions)
-                    .where(t.request_transitions.c.request_id.in_(loaded))
-                    .order_by(t.request_transitions.c.id)
-                ).mappings():
+                where, param = sql.among("request_id", loaded)
+                for row in sql.select(t.request_transitions, where, [param], suffix=" ORDER BY id"):
                     self._history[row["request_id"]].append(_history_entry(row))
 
     # --- undo, for a refused command -----------------------------------------------
@@ -355,36 +341,31 @@ class BatchStore(Store):
         """Write every change so far, one statement per table and kind. Inside a command
         only while it has changed nothing yet (a query reading through to the database)."""
         assert not self._undo, "flush after a command changed state"
-        conn = self.conn
+        sql = self.sql
         if self._forgotten:
-            conn.execute(
-                delete(t.processed_commands).where(
-                    t.processed_commands.c.key.in_(sorted(self._forgotten))
-                )
-            )
+            where, param = sql.among("key", sorted(self._forgotten))
+            sql.delete(t.processed_commands, where, [param])
             self._forgotten.clear()
         self._flush_accounts()
         self._flush_members()
         if self._dirty_products:
             dirty = sorted(self._dirty_products)
-            conn.execute(
-                delete(t.subscription_products).where(
-                    t.subscription_products.c.account_id.in_(dirty)
-                )
+            where, param = sql.among("account_id", dirty)
+            sql.delete(t.subscription_products, where, [param])
+            sql.insert(
+                t.subscription_products,
+                [
+                    {
+                        "account_id": a,
+                        "product": p.product,
+                        "position": i,
+                        "plan": p.plan,
+                        "seats": p.seats,
+                    }
+                    for a in dirty
+                    for i, p in enumerate(self._products[a])
+                ],
             )
-            lines = [
-                {
-                    "account_id": a,
-                    "product": p.product,
-                    "position": i,
-                    "plan": p.plan,
-                    "seats": p.seats,
-                }
-                for a in dirty
-                for i, p in enumerate(self._products[a])
-            ]
-            if lines:
-                _insert(conn, t.subscription_products, lines)
             self._dirty_products.clear()
         self._flush_requests()
         for table, rows in (
@@ -394,30 +375,18 @@ class BatchStore(Store):
             (t.processed_commands, self._new_replies),
         ):
             if rows:
-                _insert(conn, table, rows)
+                sql.insert(table, rows)
                 rows.clear()
 
     def _flush_accounts(self) -> None:
         if not self._dirty_accounts:
             return
-        rows = [self._accounts[a] for a in sorted(self._dirty_accounts)]
-        new = [r for r in rows if r and r["account_id"] not in self._accounts_in_db]
-        old = [r for r in rows if r and r["account_id"] in self._accounts_in_db]
-        columns = [c.name for c in t.accounts.columns]
-        if new:
-            _insert(self.conn, t.accounts, [{c: r[c] for c in columns} for r in new])
-            self._accounts_in_db.update(r["account_id"] for r in new)
-        if old:
-            self.conn.execute(
-                update(t.accounts)
-                .where(t.accounts.c.account_id == bindparam("key"))
-                .values({c: bindparam(f"v_{c}") for c in columns if c != "account_id"}),
-                [
-                    {"key": r["account_id"]}
-                    | {f"v_{c}": r[c] for c in columns if c != "account_id"}
-                    for r in old
-                ],
-            )
+        rows = [r for a in sorted(self._dirty_accounts) if (r := self._accounts[a])]
+        new = [r for r in rows if r["account_id"] not in self._accounts_in_db]
+        old = [r for r in rows if r["account_id"] in self._accounts_in_db]
+        self.sql.insert(t.accounts, new)
+        self._accounts_in_db.update(r["account_id"] for r in new)
+        self.sql.update(t.accounts, "account_id", ACCOUNT_UPDATES, old)
         self._dirty_accounts.clear()
 
     def _flush_members(self) -> None:
@@ -425,12 +394,9 @@ class BatchStore(Store):
         if not self._dirty_members:
             return
         keys = sorted(self._dirty_members)
-        self.conn.execute(
-            delete(t.members).where(tuple_(t.members.c.account_id, t.members.c.user_id).in_(keys))
-        )
+        self.sql.delete_keys(t.members, ("account_id", "user_id"), keys)
         rows = [self._members[a][u] for a, u in keys if u in self._members.get(a, {})]
-        if rows:
-            _insert(self.conn, t.members, rows)
+        self.sql.insert(t.members, rows)
         self._dirty_members.clear()
 
     def _flush_requests(self) -> None:
@@ -439,29 +405,12 @@ class BatchStore(Store):
         if not self._dirty_requests:
             return
         dirty = sorted(self._dirty_requests)
-        old = [self._requests[r] for r in dirty if r in self._requests_in_db]
-        new = [self._requests[r] for r in dirty if r not in self._requests_in_db]
-        if old:
-            self.conn.execute(
-                update(t.requests)
-                .where(t.requests.c.request_id == bindparam("key"))
-                .values({c: bindparam(f"v_{c}") for c in REQUEST_UPDATES}),
-                [
-                    {"key": r["request_id"]} | {f"v_{c}": r[c] for c in REQUEST_UPDATES}
-                    for r in old
-                    if r
-                ],
-            )
-        if new:
-            columns = [c.name for c in t.requests.columns]
-            _insert(self.conn, t.requests, [{c: r.get(c) for c in columns} for r in new if r])
-            self._requests_in_db.update(r["request_id"] for r in new if r)
+        old = [r for i in dirty if i in self._requests_in_db and (r := self._requests[i])]
+        new = [r for i in dirty if i not in self._requests_in_db and (r := self._requests[i])]
+        self.sql.update(t.requests, "request_id", REQUEST_UPDATES, old)
+        self.sql.insert(t.requests, new)
+        self._requests_in_db.update(r["request_id"] for r in new)
         self._dirty_requests.clear()
-
-
-def _insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """An executemany, which the engine turns into multi-row INSERTs (see Database)."""
-    conn.execute(insert(table), rows)
 
 
 def _history_entry(row: Mapping[Any, Any]) -> dict[str, Any]:

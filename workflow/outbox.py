@@ -12,9 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, text
 
 from workflow.database import Database
+from workflow.rawsql import RawSql
 from workflow.tables import outbox
 
 # One relay publishes at a time per database: that keeps the events of a request in
@@ -42,25 +43,24 @@ def relay_batch(
             ).scalar()
         ):
             return 0
-        query = (
-            select(outbox.c.id, outbox.c.event_id, outbox.c.type, outbox.c.payload)
-            .where(outbox.c.published_at.is_(None))
-            .order_by(outbox.c.id)
-            .limit(limit)
-        )
-        if db.is_postgres:
-            query = query.with_for_update(skip_locked=True)
+        sql = RawSql(conn)
+        mark = "%s" if db.is_postgres else "?"
+        lock = " FOR UPDATE SKIP LOCKED" if db.is_postgres else ""
         events = [
-            PendingEvent(r.id, r.event_id, r.type, r.payload.encode()) for r in conn.execute(query)
+            PendingEvent(r["id"], r["event_id"], r["type"], r["payload"].encode())
+            for r in sql.select(
+                outbox,
+                "published_at IS NULL",
+                [limit],
+                names=["id", "event_id", "type", "payload"],
+                suffix=f" ORDER BY id LIMIT {mark}{lock}",
+            )
         ]
         if not events:
             return 0
         publish(events)
-        conn.execute(
-            update(outbox)
-            .where(outbox.c.id.in_([e.id for e in events]))
-            .values(published_at=datetime.now(UTC))
-        )
+        where, ids = sql.among("id", [e.id for e in events])
+        sql.update_where(outbox, {"published_at": datetime.now(UTC)}, where, [ids])
         return len(events)
 
 

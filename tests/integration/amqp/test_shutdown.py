@@ -22,7 +22,7 @@ from tests.integration.amqp.support import (
 from workflow.catalog import Catalog
 from workflow.database import Database
 
-LOAD = 300
+LOAD = 1500
 SMALL_BATCHES = ("--prefetch", "40", "--batch", "10")
 
 
