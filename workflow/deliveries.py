@@ -205,6 +205,11 @@ def mark_sent(db: Database, notice: Notice, token: str, now: datetime, message_i
     """Record the delivery and emit ``notification.sent``, together; ``False`` when the
     claim was no longer ours (taken over as stale), and nothing is emitted twice."""
     with db.transaction() as conn:
+        store = Store(conn, is_postgres=db.is_postgres)
+        # The account lock first, as every command takes it: the event's outbox id then
+        # follows those of the request's events committed before it, and the relay, which
+        # publishes in id order, keeps the request's events in order.
+        store.account(notice.account_id, lock=True)
         done = conn.execute(
             update(deliveries)
             .where(_ours(notice, token))
@@ -219,7 +224,7 @@ def mark_sent(db: Database, notice: Notice, token: str, now: datetime, message_i
         )
         if done.rowcount != 1:
             return False
-        Store(conn, is_postgres=db.is_postgres).add_event(
+        store.add_event(
             "notification.sent",
             now,
             notice.account_id,

@@ -9,10 +9,12 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from tests.integration.helpers import events
+from tests.integration.helpers import events, seed
 from workflow import deliveries
 from workflow.database import Database
 from workflow.deliveries import BadNotice, Outcome, parse_notice
+from workflow.service import CommandService
+from workflow.store import Store
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 STALE = timedelta(minutes=5)
@@ -134,3 +136,31 @@ def test_concurrent_claims_have_one_winner(postgres_database: Database) -> None:
 def test_a_body_without_a_notification_id_is_refused(body: bytes) -> None:
     with pytest.raises(BadNotice):
         parse_notice(body)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)  # SQLite: one writer
+def test_notification_sent_waits_for_a_transaction_holding_its_account(
+    service: CommandService,
+) -> None:
+    """Events of a request keep their order: ``notification.sent`` takes the account lock,
+    so its outbox id cannot come before those of a command still open on the account."""
+    database = service.db
+    seed(service)
+    notice = parse_notice(notice_body())
+    claimed = deliveries.claim(database, notice, NOW, STALE)
+    assert claimed.token is not None
+    token = claimed.token
+    with database.transaction() as conn:  # a command on acme, not yet committed
+        store = Store(conn, is_postgres=True)
+        store.account("acme", lock=True)
+        store.add_event("request.approved", NOW, "acme", {}, "r-1")
+        sender = threading.Thread(
+            target=deliveries.mark_sent, args=(database, notice, token, NOW, "<m@x>")
+        )
+        sender.start()
+        sender.join(0.5)
+        assert sender.is_alive(), "notification.sent did not wait for the account lock"
+    sender.join(10)
+    order = [e["type"] for e in events(database) if e.get("request_id") == "r-1"]
+    assert order == ["request.approved", "notification.sent"]
