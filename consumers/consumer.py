@@ -89,6 +89,8 @@ def _observe(delivery: Delivery, outcome: Outcome) -> None:
     COMMANDS.labels(_label(delivery.routing_key), label).inc()
     elapsed = time.monotonic() - delivery.received
     LATENCY.observe(elapsed)
+    if label in ("ok", "duplicate") and not log.isEnabledFor(logging.DEBUG):
+        return  # the common case: no log line, so no context to build
     context = _context(
         delivery,
         outcome=label,
@@ -167,6 +169,7 @@ class CommandConsumer:
             "consuming %s (prefetch %d, batch %d)", COMMANDS_QUEUE, self.prefetch, self.batch_size
         )
         while not self.stop.is_set():
+            self._gather(connection)
             self._dispatch(connection, channel, dead)
             # Returns as soon as a delivery or the batch's result arrives; a zero limit
             # only when a batch can start now, so this thread never spins.
@@ -177,6 +180,17 @@ class CommandConsumer:
             connection.process_data_events(time_limit=0.01)
             self._dispatch(connection, channel, dead)
         connection.close()
+
+    def _gather(self, connection: BlockingConnection) -> None:
+        """Before a batch starts, read what the socket already holds: deliveries of a burst
+        trickle in, and a batch of the first one alone would make the rest wait for it."""
+        if self._in_flight is not None or not self._buffer:
+            return
+        while len(self._buffer) < self.batch_size:
+            before = len(self._buffer)
+            connection.process_data_events(time_limit=0)
+            if len(self._buffer) == before:
+                return
 
     def _on_message(
         self,

@@ -21,12 +21,12 @@ from sqlalchemy import (
 from policies.facts import ProductLine, Subscription
 from workflow import tables as t
 from workflow.lifecycle import HistoryStep
-from workflow.rawsql import RawSql
+from workflow.rawsql import Query, RawSql
 from workflow.store import Row, Store, outbox_row
 
 _MISSING = object()
 REQUEST_UPDATES = ("state", "decided_at", "decided_by", "comment", "reminded_at")
-ACCOUNT_UPDATES = tuple(c.name for c in t.accounts.columns if c.name != "account_id")
+ACCOUNT_UPDATES = tuple(str(c.name) for c in t.accounts.columns if c.name != "account_id")
 
 
 class BatchStore(Store):
@@ -63,79 +63,102 @@ class BatchStore(Store):
         request_ids: Iterable[str],
         keys: Iterable[str],
     ) -> None:
-        """Load and lock what the batch will touch."""
+        """Load and lock what the batch will touch: the accounts first (locked, in order),
+        then everything else in one go (one round trip on PostgreSQL)."""
         sql = self.sql
         request_ids = sorted(set(request_ids) - self._requests.keys())
-        accounts = set(account_ids)
-        if request_ids:
-            where, param = sql.among("request_id", request_ids)
-            accounts.update(
-                r["account_id"]
-                for r in sql.select(t.requests, where, [param], names=["account_id"])
-            )
-        accounts -= self._accounts.keys()
+        accounts = set(account_ids) - self._accounts.keys()
         keys = sorted(set(keys) - self._replies.keys())
-        if accounts:
-            where, param = sql.among("account_id", sorted(accounts))
+        if accounts or request_ids:
+            # The accounts named, and those of the requests named: locked, sorted, so
+            # workers never deadlock each other.
+            conditions, params = [], []
+            if accounts:
+                where, param = sql.among("account_id", sorted(accounts))
+                conditions.append(where)
+                params.append(param)
+            if request_ids:
+                where, param = sql.among("request_id", request_ids)
+                conditions.append(f"account_id IN (SELECT account_id FROM requests WHERE {where})")
+                params.append(param)
             lock = " ORDER BY account_id FOR UPDATE" if self.is_postgres else ""
-            for row in sql.select(t.accounts, where, [param], suffix=lock):
-                self._accounts[row["account_id"]] = row
-                self._accounts_in_db.add(row["account_id"])
+            for row in sql.select(t.accounts, " OR ".join(conditions), params, suffix=lock):
+                account_id = row["account_id"]
+                if account_id not in self._accounts:
+                    self._accounts[account_id] = row
+                    self._accounts_in_db.add(account_id)
+                    accounts.add(account_id)
+        existing = sorted(a for a in accounts if a in self._accounts)
+        for account_id in accounts - set(existing):
+            self._accounts[account_id] = None
+        queries: list[Query] = []
         # Idempotency records are read under the account locks: a duplicate racing with
         # its original on another worker sees the original's committed reply.
         if keys:
             where, param = sql.among("key", keys)
-            found = {
-                r["key"]: (r["reply"], r["processed_at"])
-                for r in sql.select(
-                    t.processed_commands, where, [param], names=["key", "reply", "processed_at"]
+            queries.append(
+                Query(t.processed_commands, where, [param], ("key", "reply", "processed_at"))
+            )
+        # Requests only now that their accounts are locked: their state is final.
+        wanted, wanted_params = [], []
+        if request_ids:
+            where, param = sql.among("request_id", request_ids)
+            wanted.append(where)
+            wanted_params.append(param)
+        if existing:
+            where, param = sql.among("account_id", existing)
+            queries.append(Query(t.members, where, [param]))
+            queries.append(
+                Query(
+                    t.subscription_products, where, [param], suffix=" ORDER BY account_id, position"
                 )
-            }
+            )
+            wanted.append(f"({where} AND state = 'pending')")
+            wanted_params.append(param)
+        if wanted:
+            requests = " OR ".join(wanted)
+            queries.append(Query(t.requests, requests, wanted_params))
+            queries.append(
+                Query(
+                    t.request_transitions,
+                    f"request_id IN (SELECT request_id FROM requests WHERE {requests})",
+                    wanted_params,
+                    suffix=" ORDER BY id",
+                )
+            )
+        results = iter(sql.select_all(queries))
+        if keys:
+            found = {r["key"]: (r["reply"], r["processed_at"]) for r in next(results)}
             for key in keys:
                 self._replies[key] = found.get(key)
-        existing = sorted(a for a in accounts if a in self._accounts)
-        for account_id in accounts - set(existing):
-            self._accounts[account_id] = None
         for account_id in existing:
             self._members[account_id] = {}
             self._products[account_id] = []
             self._pending[account_id] = None
         if existing:
-            where, param = sql.among("account_id", existing)
-            for row in sql.select(t.members, where, [param]):
+            for row in next(results):
                 self._members[row["account_id"]][row["user_id"]] = row
-            for row in sql.select(
-                t.subscription_products, where, [param], suffix=" ORDER BY account_id, position"
-            ):
+            for row in next(results):
                 self._products[row["account_id"]].append(
                     ProductLine(row["product"], row["plan"], row["seats"])
                 )
-        # Read requests only now that their accounts are locked: their state is final.
-        conditions: list[str] = []
-        params: list[Any] = []
-        if request_ids:
-            where, param = sql.among("request_id", request_ids)
-            conditions.append(where)
-            params.append(param)
-        if existing:
-            where, param = sql.among("account_id", existing)
-            conditions.append(f"({where} AND state = 'pending')")
-            params.append(param)
-        if conditions:
+        if wanted:
             loaded = []
-            for request in sql.select(t.requests, " OR ".join(conditions), params):
-                self._requests[request["request_id"]] = request
-                self._requests_in_db.add(request["request_id"])
-                loaded.append(request["request_id"])
+            for request in next(results):
+                request_id = request["request_id"]
+                if request_id in self._requests and self._requests[request_id] is not None:
+                    continue  # already in memory, maybe changed by this batch
+                self._requests[request_id] = request
+                self._requests_in_db.add(request_id)
+                self._history[request_id] = []
+                loaded.append(request_id)
                 if request["state"] == "pending":
-                    self._pending[request["account_id"]] = request["request_id"]
+                    self._pending[request["account_id"]] = request_id
             for request_id in request_ids:
                 self._requests.setdefault(request_id, None)
-            if loaded:
-                for request_id in loaded:
-                    self._history[request_id] = []
-                where, param = sql.among("request_id", loaded)
-                for row in sql.select(t.request_transitions, where, [param], suffix=" ORDER BY id"):
+            fresh = set(loaded)
+            for row in next(results):
+                if row["request_id"] in fresh:
                     self._history[row["request_id"]].append(_history_entry(row))
 
     # --- undo, for a refused command -----------------------------------------------
@@ -341,6 +364,10 @@ class BatchStore(Store):
         """Write every change so far, one statement per table and kind. Inside a command
         only while it has changed nothing yet (a query reading through to the database)."""
         assert not self._undo, "flush after a command changed state"
+        with self.sql.deferred():
+            self._flush()
+
+    def _flush(self) -> None:
         sql = self.sql
         if self._forgotten:
             where, param = sql.among("key", sorted(self._forgotten))

@@ -85,7 +85,9 @@ class Database:
                 self.url,
                 pool_size=pool_size,
                 max_overflow=pool_size,
-                pool_pre_ping=True,
+                # No ping per checkout (a round trip per transaction): a connection that
+                # died with its server fails its first statement, is invalidated, and the
+                # caller's retry of the TransientError gets a fresh one.
                 **JSON_CODEC,
             )
             # Batched writes: an executemany INSERT becomes a few multi-row statements

@@ -25,7 +25,7 @@ import pika
 from pika.adapters.blocking_connection import BlockingConnection
 from pika.exceptions import AMQPError
 from pika.spec import Basic, BasicProperties
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from consumers.amqp import (
     COMMANDS_EXCHANGE,
@@ -362,6 +362,29 @@ def seed_accounts(
     outcomes = CommandService(db, catalog).handle_batch(items)
     assert all(o.json()["ok"] for o in outcomes), [o.json() for o in outcomes if not o.json()["ok"]]
     return ids
+
+
+def publish_submits(client: RawClient, accounts: list[str], ids: list[str]) -> None:
+    """One ``request.submit`` per account, each with its own message id."""
+    for account_id, message_id in zip(accounts, ids, strict=True):
+        client.publish(
+            "request.submit",
+            submit_body(account_id),
+            message_id=message_id,
+            correlation_id=message_id,
+        )
+
+
+@contextmanager
+def account_locked(db: Database, account_id: str) -> Iterator[None]:
+    """Holds the account's row lock: a worker reaching a command of that account waits,
+    its batch in hand, however fast it is; it goes on once the block is left."""
+    with db.engine.connect() as conn:
+        conn.execute(
+            text("SELECT 1 FROM accounts WHERE account_id = :a FOR UPDATE"), {"a": account_id}
+        )
+        yield
+        conn.rollback()
 
 
 def submit_body(account_id: str, actor: str = "admin", **extra: Any) -> dict[str, Any]:

@@ -15,8 +15,10 @@ from tests.integration.amqp.conftest import SpawnWorker
 from tests.integration.amqp.support import (
     Broker,
     RawClient,
+    account_locked,
     count,
     processed_keys,
+    publish_submits,
     running_consumer,
     seed_accounts,
     submit_body,
@@ -28,6 +30,8 @@ from workflow.database import Database
 from workflow.service import CommandService, Outcome
 
 BURST = 300
+STALL_AT = 80
+"""Its account stays locked during the burst: the kill lands with a batch in hand."""
 
 
 class RecordingService(CommandService):
@@ -107,16 +111,11 @@ def test_worker_killed_mid_burst_and_restarted_gives_every_command_exactly_one_e
     wait_until(lambda: broker.consumers() == 1, timeout=20, what="the first worker to consume")
 
     ids = [f"burst-{i}" for i in range(BURST)]
-    for account_id, message_id in zip(accounts, ids, strict=True):
-        client.publish(
-            "request.submit",
-            submit_body(account_id),
-            message_id=message_id,
-            correlation_id=message_id,
-        )
-    wait_until(lambda: count(pg, "processed_commands") >= 40, timeout=20, what="some progress")
-    first.send_signal(signal.SIGKILL)
-    assert first.wait(10) == -signal.SIGKILL
+    with account_locked(pg, accounts[STALL_AT]):
+        publish_submits(client, accounts, ids)
+        wait_until(lambda: count(pg, "processed_commands") >= 40, timeout=20, what="progress")
+        first.send_signal(signal.SIGKILL)  # with a batch in hand, waiting on the lock
+        assert first.wait(10) == -signal.SIGKILL
     done_before_kill = count(pg, "processed_commands")
     assert done_before_kill < BURST, "the burst finished before the kill: make it bigger"
 

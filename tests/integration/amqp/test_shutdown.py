@@ -12,17 +12,21 @@ from tests.integration.amqp.conftest import SpawnWorker
 from tests.integration.amqp.support import (
     Broker,
     RawClient,
+    account_locked,
     count,
     processed_keys,
+    publish_submits,
     seed_accounts,
-    submit_body,
     url_of,
     wait_until,
 )
 from workflow.catalog import Catalog
 from workflow.database import Database
 
-LOAD = 1500
+LOAD = 300
+STALL_AT = 60
+"""The account of this command is locked while the load goes in, so however fast the
+worker is, SIGTERM lands with work in hand and most of the load still queued."""
 SMALL_BATCHES = ("--prefetch", "40", "--batch", "10")
 
 
@@ -39,17 +43,12 @@ def test_sigterm_during_load_exits_0_promptly_and_every_command_is_done_or_still
     worker = spawn_worker(url_of(pg), *SMALL_BATCHES)
     wait_until(lambda: broker.consumers() == 1, timeout=20, what="the worker to consume")
     ids = [f"load-{i}" for i in range(LOAD)]
-    for account_id, message_id in zip(accounts, ids, strict=True):
-        client.publish(
-            "request.submit",
-            submit_body(account_id),
-            message_id=message_id,
-            correlation_id=message_id,
-        )
-    wait_until(lambda: count(pg, "processed_commands") >= 30, timeout=20, what="some progress")
-
-    worker.send_signal(signal.SIGTERM)
-    signalled = time.monotonic()
+    with account_locked(pg, accounts[STALL_AT]):
+        publish_submits(client, accounts, ids)
+        wait_until(lambda: count(pg, "processed_commands") >= 30, timeout=20, what="progress")
+        worker.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        time.sleep(0.5)  # the worker waits on the lock with a batch in hand
     assert worker.wait(15) == 0, worker.log()[-3000:]
     stopped_after = time.monotonic() - signalled
     assert stopped_after < 5, f"the worker took {stopped_after:.1f}s to stop"
