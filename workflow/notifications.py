@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -110,24 +110,26 @@ _MONTHS = {
     ],
 }
 _AT = {"en": "at", "it": "alle"}
-_SEPARATORS = {"en": (",", "."), "it": (".", ",")}
+_SEPARATORS = {"en": str.maketrans(",.", ",."), "it": str.maketrans(",.", ".,")}
+"""Thousands and decimal separators, from English (``1,104.00``) to each language."""
 
 
 def _locale(ctx: Context) -> str:
-    locale = ctx.get("locale")
+    """The language of the template being rendered is the folder it lives in; macros are
+    imported without the caller's context, so its ``locale`` value is not there to read."""
+    locale = (ctx.name or "").partition("/")[0]
     return locale if locale in _PERIODS else DEFAULT_LOCALE
 
 
 @pass_context
-def _money(ctx: Context, amount: Any, currency: str | None = None) -> str:
+def _money(ctx: Context, amount: Any, currency: Any) -> str:
     """``1,104.00 USD`` in English, ``1.104,00 USD`` in Italian."""
     try:
         value = Decimal(str(amount))
     except InvalidOperation:
-        return f"{amount} {currency or ctx.get('currency', '')}".strip()
-    thousands, decimal = _SEPARATORS[_locale(ctx)]
-    grouped = f"{value:,.2f}".translate({ord(","): thousands, ord("."): decimal})
-    return f"{grouped} {currency or ctx.get('currency', '')}".strip()
+        return f"{amount} {currency}".strip()
+    grouped = f"{value:,.2f}".translate(_SEPARATORS[_locale(ctx)])
+    return f"{grouped} {currency}".strip()
 
 
 @pass_context
@@ -156,17 +158,42 @@ def _date(ctx: Context, value: Any) -> str:
     at = at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
     locale = _locale(ctx)
     month = _MONTHS[locale][at.month - 1]
-    return f"{at.day} {month} {at.year} {_AT[locale]} {at:%H:%M} UTC"
+    return f"{at.day} {month} {at.year} {_AT[locale]} {at.hour:02}:{at.minute:02} UTC"
+
+
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+class _Environment(Environment):
+    """Jinja's environment with two look-ups made cheap for the plain values these templates
+    read; what they return is unchanged."""
+
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        """A dict rather than a ``ChainMap``: every context copies the globals and every
+        import compares their keys, and a ``ChainMap`` does both in Python. The globals are
+        complete before the first template loads, so a snapshot sees them all."""
+        return {**self.globals, **(d or {})}
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """``line.cost`` on a dict: the key straight away, instead of a failed attribute
+        look-up first (an exception per access). A dict's own attributes still win."""
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
 
 
 def _environment() -> Environment:
-    env = Environment(
+    env = _Environment(
         loader=PackageLoader("workflow", "templates"),
         autoescape=select_autoescape(["html"], default_for_string=False, default=False),
         undefined=StrictUndefined,  # a missing value is a template bug, never a blank
         trim_blocks=True,
         lstrip_blocks=True,
         auto_reload=False,  # the files ship with the package: no stat per render
+        cache_size=-1,  # a fixed, small set: a plain dict, no LRU bookkeeping per look-up
     )
     env.filters.update(money=_money, per_period=_per_period, duration=_duration, date=_date)
     return env
@@ -215,21 +242,40 @@ WIDTH = 76
 def _wrap(text: str) -> str:
     """Wrap long paragraphs at spaces; indented lines (the list of changes) stay as they are.
 
-    A plain greedy fill: ``textwrap`` costs several times more, on the hot path."""
+    A plain greedy fill: ``textwrap`` costs several times more, on the hot path. With single
+    spaces between words (what the templates write) each break is the last space that fits,
+    found by ``rfind``; other lines go word by word."""
     out: list[str] = []
     for line in text.strip().split("\n"):
         if len(line) <= WIDTH or line.startswith(" "):
             out.append(line)
-            continue
-        current = ""
-        for word in line.split(" "):
-            if current and len(current) + 1 + len(word) > WIDTH:
-                out.append(current)
-                current = word
-            else:
-                current = f"{current} {word}" if current else word
-        out.append(current)
+        elif "  " in line or line.endswith(" "):
+            out.extend(_fill(line))
+        else:
+            while len(line) > WIDTH:
+                cut = line.rfind(" ", 0, WIDTH + 1)
+                if cut < 0:  # a first word longer than a line stands alone
+                    cut = line.find(" ")
+                    if cut < 0:
+                        break
+                out.append(line[:cut])
+                line = line[cut + 1 :]
+            out.append(line)
     return "\n".join(out)
+
+
+def _fill(line: str) -> list[str]:
+    """The greedy fill one word at a time, for lines with runs of spaces."""
+    out: list[str] = []
+    current = ""
+    for word in line.split(" "):
+        if current and len(current) + 1 + len(word) > WIDTH:
+            out.append(current)
+            current = word
+        else:
+            current = f"{current} {word}" if current else word
+    out.append(current)
+    return out
 
 
 def _iso(value: Any) -> str | None:

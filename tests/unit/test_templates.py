@@ -4,9 +4,11 @@ fallback to English, escaping in the HTML part, and the event's text matching th
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from jinja2 import UndefinedError
 
 from workflow import notifications
 from workflow.catalog import load_catalog
@@ -191,3 +193,68 @@ def test_templates_compile_once() -> None:
     info = notifications._template.cache_info()
     assert info.misses == 1
     assert info.hits >= 2
+
+
+def test_no_template_imports_with_context() -> None:
+    """An import with context runs the imported template again on every render; the macros
+    take what they show as arguments instead, so one module serves every render."""
+    folder = Path(notifications.__file__).parent / "templates"
+    sources = [*folder.glob("*/*.txt"), *folder.glob("*/*.html")]
+    assert sources
+    for source in sources:
+        assert "with context" not in source.read_text(encoding="utf-8"), source
+
+
+def test_amounts_follow_the_language_of_the_template_in_both_parts() -> None:
+    for locale, line, total in (
+        ("en", "+575.00 USD", "+1,310.00 USD"),
+        ("it", "+575,00 USD", "+1.310,00 USD"),
+    ):
+        data = event("request_submitted", locale)
+        email = render_email("request_submitted", locale, data["context"])
+        assert line in email.text
+        assert line in email.html
+        assert total in email.html
+
+
+def test_a_context_without_its_currency_is_refused() -> None:
+    context = event("request_submitted")["context"]
+    del context["currency"]
+    with pytest.raises(UndefinedError, match="currency"):
+        render_email("request_submitted", "en", context)
+
+
+def test_templates_read_dict_keys_and_still_see_dict_methods() -> None:
+    env = notifications._ENV
+    line = {"cost": "1.00", "items": "a key"}
+    assert env.getattr(line, "cost") == "1.00"
+    assert env.getattr(line, "items") == line.items  # as Jinja does: the attribute first
+    with pytest.raises(UndefinedError, match="cost"):
+        str(env.getattr({}, "cost"))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        " ".join(["word"] * 40),
+        "x" * 76 + " after a word exactly as wide as a line",
+        "x" * 75 + " y " + "z" * 80,
+        "y" * 90 + " a first word wider than a line, then a sentence that needs wrapping too",
+        "a sentence whose last word is wider than a line: " + "z" * 100,
+        "z" * 100,
+        "runs  of   spaces " * 8,
+        "a trailing space after a sentence long enough that it has to be wrapped somewhere \nx",
+    ],
+)
+def test_wrapping_matches_the_word_by_word_fill(text: str) -> None:
+    """Breaking at the last space that fits gives what filling word by word gives."""
+    width = notifications.WIDTH
+    expected = [
+        part
+        for line in text.strip().split("\n")
+        for part in ([line] if len(line) <= width else notifications._fill(line))
+    ]
+    wrapped = notifications._wrap(text)
+    assert wrapped == "\n".join(expected)
+    for part in wrapped.split("\n"):
+        assert len(part) <= width or " " not in part.strip(), part
