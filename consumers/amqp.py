@@ -175,6 +175,22 @@ def run_connected(
                     connection.close()
 
 
+def publish_queued(
+    channel: BlockingChannel,
+    exchange: str,
+    routing_key: str,
+    body: bytes,
+    properties: BasicProperties,
+) -> None:
+    """Publish without writing the socket yet: the channel's next blocking call (an ack, a
+    ``tx.commit``, ``process_data_events``) sends a whole batch in a few ``send()`` calls,
+    where ``BlockingChannel.basic_publish`` makes one per message. Not for a channel in
+    confirm mode, whose publishes must wait for their confirms."""
+    channel._impl.basic_publish(  # the non-blocking channel under every BlockingChannel
+        exchange=exchange, routing_key=routing_key, body=body, properties=properties
+    )
+
+
 def copy_properties(props: BasicProperties, headers: dict[str, Any]) -> BasicProperties:
     """The original properties, persistent, with ``headers``: for dead letters and replays."""
     return BasicProperties(

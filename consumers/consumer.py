@@ -27,6 +27,7 @@ from consumers.amqp import (
     DEAD_QUEUE,
     bury,
     declare_topology,
+    publish_queued,
     run_connected,
 )
 from consumers.metrics import COMMANDS, LATENCY
@@ -293,11 +294,12 @@ class CommandConsumer:
         props = delivery.properties
         if not props.reply_to or not outcome.reply:
             return
-        channel.basic_publish(
-            exchange="",
-            routing_key=props.reply_to,
-            body=outcome.reply,
-            properties=BasicProperties(
+        publish_queued(  # written with the batch's ack, which follows the replies
+            channel,
+            "",
+            props.reply_to,
+            outcome.reply,
+            BasicProperties(
                 content_type="application/json",
                 correlation_id=props.correlation_id or props.message_id,
                 type=f"{delivery.routing_key}.reply",

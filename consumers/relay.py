@@ -15,7 +15,13 @@ from collections.abc import Sequence
 import pika
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from consumers.amqp import EVENTS_EXCHANGE, Backoff, declare_topology, run_connected
+from consumers.amqp import (
+    EVENTS_EXCHANGE,
+    Backoff,
+    declare_topology,
+    publish_queued,
+    run_connected,
+)
 from consumers.metrics import EVENTS
 from workflow.database import Database
 from workflow.errors import TransientError
@@ -113,7 +119,8 @@ class OutboxRelay:
         """Returns once the broker committed the whole batch; any failure raises, and the
         database transaction that claimed the rows rolls back."""
         for event in events:
-            channel.basic_publish(
+            publish_queued(  # all written by tx.commit
+                channel,
                 EVENTS_EXCHANGE,
                 event.type,
                 event.payload,
