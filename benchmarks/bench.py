@@ -24,13 +24,13 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from types import FrameType
 
-from benchmarks import ceiling, report, seed, services
+from benchmarks import ceiling, profile, report, seed, services
 from benchmarks.load import Backlog, BenchError, LoadGenerator, Phase
 from benchmarks.procs import WorkerDied, WorkerProcess, host_busy_percent, host_cpu
 from benchmarks.report import BenchReport, RunResult
@@ -153,7 +153,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(default: benchmarks/results/latest.md)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample each worker with py-spy during the measured phase: the stacks go beside "
+        "the report, the top functions into it",
+    )
     args = parser.parse_args(argv)
+    if args.profile:
+        try:
+            profile.py_spy()
+        except profile.ProfilerMissing as exc:
+            parser.error(str(exc))
 
     explicit_commands = args.commands is not None
     for name, value in (SMOKE_SIZES if args.smoke else DEFAULT_SIZES).items():
@@ -330,8 +341,13 @@ def _run(args: argparse.Namespace, spec: RunSpec, result: RunResult, log: Log) -
 
         log(f"measuring: {args.commands:,} commands, {args.in_flight} in flight")
         before, host_before, cpu_before = worker.sample(), host_cpu(), time.process_time()
-        measured = load.run("measured", args.commands, args.in_flight, on_reply=sample_memory)
-        load.drain(backlog, measured, args.drain_timeout, settled=settled)  # the clock stops
+        stacks = profile_path(args, spec, folder)
+        with profile.recording(worker.pid, stacks) if stacks else nullcontext():
+            measured = load.run("measured", args.commands, args.in_flight, on_reply=sample_memory)
+            load.drain(backlog, measured, args.drain_timeout, settled=settled)  # clock stops
+        if stacks:
+            title = f"{report.DATABASE_NAMES.get(spec.database, spec.database)} {result.label}"
+            result.profile = profile.markdown(title, profile.summarize(stacks), stacks)
         after, host_after = worker.sample(), host_cpu()
         measured.loadgen_cpu = time.process_time() - cpu_before
         _count_errors(result, measured)
@@ -366,6 +382,18 @@ def _run(args: argparse.Namespace, spec: RunSpec, result: RunResult, log: Log) -
             f"p99 {result.p99_ms:.1f} ms, relay lag {result.relay_lag_ms:.0f} ms"
             + (f"; problems: {result.problems}" if result.problems else "")
         )
+
+
+def profile_path(args: argparse.Namespace, spec: RunSpec, folder: Path) -> Path | None:
+    """Where a run's py-spy stacks go: beside the report (in the run's scratch folder when
+    there is no report), or nowhere without ``--profile``."""
+    if not args.profile:
+        return None
+    name = f"profile-{spec.database}-{spec.mode}{'-history' if spec.history else ''}.txt"
+    if args.output.lower() == "none":
+        return folder / name
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    return Path(args.output).parent / name
 
 
 def _count_errors(result: RunResult, phase: Phase) -> None:

@@ -830,8 +830,8 @@ def serve(
             relay.wake.set()
             for delivery, reply in zip(work, replies, strict=True):
                 props = delivery.properties
-                if props.reply_to:
-                    channel.basic_publish(
+                if props.reply_to:  # written with the ack below, not one send() each
+                    channel._impl.basic_publish(
                         "",
                         props.reply_to,
                         reply,

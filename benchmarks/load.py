@@ -239,7 +239,8 @@ class LoadGenerator:
             reply_to=REPLY_TO,
         )
         self.outstanding[message_id] = (time.perf_counter(), account, routing_key)
-        self.channel.basic_publish(COMMANDS_EXCHANGE, routing_key, body, properties)
+        # Queued on the channel: process_data_events writes the whole burst at once.
+        self.channel._impl.basic_publish(COMMANDS_EXCHANGE, routing_key, body, properties)
         self.sent += 1
 
     def _handle_replies(self, phase: Phase) -> None:

@@ -62,6 +62,7 @@ class RunResult:
     events: int = 0  # outbox rows written by the commands of this run
     events_queued: int | None = None  # with --bind-events: events in the bound queue
     rss_samples: list[tuple[int, float]] = field(default_factory=list)  # (commands, MiB)
+    profile: list[str] = field(default_factory=list)  # with --profile: Markdown summary
     error_samples: list[str] = field(default_factory=list)
     failure: str | None = None
 
@@ -284,6 +285,11 @@ def render(report: BenchReport) -> str:
     memory_runs = [r for r in report.runs if r.memory]
     if memory_runs:
         lines += _memory(memory_runs)
+    profiled = [r for r in report.runs if r.profile]
+    if profiled:
+        lines += ["## Where the worker's time goes (py-spy, measured phase)", ""]
+        for r in profiled:
+            lines += r.profile
     problems = [(r, p) for r in report.runs for p in r.problems]
     if problems:
         lines += ["## Problems: these figures do not mean what they say", ""]
