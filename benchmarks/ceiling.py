@@ -48,6 +48,8 @@ import psycopg
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.spec import Basic, BasicProperties
 
+import consumers.amqp  # noqa: F401  pika's socket writes coalesced for the ceiling too
+
 COMMANDS_EXCHANGE = "subreq.commands"
 EVENTS_EXCHANGE = "subreq.events"
 COMMANDS_QUEUE = "subreq.commands"

@@ -32,6 +32,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import ChannelClosedByBroker
 from pika.spec import Basic, BasicProperties
 
+import consumers.amqp  # noqa: F401  pika's socket writes coalesced for the load generator too
 from benchmarks.seed import admin_of, owner_of
 from benchmarks.services import libpq_url
 

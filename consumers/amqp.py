@@ -19,6 +19,7 @@ from typing import Any
 import pika
 import pika.data
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika.adapters.utils.io_services_utils import _AsyncTransportBase
 from pika.exceptions import AMQPError
 from pika.spec import BasicProperties
 
@@ -41,6 +42,35 @@ def _tolerant_decode_value(encoded: bytes, offset: int) -> tuple[Any, int]:
 
 
 pika.data.decode_value = _tolerant_decode_value
+
+COALESCE_BYTES = 256 * 1024
+_produce = _AsyncTransportBase._produce
+
+
+def _coalescing_produce(self: Any) -> None:
+    """pika queues every frame as its own chunk and sends chunk by chunk: three ``send()``
+    calls per message (method, header, body), a tenth of a busy worker's time. Joining
+    the queued chunks (up to ``COALESCE_BYTES`` at a time) sends a batch of replies or
+    events in a few calls; the bytes and their order are unchanged."""
+    chunks = self._tx_buffers
+    if len(chunks) > 1:
+        groups: list[bytes] = []
+        group: list[bytes] = []
+        size = 0
+        for chunk in chunks:
+            group.append(chunk)
+            size += len(chunk)
+            if size >= COALESCE_BYTES:
+                groups.append(b"".join(group))
+                group, size = [], 0
+        if group:
+            groups.append(b"".join(group))
+        chunks.clear()
+        chunks.extend(groups)
+    _produce(self)
+
+
+_AsyncTransportBase._produce = _coalescing_produce  # type: ignore[method-assign]
 
 COMMANDS_EXCHANGE = "subreq.commands"
 EVENTS_EXCHANGE = "subreq.events"

@@ -1,0 +1,55 @@
+"""pika's queued frames go out in a few socket writes, byte for byte in order."""
+
+from __future__ import annotations
+
+import collections
+
+from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport
+
+import consumers.amqp as amqp
+
+
+class Socket:
+    def __init__(self, accept: int | None = None) -> None:
+        self.sent: list[bytes] = []
+        self.accept = accept  # bytes taken per send(); None: all
+
+    def send(self, data: bytes) -> int:
+        taken = data if self.accept is None else data[: self.accept]
+        self.sent.append(bytes(taken))
+        return len(taken)
+
+
+def transport(frames: list[bytes], sock: Socket) -> _AsyncPlaintextTransport:
+    t = object.__new__(_AsyncPlaintextTransport)
+    t._sock = sock
+    t._tx_buffers = collections.deque(frames)
+    t._tx_buffered_byte_count = sum(len(f) for f in frames)
+    return t
+
+
+def test_frames_of_many_messages_leave_in_one_write() -> None:
+    frames = [f"frame-{i};".encode() for i in range(300)]
+    sock = Socket()
+    t = transport(frames, sock)
+    t._produce()
+    assert sock.sent == [b"".join(frames)]
+    assert not t._tx_buffers
+    assert t._tx_buffered_byte_count == 0
+
+
+def test_writes_are_capped_and_a_partial_write_keeps_the_rest_in_order() -> None:
+    big = [bytes([i % 251]) * (amqp.COALESCE_BYTES // 2) for i in range(5)]
+    sock = Socket()
+    t = transport(big, sock)
+    t._produce()
+    assert b"".join(sock.sent) == b"".join(big)
+    assert len(sock.sent) == 3  # two chunks reach the cap, the fifth goes alone
+    assert all(len(s) <= amqp.COALESCE_BYTES for s in sock.sent)
+
+    frames = [b"abc", b"def", b"ghi"]
+    sock = Socket(accept=4)  # the kernel takes 4 bytes at a time
+    t = transport(frames, sock)
+    t._produce()
+    assert sock.sent == [b"abcd", b"efgh", b"i"]
+    assert t._tx_buffered_byte_count == 0
