@@ -16,7 +16,6 @@ text and the notifier, rendering the same template, records the error.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,6 +36,7 @@ from jinja2 import (
 from jinja2.runtime import Context
 
 from workflow.catalog import Catalog
+from workflow.ids import new_id
 
 log = logging.getLogger(__name__)
 
@@ -372,7 +372,7 @@ def render(
         subject = f"Subscription change request {context['request_id']} ({template})"
         text = f"{subject}\n\nAccount: {context['account']}"
     return {
-        "notification_id": str(uuid.uuid4()),
+        "notification_id": new_id(),
         "template": template,
         "locale": locale,
         "recipient": {

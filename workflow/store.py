@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -12,6 +11,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 
 from policies.facts import Account, Actor, ProductLine, Subscription
 from workflow import tables as t
+from workflow.ids import new_id
 from workflow.lifecycle import HistoryStep
 
 Row = Mapping[Any, Any]
@@ -245,7 +245,7 @@ def outbox_row(
     request_id: str | None = None,
 ) -> dict[str, Any]:
     """An outbox row with the event's JSON as the contract gives it."""
-    event_id = str(uuid.uuid4())
+    event_id = new_id()
     payload: dict[str, Any] = {
         "event_id": event_id,
         "type": type_,

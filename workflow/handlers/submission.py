@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from workflow.errors import Refused
 from workflow.handlers.lookups import account_or_refuse, member_or_refuse
+from workflow.ids import new_id
 from workflow.lifecycle import Facts, Request, fire
 from workflow.messages import RequestPreview, RequestSubmit, change_as_dict, to_change
 from workflow.store import to_account, to_actor
@@ -20,7 +20,7 @@ def _checked(cmd: RequestPreview, uow: UnitOfWork) -> tuple[Request, dict[str, A
     actor = member_or_refuse(store, cmd.account_id, cmd.actor_id, "actor_id")
     changes = [to_change(item) for item in cmd.changes]
     subscription = store.subscription(account)
-    request = Request(str(uuid.uuid4()), cmd.account_id, cmd.actor_id)
+    request = Request(new_id(), cmd.account_id, cmd.actor_id)
     facts = Facts(
         at=uow.now,
         actor=to_actor(actor),
