@@ -1,6 +1,7 @@
 """Throw-away RabbitMQ vhosts and PostgreSQL databases, one per benchmark run.
 
-Names start with ``subreq_bench_`` and only such names are ever deleted. A vhost is
+Names start with ``subreq_bench_`` (the test suite passes its own prefix) and only such
+names are ever deleted. A vhost is
 created through the management API when port 15672 answers, else with ``rabbitmqctl``
 (which needs root or the rabbitmq user). ``reuse_vhost`` instead runs in the vhost of
 the given URL and deletes the topology the run declared at its end, for brokers where
@@ -42,13 +43,13 @@ class ServiceError(RuntimeError):
     """A vhost or database could not be created or removed."""
 
 
-def fresh_name() -> str:
-    return f"{NAME_PREFIX}{os.getpid()}_{secrets.token_hex(4)}"
+def fresh_name(prefix: str = NAME_PREFIX) -> str:
+    return f"{prefix}{os.getpid()}_{secrets.token_hex(4)}"
 
 
-def _check_ours(name: str) -> None:
-    if not name.startswith(NAME_PREFIX):
-        raise ServiceError(f"refusing to delete {name!r}: not created by the benchmark")
+def _check_ours(name: str, prefix: str) -> None:
+    if not name.startswith(prefix):
+        raise ServiceError(f"refusing to delete {name!r}: its name does not start with {prefix}")
 
 
 def redact(url: str) -> str:
@@ -109,9 +110,9 @@ def _rabbitmqctl(*args: str) -> None:
         raise ServiceError(f"rabbitmqctl {' '.join(args)} failed: {exc.stderr.strip()}") from exc
 
 
-def create_vhost(base_url: str) -> str:
+def create_vhost(base_url: str, *, prefix: str = NAME_PREFIX) -> str:
     """A fresh vhost on the broker of ``base_url`` with full rights for its user."""
-    vhost = fresh_name()
+    vhost = fresh_name(prefix)
     user = unquote(urlsplit(base_url).username or "guest")
     if _management_available(base_url):
         v, u = quote(vhost, safe=""), quote(user, safe="")
@@ -124,9 +125,9 @@ def create_vhost(base_url: str) -> str:
     return with_vhost(base_url, vhost)
 
 
-def delete_vhost(url: str) -> None:
+def delete_vhost(url: str, *, prefix: str = NAME_PREFIX) -> None:
     vhost = vhost_of(url)
-    _check_ours(vhost)
+    _check_ours(vhost, prefix)
     if _management_available(url):
         _management(url, "DELETE", f"vhosts/{quote(vhost, safe='')}")
     else:
@@ -196,17 +197,18 @@ def pg_connect(url: str, database: str | None = None) -> psycopg.Connection[Any]
     return psycopg.connect(libpq_url(url, database), autocommit=True, connect_timeout=TIMEOUT)
 
 
-def create_database(base_url: str) -> str:
+def create_database(base_url: str, *, prefix: str = NAME_PREFIX) -> str:
     """A fresh database on the server of ``base_url``; returns its SQLAlchemy URL."""
-    name = fresh_name()
+    name = fresh_name(prefix)
     with pg_connect(base_url) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return with_database(base_url, name)
 
 
-def drop_database(url: str, *, maintenance_url: str) -> None:
+def drop_database(url: str, *, maintenance_url: str, prefix: str = NAME_PREFIX) -> None:
+    """Drop it, with any connections still open, from ``maintenance_url``'s database."""
     name = unquote(urlsplit(url).path[1:])
-    _check_ours(name)
+    _check_ours(name, prefix)
     with pg_connect(maintenance_url) as conn:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
