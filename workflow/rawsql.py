@@ -314,7 +314,7 @@ class RawSql:
             rows = [dict(zip(names, k, strict=True)) for k in keys]
             self._run(sql, (self._columns(table).document(rows, names),))
         else:
-            parts = ", ".join(f"value ->> {i}" for i in range(len(names)))
+            parts = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(names)))
             sql = f"DELETE FROM {table.name} WHERE ({listed}) IN (SELECT {parts} FROM json_each(?))"
             self._run(sql, (orjson.dumps([list(k) for k in keys]).decode(),))
 
