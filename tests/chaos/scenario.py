@@ -20,8 +20,9 @@ from tests.chaos.figures import report
 from tests.chaos.publisher import ResilientClient
 from tests.chaos.sizes import Sizes
 from tests.chaos.smtp import MailSink
-from tests.chaos.stack import Stack, wait_for
+from tests.chaos.stack import Stack
 from tests.chaos.workload import Workload
+from tests.integration.helpers import wait_until
 from workflow.catalog import Catalog
 
 WORKER_FLAGS = ("--prefetch", "50", "--batch", "20")
@@ -70,7 +71,7 @@ class LoadScenario:
         self.worker_count = workers
         for i in range(workers):
             self.stack.spawn(f"worker-{i}", *WORKER_FLAGS, env={"SUBREQ_SMTP_URL": self.sink.url})
-        wait_for(
+        wait_until(
             lambda: (
                 self.client.queue_state(COMMANDS_QUEUE)[1] == workers
                 and self.client.queue_state(NOTIFICATIONS_QUEUE)[1] == workers

@@ -30,8 +30,8 @@ import pytest
 from consumers.amqp import COMMANDS_QUEUE
 from tests.chaos.figures import report
 from tests.chaos.publisher import ResilientClient
-from tests.chaos.stack import Stack, wait_for
-from tests.integration.helpers import account, member
+from tests.chaos.stack import Stack
+from tests.integration.helpers import account, member, wait_until
 from workflow.catalog import Catalog
 from workflow.service import CommandService
 
@@ -149,7 +149,7 @@ def test_nobody_without_the_role_decides_cancels_or_reads_and_every_attempt_is_a
         return mid
 
     try:
-        wait_for(
+        wait_until(
             lambda: client.queue_state(COMMANDS_QUEUE)[1] == 2,
             timeout=60,
             what="two workers to consume",

@@ -13,7 +13,8 @@ import pytest
 from consumers.amqp import COMMANDS_QUEUE
 from tests.chaos.conftest import chaos_stack
 from tests.chaos.publisher import ResilientClient
-from tests.chaos.stack import libpq, rabbitmqctl, wait_for
+from tests.chaos.stack import libpq, rabbitmqctl
+from tests.integration.helpers import wait_until
 from workflow.catalog import Catalog
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres]
@@ -40,7 +41,7 @@ def test_a_scenario_that_fails_half_way_leaves_nothing_behind(
             client = ResilientClient(stack.amqp_url, "cleanup")
             pids.extend(stack.spawn(f"worker-{n}").pid for n in range(2))
             try:
-                wait_for(
+                wait_until(
                     lambda: client.queue_state(COMMANDS_QUEUE)[1] == 2,
                     timeout=60,
                     what="two workers connected to the vhost and the database",

@@ -40,7 +40,8 @@ from tests.chaos.hostile import (
     install_raw_fields,
 )
 from tests.chaos.sizes import Sizes
-from tests.chaos.stack import Stack, wait_for
+from tests.chaos.stack import Stack
+from tests.integration.helpers import wait_until
 from workflow.catalog import Catalog
 from workflow.service import dedupe_key
 
@@ -272,7 +273,7 @@ def test_hostile_input_is_answered_or_dead_lettered_and_creates_nothing(
     worker = stack.spawn("worker", "--prefetch", "20", "--batch", "10")
     client = HostileClient(stack.amqp_url)
     try:
-        wait_for(client.consumers, timeout=60, what="the worker to consume")
+        wait_until(client.consumers, timeout=60, what="the worker to consume")
         for n in range(20):  # warm up: imports, pools, caches
             assert client.answers(CANARY, f"warm-{n}"), "the worker does not answer"
         pid = worker.pid
@@ -371,7 +372,7 @@ def test_header_values_a_python_client_cannot_read_poison_nothing(
     outcomes: dict[str, str] = {}
     problems: list[str] = []
     try:
-        wait_for(client.consumers, timeout=60, what="the worker to consume")
+        wait_until(client.consumers, timeout=60, what="the worker to consume")
         for n, raw in enumerate(RAW_FIELDS):
             innocents = [f"innocent-{n}-{i}" for i in range(20)]
             poisoned = [(f"raw-{n}-invalid", b"not json"), (f"raw-{n}-valid", _lookup())]

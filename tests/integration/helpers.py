@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import func, select
@@ -11,6 +13,8 @@ from sqlalchemy import func, select
 from workflow.database import Database
 from workflow.service import CommandService
 from workflow.tables import metadata
+
+T = TypeVar("T")
 
 _ids = itertools.count(1)
 
@@ -128,3 +132,26 @@ def events(db: Database, type_: str | None = None) -> list[dict[str, Any]]:
         query = query.where(outbox.c.type == type_)
     with db.engine.connect() as conn:
         return [orjson.loads(p) for p in conn.execute(query).scalars()]
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    *,
+    timeout: float = 15.0,
+    what: str = "it",
+    pump: Callable[[], None] | None = None,
+    interval: float = 0.05,
+) -> T:
+    """Poll ``predicate`` until it returns something truthy (returned), or fail naming
+    ``what``. ``pump`` services a connection between polls (default: sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        if pump is None:
+            time.sleep(interval)
+        else:
+            pump()

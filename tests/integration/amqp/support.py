@@ -12,8 +12,7 @@ import os
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,7 @@ from consumers.amqp import (
 )
 from consumers.consumer import CommandConsumer
 from consumers.worker import Worker, WorkerOptions
-from tests.integration.helpers import account, member
+from tests.integration.helpers import account, member, wait_until
 from workflow.catalog import Catalog
 from workflow.database import Database
 from workflow.service import CommandService
@@ -51,29 +50,6 @@ SUBREQ = Path(sys.executable).parent / "subreq"
 SEATS = [{"type": "add_seats", "product": "support", "quantity": 5}]
 
 T = TypeVar("T")
-
-
-def wait_until(
-    predicate: Callable[[], T],
-    *,
-    timeout: float,
-    what: str,
-    pump: Callable[[], None] | None = None,
-    interval: float = 0.05,
-) -> T:
-    """Poll ``predicate`` until it returns something truthy (returned), or fail naming
-    ``what``. ``pump`` services a connection between polls (default: sleep)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        if pump is None:
-            time.sleep(interval)
-        else:
-            pump()
 
 
 def vhost_of(url: str) -> str:

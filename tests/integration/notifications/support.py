@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -28,18 +27,6 @@ from workflow.tables import notification_deliveries
 T = TypeVar("T")
 
 FAST_RETRY = RetryPolicy(attempts=40, first=0.1, ceiling=0.5)
-
-
-def wait_until(check: Callable[[], T], timeout: float = 15.0, what: str = "it") -> T:
-    """Poll ``check`` until it returns something truthy; bounded."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def url_of(db: Database) -> str:

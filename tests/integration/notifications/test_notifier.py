@@ -14,14 +14,13 @@ import pytest
 from typer.testing import CliRunner
 
 from consumers.cli import app
-from tests.integration.helpers import decide, events, member, seed, send, submit
+from tests.integration.helpers import decide, events, member, seed, send, submit, wait_until
 from tests.integration.notifications.smtp import SmtpServer
 from tests.integration.notifications.support import (
     Queues,
     delivery_counts,
     running,
     url_of,
-    wait_until,
 )
 from workflow.catalog import Catalog
 from workflow.database import Database

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from consumers.amqp import NOTIFICATIONS_QUEUE
-from tests.integration.helpers import events, seed, submit
+from tests.integration.helpers import events, seed, submit, wait_until
 from tests.integration.notifications.smtp import SmtpServer
-from tests.integration.notifications.support import Queues, url_of, wait_until
+from tests.integration.notifications.support import Queues, url_of
 from workflow.catalog import Catalog
 from workflow.database import Database
 from workflow.service import CommandService
