@@ -17,6 +17,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
 
 RATE = 200  # samples per second
@@ -108,11 +109,10 @@ def markdown(title: str, summary: Summary, stacks: Path) -> list[str]:
         "| on the stack | function | | at the top | function |",
         "|--:|---|---|--:|---|",
     ]
-    rows = max(len(summary.inclusive), len(summary.leaf))
     blank: tuple[str, float | None] = ("", None)
-    inclusive = [*summary.inclusive, *[blank] * (rows - len(summary.inclusive))]
-    leaf = [*summary.leaf, *[blank] * (rows - len(summary.leaf))]
-    for (on_stack, share), (at_top, own) in zip(inclusive, leaf, strict=True):
+    for (on_stack, share), (at_top, own) in zip_longest(
+        summary.inclusive, summary.leaf, fillvalue=blank
+    ):
         lines.append(f"| {_pct(share)} | {_code(on_stack)} | | {_pct(own)} | {_code(at_top)} |")
     return [*lines, ""]
 

@@ -143,7 +143,7 @@ class BatchStore(Store):
                     ProductLine(row["product"], row["plan"], row["seats"])
                 )
         if wanted:
-            loaded = []
+            fresh: set[str] = set()
             for request in next(results):
                 request_id = request["request_id"]
                 if request_id in self._requests and self._requests[request_id] is not None:
@@ -151,12 +151,11 @@ class BatchStore(Store):
                 self._requests[request_id] = request
                 self._requests_in_db.add(request_id)
                 self._history[request_id] = []
-                loaded.append(request_id)
+                fresh.add(request_id)
                 if request["state"] == "pending":
                     self._pending[request["account_id"]] = request_id
             for request_id in request_ids:
                 self._requests.setdefault(request_id, None)
-            fresh = set(loaded)
             for row in next(results):
                 if row["request_id"] in fresh:
                     self._history[row["request_id"]].append(_history_entry(row))

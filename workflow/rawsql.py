@@ -2,12 +2,14 @@
 
 A compiled SQLAlchemy statement costs tens of microseconds per row on the way in and out,
 and a multi-row INSERT has a new text for every row count, which the driver parses again,
-placeholder by placeholder. Here a statement's text never changes with the batch: on
-PostgreSQL a batch travels as one array per column (``unnest``, ``= ANY``), on SQLite as an
-``executemany`` or a JSON array read with ``json_each``. Values are converted the way the
-tables' column types convert them (naive UTC times, JSON as text), so rows written here and
-rows written through SQLAlchemy are the same. Statements run through
-``Connection.exec_driver_sql``: same transaction, same error translation.
+placeholder by placeholder. Here a statement's text never changes with the batch. On
+PostgreSQL the rows of a write travel as one JSON document (``json_populate_recordset``
+converts each field to its column's type) and the keys of a read as one array literal
+(``= ANY``); on SQLite a write is an ``executemany`` and the keys a JSON array read with
+``json_each``. Values are converted the way the tables' column types convert them (naive
+UTC times, JSON), so rows written here and rows written through SQLAlchemy are the same.
+Statements run through ``Connection.exec_driver_sql`` or, several at once on PostgreSQL,
+a psycopg pipeline whose errors are raised as SQLAlchemy's.
 """
 
 from __future__ import annotations
