@@ -24,7 +24,6 @@ COPY pyproject.toml README.md ./
 COPY policies ./policies
 COPY workflow ./workflow
 COPY consumers ./consumers
-COPY migrations ./migrations
 # --no-deps: everything is pinned above; pip check fails the build if the lock misses one.
 RUN pip install --no-deps . && pip check && rm -rf build *.egg-info
 

@@ -402,11 +402,11 @@ def _count_errors(result: RunResult, phase: Phase) -> None:
 
 
 def _final_backlog(database_url: str, mode: str, backlog: Backlog) -> int:
-    """For subreq, the project's own ``workflow.outbox.backlog`` has the last word."""
+    """For subreq, the project's own ``workflow.app.outbox.backlog`` has the last word."""
     if mode == "ceiling":
         return backlog.unpublished()
-    from workflow.database import Database
-    from workflow.outbox import backlog as outbox_backlog
+    from workflow.app.outbox import backlog as outbox_backlog
+    from workflow.persistence.database import Database
 
     db = Database(database_url, pool_size=1)
     try:

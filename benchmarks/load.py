@@ -89,7 +89,7 @@ class Backlog:
 
     The SQLAlchemy engine of subreq opens every SQLite transaction with BEGIN IMMEDIATE,
     so polling through it would take the write lock away from the worker; this reads
-    without locking. The same predicate as ``workflow.outbox.backlog``: published_at IS NULL.
+    without locking. The same predicate as ``workflow.app.outbox.backlog``: published_at IS NULL.
     """
 
     def __init__(self, database_url: str, table: str) -> None:

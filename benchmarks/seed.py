@@ -24,10 +24,10 @@ from typing import Any
 import orjson
 
 from benchmarks.services import pg_connect
-from workflow.catalog import load_catalog
-from workflow.database import Database
-from workflow.migrate import upgrade
-from workflow.service import CommandService
+from workflow.app.service import CommandService
+from workflow.domain.catalog import load_catalog
+from workflow.persistence.database import Database
+from workflow.persistence.migrate import upgrade
 
 log = logging.getLogger(__name__)
 

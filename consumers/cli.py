@@ -19,14 +19,15 @@ from pika.exceptions import AMQPError
 
 from consumers import logs, render
 from consumers.amqp import unreachable
-from workflow import migrate, reports
-from workflow.database import Database
+from workflow.domain.lifecycle import mermaid
 from workflow.errors import ConfigurationError, SubreqError
-from workflow.lifecycle import mermaid
+from workflow.ops import reports
+from workflow.persistence import migrate
+from workflow.persistence.database import Database
 from workflow.settings import Settings, load_settings
 
 State = Literal["pending", "approved", "rejected", "cancelled", "expired", "voided"]
-"""The stored states (``workflow.lifecycle.STATES``), spelled out so ``--help`` lists them."""
+"""The stored states (``workflow.domain.lifecycle.STATES``), spelled out for ``--help``."""
 
 app = typer.Typer(
     name="subreq",
@@ -317,7 +318,7 @@ def health(
 @app.command()
 def asyncapi(as_json: JsonFlag = False) -> None:
     """Print the AsyncAPI 3.0 description of the wire contract (docs/asyncapi.yaml)."""
-    from workflow.asyncapi import document, to_json, to_yaml
+    from workflow.contract.asyncapi import document, to_json, to_yaml
 
     doc = document()
     typer.echo(to_json(doc) if as_json else to_yaml(doc), nl=False)

@@ -31,9 +31,9 @@ from consumers.amqp import (
     run_connected,
 )
 from consumers.metrics import COMMANDS, LATENCY
+from workflow.app.service import CommandService, Outcome
+from workflow.contract.messages import COMMANDS as COMMAND_NAMES
 from workflow.errors import TransientError
-from workflow.messages import COMMANDS as COMMAND_NAMES
-from workflow.service import CommandService, Outcome
 
 log = logging.getLogger(__name__)
 

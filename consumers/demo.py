@@ -20,11 +20,11 @@ from pika.spec import Basic, BasicProperties
 from consumers.amqp import EVENTS_EXCHANGE, connect, unreachable
 from consumers.client import SubreqClient
 from consumers.worker import Worker, WorkerOptions
-from workflow.database import Database
-from workflow.deliveries import recent
-from workflow.mailconfig import parse_smtp_url
-from workflow.migrate import upgrade
-from workflow.reports import notifications_requested
+from workflow.notifications.deliveries import recent
+from workflow.notifications.mailconfig import parse_smtp_url
+from workflow.ops.reports import notifications_requested
+from workflow.persistence.database import Database
+from workflow.persistence.migrate import upgrade
 from workflow.settings import Settings
 
 Echo = Callable[[str], None]

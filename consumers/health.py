@@ -17,7 +17,7 @@ from pika.exceptions import AMQPError, ChannelClosedByBroker
 
 from consumers.amqp import COMMANDS_QUEUE, connect
 from workflow.errors import ConfigurationError
-from workflow.health import Check, database_checks
+from workflow.persistence.probe import Check, database_checks
 from workflow.settings import Settings
 
 DEFAULT_TIMEOUT = 3.0

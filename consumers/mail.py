@@ -31,7 +31,7 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Protocol
 
-from workflow.mailconfig import SmtpServer
+from workflow.notifications.mailconfig import SmtpServer
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from workflow.database import Database
 from workflow.errors import SubreqError
-from workflow.stats import snapshot
+from workflow.ops.stats import snapshot
+from workflow.persistence.database import Database
 
 log = logging.getLogger(__name__)
 

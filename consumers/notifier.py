@@ -11,7 +11,7 @@ for good (then a copy goes to ``subreq.notifications.dead`` with the reason in
 ``x-subreq-error`` first). A failure a retry may cure keeps the message in hand
 and tries again with exponential backoff, the others going on meanwhile; after
 ``RetryPolicy.attempts`` attempts it is dead-lettered too. See
-``workflow.deliveries`` for why a message is never sent twice.
+``workflow.notifications.deliveries`` for why a message is never sent twice.
 """
 
 from __future__ import annotations
@@ -40,11 +40,11 @@ from consumers.amqp import (
 )
 from consumers.mail import DeliveryError, Mailer, Outgoing, Permanent, build_message, recipient
 from consumers.metrics import NOTIFICATIONS
-from workflow import deliveries
-from workflow.database import Database
-from workflow.deliveries import BadNotice, Claim, Notice, Outcome, parse_notice
 from workflow.errors import TransientError
-from workflow.notifications import Email, render_email
+from workflow.notifications import deliveries
+from workflow.notifications.deliveries import BadNotice, Claim, Notice, Outcome, parse_notice
+from workflow.notifications.render import Email, render_email
+from workflow.persistence.database import Database
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from consumers.amqp import (
     run_connected,
 )
 from consumers.metrics import EVENTS
-from workflow.database import Database
+from workflow.app.outbox import PendingEvent, relay_batch
 from workflow.errors import TransientError
-from workflow.outbox import PendingEvent, relay_batch
-from workflow.retention import prune
+from workflow.ops.retention import prune
+from workflow.persistence.database import Database
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The sweeper loop: runs ``workflow.sweeper`` every interval until told to stop (R14).
+"""The sweeper loop: runs ``workflow.ops.deadlines`` every interval until told to stop (R14).
 
 The contract promises a look at least every quarter of the shorter of
 ``SUBREQ_REQUEST_TTL`` and ``SUBREQ_REMINDER_AFTER``, so second-scale values work
@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from consumers.amqp import Backoff
 from workflow.errors import TransientError
-from workflow.sweeper import Sweeper, sweep_interval
+from workflow.ops.deadlines import Sweeper, sweep_interval
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ from consumers.metrics import serve
 from consumers.notifier import Notifier, RetryPolicy, utcnow
 from consumers.relay import OutboxRelay
 from consumers.sweeper import SweeperLoop
-from workflow.catalog import load_catalog
-from workflow.database import Database
-from workflow.mailconfig import parse_mail_from, parse_smtp_url
-from workflow.service import CommandService
+from workflow.app.service import CommandService
+from workflow.domain.catalog import load_catalog
+from workflow.notifications.mailconfig import parse_mail_from, parse_smtp_url
+from workflow.ops.deadlines import Sweeper
+from workflow.persistence.database import Database
 from workflow.settings import Settings
-from workflow.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
 

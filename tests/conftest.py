@@ -16,11 +16,11 @@ import pytest
 from sqlalchemy import text
 
 from tests import services
-from workflow.catalog import Catalog, load_catalog
-from workflow.database import Database
-from workflow.migrate import upgrade
-from workflow.service import CommandService
-from workflow.tables import metadata
+from workflow.app.service import CommandService
+from workflow.domain.catalog import Catalog, load_catalog
+from workflow.persistence.database import Database
+from workflow.persistence.migrate import upgrade
+from workflow.persistence.tables import metadata
 
 # --- services ---------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from pydantic import BeforeValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workflow.errors import ConfigurationError
-from workflow.mailconfig import parse_mail_from, parse_smtp_url
+from workflow.notifications.mailconfig import parse_mail_from, parse_smtp_url
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")

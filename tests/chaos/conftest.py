@@ -24,7 +24,7 @@ from tests.chaos.figures import summary
 from tests.chaos.sizes import Sizes, load_sizes
 from tests.chaos.smtp import MailSink
 from tests.chaos.stack import Stack
-from workflow.migrate import upgrade
+from workflow.persistence.migrate import upgrade
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from hypothesis import strategies as st
 
-from workflow.messages import COMMANDS
+from workflow.contract.messages import COMMANDS
 
 ROUTING_KEYS = tuple(COMMANDS)
 RESERVED = ("canary", "fz:")  # the harness's own account, and upserted fuzz accounts

@@ -23,7 +23,7 @@ from tests.chaos.smtp import MailSink
 from tests.chaos.stack import Stack
 from tests.chaos.workload import Workload
 from tests.integration.helpers import wait_until
-from workflow.catalog import Catalog
+from workflow.domain.catalog import Catalog
 
 WORKER_FLAGS = ("--prefetch", "50", "--batch", "20")
 """A small prefetch: a killed worker's unacked commands all count a delivery more."""

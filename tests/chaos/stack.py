@@ -29,9 +29,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from tests.integration.helpers import account, member
-from workflow.catalog import Catalog
-from workflow.database import Database
-from workflow.service import CommandService
+from workflow.app.service import CommandService
+from workflow.domain.catalog import Catalog
+from workflow.persistence.database import Database
 
 SUBREQ = Path(sys.executable).with_name("subreq")
 PR_SET_PDEATHSIG = 1

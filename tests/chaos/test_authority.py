@@ -32,8 +32,8 @@ from tests.chaos.figures import report
 from tests.chaos.publisher import ResilientClient
 from tests.chaos.stack import Stack
 from tests.integration.helpers import account, member, wait_until
-from workflow.catalog import Catalog
-from workflow.service import CommandService
+from workflow.app.service import CommandService
+from workflow.domain.catalog import Catalog
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres, pytest.mark.slow]
 

@@ -15,7 +15,7 @@ from tests.chaos.conftest import chaos_stack
 from tests.chaos.publisher import ResilientClient
 from tests.chaos.stack import libpq, rabbitmqctl
 from tests.integration.helpers import wait_until
-from workflow.catalog import Catalog
+from workflow.domain.catalog import Catalog
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres]
 

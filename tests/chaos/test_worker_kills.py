@@ -21,7 +21,7 @@ from tests.chaos.scenario import LoadScenario, assert_kept
 from tests.chaos.sizes import Sizes
 from tests.chaos.smtp import MailSink
 from tests.chaos.stack import Stack
-from workflow.catalog import Catalog
+from workflow.domain.catalog import Catalog
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres, pytest.mark.slow]
 

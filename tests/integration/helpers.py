@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 import orjson
 from sqlalchemy import func, select
 
-from workflow.database import Database
-from workflow.service import CommandService
-from workflow.tables import metadata
+from workflow.app.service import CommandService
+from workflow.persistence.database import Database
+from workflow.persistence.tables import metadata
 
 T = TypeVar("T")
 
@@ -125,7 +125,7 @@ def counts(db: Database) -> dict[str, int]:
 
 
 def events(db: Database, type_: str | None = None) -> list[dict[str, Any]]:
-    from workflow.tables import outbox
+    from workflow.persistence.tables import outbox
 
     query = select(outbox.c.payload).order_by(outbox.c.id)
     if type_ is not None:

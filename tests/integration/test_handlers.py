@@ -19,8 +19,8 @@ from tests.integration.helpers import (
     send,
     submit,
 )
-from workflow.service import CommandService
-from workflow.tables import audit_log, subscription_products
+from workflow.app.service import CommandService
+from workflow.persistence.tables import audit_log, subscription_products
 
 
 def products(service: CommandService, account_id: str = "acme") -> dict[str, tuple[str, int]]:

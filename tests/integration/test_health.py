@@ -19,8 +19,8 @@ from consumers.amqp import connect, declare_topology
 from consumers.cli import app
 from consumers.health import broker_checks
 from tests import services
-from workflow.database import Database
-from workflow.health import database_checks
+from workflow.persistence.database import Database
+from workflow.persistence.probe import database_checks
 
 NAMES = ["database", "migrations", "broker", "command queue"]
 

@@ -44,10 +44,10 @@ from hypothesis.stateful import (
 from sqlalchemy import Connection, delete, func, select
 
 from policies.decision import ErrorCode
-from workflow import tables as t
-from workflow.catalog import Catalog, load_catalog
-from workflow.database import Database
-from workflow.service import CommandService, Outcome
+from workflow.app.service import CommandService, Outcome
+from workflow.domain.catalog import Catalog, load_catalog
+from workflow.persistence import tables as t
+from workflow.persistence.database import Database
 
 ACCOUNTS = ("acct-1", "acct-2", "acct-3")
 SLOTS = {

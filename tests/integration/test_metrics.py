@@ -21,8 +21,8 @@ from consumers.amqp import (
 from consumers.client import SubreqClient
 from consumers.worker import Worker, WorkerOptions
 from tests.integration.helpers import SEATS, account, member
-from workflow.database import Database
-from workflow.migrate import upgrade
+from workflow.persistence.database import Database
+from workflow.persistence.migrate import upgrade
 from workflow.settings import Settings
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from workflow.database import Database
-from workflow.migrate import current_revision, head_revision, upgrade
-from workflow.tables import metadata
+from workflow.persistence.database import Database
+from workflow.persistence.migrate import current_revision, head_revision, upgrade
+from workflow.persistence.tables import metadata
 
 
 def test_migrated_schema_matches_the_tables(database: Database) -> None:

@@ -9,9 +9,9 @@ from sqlalchemy import func, select
 
 from policies.decision import ALLOW
 from tests.integration.helpers import seed, send, submit
-from workflow import lifecycle
-from workflow.service import CommandService
-from workflow.tables import requests
+from workflow.app.service import CommandService
+from workflow.domain import lifecycle
+from workflow.persistence.tables import requests
 
 SUBMITTERS = 8
 

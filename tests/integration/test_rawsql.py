@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from workflow.database import Database
-from workflow.rawsql import Query, RawSql
-from workflow.tables import accounts, outbox, processed_commands, requests
+from workflow.persistence.database import Database
+from workflow.persistence.rawsql import Query, RawSql
+from workflow.persistence.tables import accounts, outbox, processed_commands, requests
 
 AWKWARD = ["plain", 'quote"d', "back\\slash", "comma,brace{}", "NULL", "", " é✓ 'x' "]
 AT = datetime(2026, 11, 27, 10, 0, 0, 123456, tzinfo=UTC)

@@ -7,10 +7,10 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 
 from tests.integration.helpers import seed, submit
-from workflow.outbox import relay_batch
-from workflow.retention import KEEP_REPLIES, prune
-from workflow.service import CommandService
-from workflow.tables import outbox, processed_commands
+from workflow.app.outbox import relay_batch
+from workflow.app.service import CommandService
+from workflow.ops.retention import KEEP_REPLIES, prune
+from workflow.persistence.tables import outbox, processed_commands
 
 
 def count(service: CommandService, table) -> int:

@@ -21,13 +21,13 @@ from typer.testing import CliRunner
 from consumers import amqp, deadletters
 from consumers.cli import app
 from tests.integration.helpers import events, member
-from workflow import asyncapi as spec
-from workflow import envelopes, examples
-from workflow.catalog import load_catalog
-from workflow.database import Database
-from workflow.messages import COMMANDS, EVENT_TYPES, Event, Reply
-from workflow.migrate import upgrade
-from workflow.service import CommandService
+from workflow.app.service import CommandService
+from workflow.contract import asyncapi as spec
+from workflow.contract import envelopes, examples
+from workflow.contract.messages import COMMANDS, EVENT_TYPES, Event, Reply
+from workflow.domain.catalog import load_catalog
+from workflow.persistence.database import Database
+from workflow.persistence.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKED_IN = ROOT / "docs" / "asyncapi.yaml"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from workflow.catalog import Catalog, CatalogDocument, CatalogError, load_catalog
+from workflow.domain.catalog import Catalog, CatalogDocument, CatalogError, load_catalog
 
 ALL_PLANS = ("team", "growth", "professional", "enterprise", "enterprise_plus")
 

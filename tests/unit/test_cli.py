@@ -14,11 +14,11 @@ from typer.testing import CliRunner
 
 from consumers import render
 from consumers.cli import State, app, one_line
-from workflow.catalog import CatalogError, load_catalog
-from workflow.database import Database
-from workflow.lifecycle import STATES
-from workflow.migrate import head_revision
-from workflow.service import CommandService, utcnow
+from workflow.app.service import CommandService, utcnow
+from workflow.domain.catalog import CatalogError, load_catalog
+from workflow.domain.lifecycle import STATES
+from workflow.persistence.database import Database
+from workflow.persistence.migrate import head_revision
 
 runner = CliRunner()
 

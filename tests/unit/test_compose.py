@@ -28,7 +28,7 @@ from packaging.version import Version
 from workflow.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("policies", "workflow", "consumers", "migrations")
+PACKAGES = ("policies", "workflow", "consumers")
 SERVICES = ("rabbitmq", "postgres", "mailpit", "migrate", "worker")
 PREFIX = "SUBREQ_"
 CONTRACT_VARIABLES = (
@@ -246,6 +246,14 @@ def test_the_lock_covers_everything_the_code_imports() -> None:
     )
 
 
+def _owning_package(path: Path) -> str:
+    """The dotted name of the innermost package (folder with ``__init__.py``) above ``path``."""
+    folder = path.parent
+    while not (folder / "__init__.py").is_file():
+        folder = folder.parent
+    return ".".join(folder.relative_to(ROOT).parts)
+
+
 def test_the_package_ships_every_data_file(pyproject: dict[str, Any]) -> None:
     """A non-editable install (the image's) holds only .py files and package-data."""
     package_data: dict[str, list[str]] = pyproject["tool"]["setuptools"]["package-data"]
@@ -254,9 +262,10 @@ def test_the_package_ships_every_data_file(pyproject: dict[str, Any]) -> None:
         for path in (ROOT / package).rglob("*"):
             if not path.is_file() or path.suffix in (".py", ".pyc") or "__pycache__" in path.parts:
                 continue
-            relative = path.relative_to(ROOT / package).as_posix()
-            if not any(fnmatch(relative, glob) for glob in package_data.get(package, [])):
-                left_out.append(f"{package}/{relative}")
+            owner = _owning_package(path)
+            relative = path.relative_to(ROOT.joinpath(*owner.split("."))).as_posix()
+            if not any(fnmatch(relative, glob) for glob in package_data.get(owner, [])):
+                left_out.append(path.relative_to(ROOT).as_posix())
     folders = sorted({path.rsplit("/", 1)[0] + "/" for path in left_out})
     assert not left_out, f"{len(left_out)} files in {folders} not in [tool.setuptools.package-data]"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 
-from workflow.ids import new_id
+from workflow.domain.ids import new_id
 
 
 def test_new_ids_are_distinct_version_4_uuids() -> None:

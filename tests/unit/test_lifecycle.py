@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from policies.facts import Account, Actor, CatalogFacts, Change, ProductLine, Subscription
-from workflow.lifecycle import FINAL_STATES, MACHINE, STATES, Facts, Request, fire, mermaid
+from workflow.domain.lifecycle import FINAL_STATES, MACHINE, STATES, Facts, Request, fire, mermaid
 
 AT = datetime(2026, 3, 1, tzinfo=UTC)
 CATALOG = CatalogFacts(plans={"support": ("team", "professional")}, addable=frozenset())

@@ -24,7 +24,7 @@ from consumers.mail import (
     recipient,
 )
 from workflow.errors import ConfigurationError
-from workflow.mailconfig import SmtpServer, parse_mail_from, parse_smtp_url
+from workflow.notifications.mailconfig import SmtpServer, parse_mail_from, parse_smtp_url
 from workflow.settings import load_settings
 
 SENDER = parse_mail_from("subreq <no-reply@subreq.example>")

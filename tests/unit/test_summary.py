@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from policies.facts import Change, ProductLine, Subscription
-from workflow.catalog import Catalog, CatalogDocument, load_catalog
-from workflow.summary import PricingError, apply_changes, format_money, summarize
+from workflow.domain.catalog import Catalog, CatalogDocument, load_catalog
+from workflow.domain.summary import PricingError, apply_changes, format_money, summarize
 
 
 def _plan(plan_id: str, usd: str, eur: str) -> dict[str, Any]:

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from jinja2 import UndefinedError
 
-from workflow import notifications
-from workflow.catalog import load_catalog
-from workflow.notifications import TEMPLATES, pick_locale, render, render_email
+from workflow.domain.catalog import load_catalog
+from workflow.notifications import render as notifications
+from workflow.notifications.render import TEMPLATES, pick_locale, render, render_email
 
 NOW = datetime(2026, 1, 8, 9, 0, tzinfo=UTC)
 SUMMARY = {

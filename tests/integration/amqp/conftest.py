@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import text
 
 from tests.integration.amqp.support import Broker, RawClient, WorkerProcess
-from workflow.database import Database
-from workflow.tables import metadata
+from workflow.persistence.database import Database
+from workflow.persistence.tables import metadata
 
 
 @pytest.fixture

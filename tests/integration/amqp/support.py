@@ -38,11 +38,11 @@ from consumers.amqp import (
 from consumers.consumer import CommandConsumer
 from consumers.worker import Worker, WorkerOptions
 from tests.integration.helpers import account, member, wait_until
-from workflow.catalog import Catalog
-from workflow.database import Database
-from workflow.service import CommandService
+from workflow.app.service import CommandService
+from workflow.domain.catalog import Catalog
+from workflow.persistence.database import Database
+from workflow.persistence.tables import metadata
 from workflow.settings import Settings
-from workflow.tables import metadata
 
 SUBREQ = Path(sys.executable).parent / "subreq"
 """The console script of the venv running the tests."""

@@ -14,7 +14,7 @@ from tests.integration.amqp.support import (
     url_of,
 )
 from tests.integration.helpers import account, member
-from workflow.database import Database
+from workflow.persistence.database import Database
 
 REQUEST_FIELDS = {
     "request_id",

@@ -16,10 +16,10 @@ from tests.integration.amqp.support import (
     wait_until,
 )
 from tests.integration.helpers import member
-from workflow.catalog import Catalog
-from workflow.database import Database
-from workflow.service import CommandService
-from workflow.tables import requests
+from workflow.app.service import CommandService
+from workflow.domain.catalog import Catalog
+from workflow.persistence.database import Database
+from workflow.persistence.tables import requests
 
 ACCOUNTS = 8
 SUBMITTERS = 8

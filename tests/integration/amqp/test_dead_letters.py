@@ -24,9 +24,9 @@ from tests.integration.amqp.support import (
     url_of,
 )
 from tests.integration.helpers import account, member
-from workflow.catalog import Catalog
-from workflow.database import Database
-from workflow.service import MAX_BODY_BYTES, CommandService, Outcome
+from workflow.app.service import MAX_BODY_BYTES, CommandService, Outcome
+from workflow.domain.catalog import Catalog
+from workflow.persistence.database import Database
 
 OVERSIZED = orjson.dumps({**member("acme-big", "agent"), "padding": "x" * MAX_BODY_BYTES})
 

@@ -23,10 +23,10 @@ from tests.integration.amqp.support import (
     url_of,
     wait_until,
 )
-from workflow.catalog import Catalog
-from workflow.database import Database
-from workflow.service import CommandService
-from workflow.tables import outbox
+from workflow.app.service import CommandService
+from workflow.domain.catalog import Catalog
+from workflow.persistence.database import Database
+from workflow.persistence.tables import outbox
 
 ROUND = 20
 EVENT_FIELDS = {"event_id", "type", "occurred_at", "account_id", "data"}

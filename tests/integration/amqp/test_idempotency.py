@@ -13,7 +13,7 @@ from tests.integration.amqp.support import (
     url_of,
 )
 from tests.integration.helpers import account, member
-from workflow.database import Database
+from workflow.persistence.database import Database
 
 
 def seed_over_the_wire(client: RawClient) -> None:

@@ -25,9 +25,9 @@ from tests.integration.amqp.support import (
     url_of,
     wait_until,
 )
-from workflow.catalog import Catalog
-from workflow.database import Database
-from workflow.service import CommandService, Outcome
+from workflow.app.service import CommandService, Outcome
+from workflow.domain.catalog import Catalog
+from workflow.persistence.database import Database
 
 BURST = 300
 STALL_AT = 80

@@ -20,8 +20,8 @@ from tests.integration.amqp.support import (
     url_of,
     wait_until,
 )
-from workflow.catalog import Catalog
-from workflow.database import Database
+from workflow.domain.catalog import Catalog
+from workflow.persistence.database import Database
 
 LOAD = 300
 STALL_AT = 60

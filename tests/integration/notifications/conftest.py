@@ -12,8 +12,8 @@ from sqlalchemy import text
 from tests import services
 from tests.integration.notifications.smtp import SmtpServer
 from tests.integration.notifications.support import Queues
-from workflow.database import Database
-from workflow.tables import metadata
+from workflow.persistence.database import Database
+from workflow.persistence.tables import metadata
 
 
 @pytest.fixture

@@ -20,9 +20,9 @@ from consumers.amqp import (
 )
 from consumers.notifier import RetryPolicy
 from consumers.worker import Worker, WorkerOptions
-from workflow.database import Database
+from workflow.persistence.database import Database
+from workflow.persistence.tables import notification_deliveries
 from workflow.settings import Settings
-from workflow.tables import notification_deliveries
 
 T = TypeVar("T")
 

@@ -10,11 +10,11 @@ import orjson
 import pytest
 
 from tests.integration.helpers import events, seed
-from workflow import deliveries
-from workflow.database import Database
-from workflow.deliveries import BadNotice, Outcome, parse_notice
-from workflow.service import CommandService
-from workflow.store import Store
+from workflow.app.service import CommandService
+from workflow.notifications import deliveries
+from workflow.notifications.deliveries import BadNotice, Outcome, parse_notice
+from workflow.persistence.database import Database
+from workflow.persistence.store import Store
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 STALE = timedelta(minutes=5)

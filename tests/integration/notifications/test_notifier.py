@@ -22,9 +22,9 @@ from tests.integration.notifications.support import (
     running,
     url_of,
 )
-from workflow.catalog import Catalog
-from workflow.database import Database
-from workflow.service import CommandService
+from workflow.app.service import CommandService
+from workflow.domain.catalog import Catalog
+from workflow.persistence.database import Database
 
 pytestmark = [pytest.mark.postgres]
 
@@ -191,7 +191,7 @@ def test_bad_input_ends_with_a_reason_and_never_blocks_the_others(
     assert any("template 'request_submitted'" in r and "undefined" in r for r in reasons)
 
     with pg.engine.connect() as conn:
-        from workflow.deliveries import recent
+        from workflow.notifications.deliveries import recent
 
         records = {r["notification_id"]: r for r in recent(conn)}
     assert records["slow"]["status"] == "sent"

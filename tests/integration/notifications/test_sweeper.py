@@ -10,10 +10,10 @@ import pytest
 
 from tests.conftest import Clock
 from tests.integration.helpers import decide, events, seed, send, submit
-from workflow.catalog import Catalog
-from workflow.database import Database
-from workflow.service import CommandService
-from workflow.sweeper import Sweeper, describe, sweep_interval
+from workflow.app.service import CommandService
+from workflow.domain.catalog import Catalog
+from workflow.ops.deadlines import Sweeper, describe, sweep_interval
+from workflow.persistence.database import Database
 
 TTL = timedelta(days=30)
 REMIND = timedelta(days=3)

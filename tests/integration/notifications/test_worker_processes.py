@@ -18,9 +18,9 @@ from consumers.amqp import NOTIFICATIONS_QUEUE
 from tests.integration.helpers import events, seed, submit, wait_until
 from tests.integration.notifications.smtp import SmtpServer
 from tests.integration.notifications.support import Queues, url_of
-from workflow.catalog import Catalog
-from workflow.database import Database
-from workflow.service import CommandService
+from workflow.app.service import CommandService
+from workflow.domain.catalog import Catalog
+from workflow.persistence.database import Database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

@@ -1,0 +1,381 @@
+"""Processing one command: parse, deduplicate, handle, audit, reply -- in one transaction.
+
+This is the workflow's single entry point; the broker edge hands it the raw
+routing key, body and ``message_id`` and gets back the reply to publish and
+whether the message belongs in the dead letters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
+
+from policies.decision import Decision, ErrorCode
+from policies.lifecycle import no_other_pending
+from workflow.app.context import CommandContext
+from workflow.app.handlers import HANDLERS
+from workflow.app.handlers.expiry import expire_request
+from workflow.contract.messages import ADAPTERS, BODY_DEDUPED, QUERIES
+from workflow.domain.catalog import Catalog
+from workflow.errors import Refused
+from workflow.persistence.database import Database
+from workflow.persistence.sqlstore import BatchStore
+from workflow.persistence.store import Store
+
+MAX_PLAIN_KEY = 150
+"""Longer message ids are stored as their SHA-256 (the key column holds 200 characters)."""
+
+MAX_BODY_BYTES = 64 * 1024
+"""Larger bodies are refused unread: no command of the contract comes near this size."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the edge needs: the reply body, and whether the command was unprocessable."""
+
+    reply: bytes
+    invalid: bool = False
+    duplicate: bool = False
+    error_reason: str | None = None
+    error_code: str | None = None
+    account_id: str | None = None
+    request_id: str | None = None
+
+    def json(self) -> dict[str, Any]:
+        return orjson.loads(self.reply)  # type: ignore[no-any-return]
+
+
+def encode(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_UTC_Z)
+
+
+def error_reply(decision: Decision) -> dict[str, Any]:
+    return {
+        "ok": False,
+        "error": {
+            "code": str(decision.code),
+            "message": decision.message,
+            "details": [d.as_detail() for d in decision.denials],
+        },
+    }
+
+
+class Invalid(Exception):
+    """Raised while parsing when the message itself is unusable (never after a lookup)."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(decision.message)
+        self.decision = decision
+
+
+def _invalid(reason: str, field_: str | None = None) -> Invalid:
+    return Invalid(Decision.deny(None, ErrorCode.INVALID_MESSAGE, reason, field_))
+
+
+def parse(routing_key: str, body: bytes | str | dict[str, Any]) -> Any:
+    """The validated command model, or :class:`Invalid` saying which field is wrong."""
+    adapter = ADAPTERS.get(routing_key)
+    if adapter is None:
+        known = ", ".join(sorted(ADAPTERS))
+        raise _invalid(f"unknown routing key {routing_key!r}; commands are: {known}")
+    if isinstance(body, str):
+        body = body.encode("utf-8", "surrogatepass")
+    if isinstance(body, bytes):
+        if len(body) > MAX_BODY_BYTES:
+            raise _invalid(f"body of {len(body)} bytes exceeds the limit of {MAX_BODY_BYTES}")
+        try:
+            loaded = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise _invalid(f"body is not UTF-8 JSON: {exc}") from None
+        if b"\\u0000" in body and _has_nul(loaded):
+            raise _invalid("strings must not contain NUL characters (\\u0000)")
+        body = loaded
+    elif _has_nul(body):
+        raise _invalid("strings must not contain NUL characters (\\u0000)")
+    if not isinstance(body, dict):
+        raise _invalid(f"body must be a JSON object, not {type(body).__name__}")
+    try:
+        return adapter.validate_python(body)
+    except ValidationError as exc:
+        denials = [
+            Decision.deny(
+                "R19" if err["type"] == "R19" else None,
+                ErrorCode.INVALID_MESSAGE,
+                f"{_loc(err['loc']) or 'body'}: {err['msg']}",
+                _loc(err["loc"]) or None,
+            )
+            for err in exc.errors(include_url=False)
+        ]
+        raise Invalid(Decision.combine(denials)) from None
+
+
+def _has_nul(value: Any) -> bool:
+    """No database stores a NUL in text; such a message is refused, never half-written."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def dedupe_key(
+    routing_key: str, body: bytes | str | dict[str, Any], message_id: str | None
+) -> str | None:
+    """``message_id`` when given; else a body hash for state-changing ``request.*`` commands."""
+    if message_id:
+        if len(message_id) <= MAX_PLAIN_KEY and "\x00" not in message_id:
+            return f"id:{message_id}"
+        # Too long for the key column, or unstorable: its digest is as unique.
+        raw_id = message_id.encode("utf-8", "surrogatepass")
+        return "idh:" + hashlib.sha256(raw_id).hexdigest()
+    if routing_key not in BODY_DEDUPED:
+        return None
+    raw = (
+        body
+        if isinstance(body, bytes)
+        else (body.encode() if isinstance(body, str) else encode(body))
+    )
+    return "sha256:" + hashlib.sha256(routing_key.encode() + b"\n" + raw).hexdigest()
+
+
+def _one_pending_violated(exc: IntegrityError) -> bool:
+    """The partial unique index of R11, as PostgreSQL and SQLite each name it."""
+    text = str(exc.orig)
+    return "uq_requests_one_pending" in text or "requests.account_id" in text
+
+
+Item = tuple[str, bytes | str | dict[str, Any], str | None]
+"""A delivery as the workflow sees it: routing key, body, message_id."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A parsed command (or why it cannot be parsed) with its idempotency key."""
+
+    routing_key: str
+    command: Any
+    key: str | None
+    invalid: Decision | None = None
+
+
+class CommandService:
+    """Runs commands against the database; one instance per process."""
+
+    def __init__(
+        self,
+        db: Database,
+        catalog: Catalog,
+        *,
+        notify_billing_admins: bool = False,
+        dedupe_window: timedelta = timedelta(minutes=10),
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.db = db
+        self.catalog = catalog
+        self.notify_billing_admins = notify_billing_admins
+        self.dedupe_window = dedupe_window
+        self.clock = clock
+
+    def handle(
+        self,
+        routing_key: str,
+        body: bytes | str | dict[str, Any],
+        message_id: str | None = None,
+    ) -> Outcome:
+        """One command in its own transaction."""
+        return self.handle_batch([(routing_key, body, message_id)])[0]
+
+    def handle_batch(self, items: Sequence[Item]) -> list[Outcome]:
+        """Several commands in ONE transaction: loaded in a few queries, written in a few
+        statements, each command's changes undone in memory when it is refused so it
+        cannot poison the others. When the database refuses the batch at commit (another
+        process won a race on an idempotency key or on R11), each command is run again
+        in its own transaction and sees what the winner committed."""
+        commands = [self._prepare(*item) for item in items]
+        try:
+            with self.db.transaction() as conn:
+                return self._run_batch(conn, commands)
+        except IntegrityError:
+            if len(commands) > 1:
+                return [self.handle(*item) for item in items]
+        return [self._after_conflict(commands[0])]
+
+    def _run_batch(self, conn: Connection, commands: Sequence[Prepared]) -> list[Outcome]:
+        store = BatchStore(conn, is_postgres=self.db.is_postgres)
+        store.preload(
+            (a for c in commands if (a := getattr(c.command, "account_id", None))),
+            (r for c in commands if (r := getattr(c.command, "request_id", None))),
+            (c.key for c in commands if c.key is not None),
+        )
+        outcomes = [self._process(store, c) for c in commands]
+        store.flush()
+        return outcomes
+
+    def _after_conflict(self, command: Prepared) -> Outcome:
+        try:
+            with self.db.transaction() as conn:
+                return self._run_batch(conn, [command])[0]
+        except IntegrityError as exc:
+            if not _one_pending_violated(exc):
+                raise
+        # R11 decided by the unique index alone: answer as the policy would have.
+        with self.db.transaction() as conn:
+            store = BatchStore(conn, is_postgres=self.db.is_postgres)
+            refusal = self._pending_race(store, command.command)
+            outcome = self._answer(store, self.clock(), command, refusal)
+            store.flush()
+            return outcome
+
+    def _prepare(
+        self, routing_key: str, body: bytes | str | dict[str, Any], message_id: str | None
+    ) -> Prepared:
+        try:
+            command = parse(routing_key, body)
+        except Invalid as exc:
+            return Prepared(routing_key, None, None, exc.decision)
+        return Prepared(routing_key, command, dedupe_key(routing_key, body, message_id))
+
+    def _process(self, store: BatchStore, prepared: Prepared) -> Outcome:
+        now = self.clock()
+        if prepared.invalid is not None:
+            self._audit(store, now, prepared.routing_key, None, prepared.invalid, None, None, None)
+            return Outcome(
+                encode(error_reply(prepared.invalid)),
+                invalid=True,
+                error_reason=prepared.invalid.message,
+                error_code=str(prepared.invalid.code),
+            )
+        key = prepared.key
+        if key is not None:
+            stored = store.stored_reply(key)
+            if stored is not None:
+                fresh = not key.startswith("sha256:") or (
+                    store.stored_reply(key, not_before=now - self.dedupe_window) is not None
+                )
+                if fresh:
+                    return Outcome(stored.encode(), duplicate=True)
+                store.forget_reply(key)
+        ctx = CommandContext(store, now, self.catalog, self.notify_billing_admins)
+        store.begin()
+        try:
+            result = HANDLERS[prepared.routing_key](prepared.command, ctx)
+        except Refused as refusal:
+            store.undo()
+            return self._answer(store, now, prepared, refusal)
+        except BaseException:
+            store.undo()
+            raise
+        store.commit()
+        return self._answer(store, now, prepared, {"ok": True, "result": result})
+
+    def _answer(
+        self,
+        store: Store,
+        now: datetime,
+        prepared: Prepared,
+        answer: Refused | dict[str, Any],
+    ) -> Outcome:
+        """The reply, stored under the idempotency key unless the command is a query."""
+        code = None
+        command = prepared.command
+        account_id = getattr(command, "account_id", None)
+        request_id = getattr(command, "request_id", None)
+        if isinstance(answer, Refused):
+            code = str(answer.decision.code)
+            account_id = account_id or answer.account_id
+            request_id = request_id or answer.request_id
+            answer = self._refused(store, now, prepared.routing_key, prepared.key, command, answer)
+        else:
+            request = answer["result"].get("request")
+            if request is not None:
+                account_id, request_id = request["account_id"], request["request_id"]
+        encoded = encode(answer)
+        if prepared.key is not None and prepared.routing_key not in QUERIES:
+            store.store_reply(prepared.key, prepared.routing_key, encoded.decode(), now)
+        return Outcome(encoded, error_code=code, account_id=account_id, request_id=request_id)
+
+    def _pending_race(self, store: Store, command: Any) -> Refused:
+        """R11 decided by the unique index: another process's submit committed first."""
+        pending = store.pending_request_id(command.account_id)
+        return Refused(
+            no_other_pending(pending or "(just submitted)"), account_id=command.account_id
+        )
+
+    def _refused(
+        self,
+        store: Store,
+        now: datetime,
+        routing_key: str,
+        key: str | None,
+        command: Any,
+        refusal: Refused,
+    ) -> dict[str, Any]:
+        self._audit(
+            store,
+            now,
+            routing_key,
+            key,
+            refusal.decision,
+            getattr(command, "actor_id", None),
+            refusal.account_id or getattr(command, "account_id", None),
+            refusal.request_id or getattr(command, "request_id", None),
+        )
+        return error_reply(refusal.decision)
+
+    @staticmethod
+    def _audit(
+        store: Store,
+        now: datetime,
+        routing_key: str,
+        key: str | None,
+        decision: Decision,
+        actor_id: str | None,
+        account_id: str | None,
+        request_id: str | None,
+    ) -> None:
+        """R15: every refused command, append-only."""
+        store.audit(
+            {
+                "at": now,
+                "command": routing_key.replace("\x00", "\\x00")[:64],
+                "idempotency_key": key,
+                "actor_id": actor_id,
+                "account_id": account_id,
+                "request_id": request_id,
+                "code": str(decision.code),
+                "message": decision.message,
+                "details": [d.as_detail() for d in decision.denials],
+            }
+        )
+
+    def expire(self, request_id: str, reason: str) -> dict[str, Any] | None:
+        """Expire one pending request (R14) in its own transaction."""
+        with self.db.transaction() as conn:
+            ctx = CommandContext(
+                Store(conn, is_postgres=self.db.is_postgres),
+                self.clock(),
+                self.catalog,
+                self.notify_billing_admins,
+            )
+            return expire_request(request_id, ctx, reason)

@@ -1,0 +1,251 @@
+"""The envelopes of the wire contract: each command's reply, each event type, the properties.
+
+``workflow.contract.messages`` validates what comes in (commands) and holds the shared shapes
+(the request view, the summary); these models spell out, from those same shapes, what
+goes out: the successful reply of every command, the error reply, every event type's
+``data``, and the AMQP properties each carries. The AsyncAPI document is generated from
+them, and tests validate the service's real replies and events against them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, Field
+
+from policies.decision import ErrorCode
+from workflow.contract.messages import (
+    NotificationData,
+    Recipient,
+    RequestView,
+    SubscriptionView,
+    Summary,
+)
+
+ERROR_HEADER = "x-subreq-error"
+ROUTING_KEY_HEADER = "x-subreq-routing-key"
+
+
+class Detail(BaseModel):
+    """One problem of a refusal; a command with several problems gets one detail each."""
+
+    code: ErrorCode
+    reason: str
+    rule: str | None = Field(None, description="Rule id, e.g. R1.")
+    field: str | None = Field(None, description="The body field at fault, e.g. changes[0].")
+
+
+class Error(BaseModel):
+    code: ErrorCode = Field(description="The first detail's code in order of precedence.")
+    message: str = Field(description="Human readable.")
+    details: list[Detail]
+
+
+class ErrorReply(BaseModel):
+    """A refusal (rule, lookup or invalid message): a normal answer, never a dead letter."""
+
+    ok: Literal[False]
+    error: Error
+
+
+class RequestResult(BaseModel):
+    request: RequestView
+
+
+class RequestReply(BaseModel):
+    """Reply to request.submit, request.decide, request.cancel and request.get."""
+
+    ok: Literal[True]
+    result: RequestResult
+
+
+class RequestListResult(BaseModel):
+    requests: list[RequestView] = Field(description="Newest first.")
+
+
+class RequestListReply(BaseModel):
+    ok: Literal[True]
+    result: RequestListResult
+
+
+class PreviewResult(BaseModel):
+    summary: Summary
+
+
+class PreviewReply(BaseModel):
+    ok: Literal[True]
+    result: PreviewResult
+
+
+class AccountUpserted(BaseModel):
+    account_id: str
+    created: bool
+    voided: list[str] = Field(
+        description="Pending requests voided because the account stopped being eligible (R6)."
+    )
+
+
+class AccountUpsertReply(BaseModel):
+    ok: Literal[True]
+    result: AccountUpserted
+
+
+class MemberUpserted(BaseModel):
+    account_id: str
+    user_id: str
+    created: bool
+
+
+class MemberUpsertReply(BaseModel):
+    ok: Literal[True]
+    result: MemberUpserted
+
+
+class MemberRemoved(BaseModel):
+    account_id: str
+    user_id: str
+    removed: bool
+
+
+class MemberRemoveReply(BaseModel):
+    ok: Literal[True]
+    result: MemberRemoved
+
+
+REPLIES: dict[str, type[BaseModel]] = {
+    "account.upsert": AccountUpsertReply,
+    "member.upsert": MemberUpsertReply,
+    "member.remove": MemberRemoveReply,
+    "request.preview": PreviewReply,
+    "request.submit": RequestReply,
+    "request.decide": RequestReply,
+    "request.cancel": RequestReply,
+    "request.get": RequestReply,
+    "request.list": RequestListReply,
+}
+"""The successful reply of each command; any command may get an ErrorReply instead."""
+
+
+class EventEnvelope(BaseModel):
+    """Fields every event has; consumers dedupe on ``event_id`` (redelivery happens)."""
+
+    event_id: str
+    occurred_at: datetime
+    account_id: str
+    request_id: str | None = None
+
+
+RequestEventType = Literal[
+    "request.submitted",
+    "request.approved",
+    "request.rejected",
+    "request.cancelled",
+    "request.expired",
+    "request.voided",
+]
+
+
+class RequestEventData(BaseModel):
+    request: RequestView
+
+
+class RequestEvent(EventEnvelope):
+    """A request's transition, with the request as replies show it."""
+
+    type: RequestEventType
+    data: RequestEventData
+
+
+class SubscriptionChange(BaseModel):
+    old: SubscriptionView
+    new: SubscriptionView
+    request_id: str
+
+
+class SubscriptionChanged(EventEnvelope):
+    """An approval applied a change to the subscription (R12)."""
+
+    type: Literal["subscription.changed"]
+    data: SubscriptionChange
+
+
+class NotificationRequested(EventEnvelope):
+    """Someone must be told something (R16, R17), with the subject and text to send."""
+
+    type: Literal["notification.requested"]
+    data: NotificationData
+
+
+class NotificationDelivery(BaseModel):
+    notification_id: str
+    recipient: Recipient
+
+
+class NotificationSent(EventEnvelope):
+    """The built-in email notifier delivered a notification."""
+
+    type: Literal["notification.sent"]
+    data: NotificationDelivery
+
+
+EVENTS: dict[str, type[EventEnvelope]] = {
+    **dict.fromkeys(get_args(RequestEventType), RequestEvent),
+    "subscription.changed": SubscriptionChanged,
+    "notification.requested": NotificationRequested,
+    "notification.sent": NotificationSent,
+}
+
+
+class Properties(BaseModel):
+    """AMQP basic properties (AsyncAPI calls them headers; they are not the headers table)."""
+
+    content_type: Literal["application/json"]
+
+
+class CommandProperties(Properties):
+    message_id: str | None = Field(
+        None,
+        description="Idempotency key: the same key processed twice has one effect and the "
+        "stored reply is sent again. Without it, request.submit, request.decide and "
+        "request.cancel are deduplicated by a hash of routing key and body for "
+        "SUBREQ_DEDUPE_WINDOW.",
+    )
+    reply_to: str | None = Field(
+        None, description="Queue to reply to (default exchange); none: no reply."
+    )
+    correlation_id: str | None = Field(
+        None, description="Copied to the reply; message_id is used when it is absent."
+    )
+    delivery_mode: Literal[1, 2] = Field(2, description="2 (persistent) recommended.")
+
+
+class ReplyProperties(Properties):
+    correlation_id: str = Field(description="The command's correlation_id, else its message_id.")
+    type: str = Field(description="The command's routing key followed by .reply.")
+
+
+class EventProperties(Properties):
+    message_id: str = Field(description="The event_id.")
+    type: str = Field(description="The event type, as the routing key.")
+    delivery_mode: Literal[2]
+
+
+class DeadLetterProperties(BaseModel):
+    """The original command's properties and headers, plus why it died."""
+
+    x_subreq_error: str | None = Field(
+        None, alias=ERROR_HEADER, description="Why subreq could not process it."
+    )
+    x_subreq_routing_key: str | None = Field(
+        None, alias=ROUTING_KEY_HEADER, description="The command's routing key."
+    )
+    x_death: list[dict[str, Any]] | None = Field(
+        None,
+        alias="x-death",
+        description="Set by the broker when the queue's delivery limit dead-lettered it; "
+        "the routing key is then the command's own.",
+    )
+    message_id: str | None = None
+    correlation_id: str | None = None
+    reply_to: str | None = None

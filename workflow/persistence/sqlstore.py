@@ -1,0 +1,450 @@
+"""A store for a batch of commands: a few queries in, a few multi-row writes out.
+
+``preload`` reads, in about seven queries, everything the batch's commands can
+touch, locking their accounts (sorted, so workers never deadlock each other).
+Handlers then read and write memory; ``flush`` writes all changes with one
+statement per table. A refused command's changes are undone in memory
+(``begin``/``undo``), which is what a savepoint per command gave, without the
+round trips. Reads the cache cannot answer flush first and ask the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+)
+
+from policies.facts import ProductLine, Subscription
+from workflow.domain.lifecycle import HistoryStep
+from workflow.persistence import tables as t
+from workflow.persistence.rawsql import Query, RawSql
+from workflow.persistence.store import Row, Store, outbox_row
+
+_MISSING = object()
+REQUEST_UPDATES = ("state", "decided_at", "decided_by", "comment", "reminded_at")
+ACCOUNT_UPDATES = tuple(str(c.name) for c in t.accounts.columns if c.name != "account_id")
+
+
+class BatchStore(Store):
+    """Same interface as :class:`Store`; valid for one transaction."""
+
+    def __init__(self, conn: Connection, *, is_postgres: bool) -> None:
+        super().__init__(conn, is_postgres=is_postgres)
+        self._accounts: dict[str, dict[str, Any] | None] = {}
+        self._members: dict[str, dict[str, dict[str, Any]]] = {}
+        self._products: dict[str, list[ProductLine]] = {}
+        self._requests: dict[str, dict[str, Any] | None] = {}
+        self._pending: dict[str, str | None] = {}
+        self._history: dict[str, list[dict[str, Any]]] = {}
+        self._replies: dict[str, tuple[str, datetime] | None] = {}
+        self._accounts_in_db: set[str] = set()
+        self._requests_in_db: set[str] = set()
+        self._dirty_accounts: set[str] = set()
+        self._dirty_members: set[tuple[str, str]] = set()
+        self._dirty_products: set[str] = set()
+        self._dirty_requests: set[str] = set()
+        self._new_history: list[dict[str, Any]] = []
+        self._new_events: list[dict[str, Any]] = []
+        self._new_audit: list[dict[str, Any]] = []
+        self._new_replies: list[dict[str, Any]] = []
+        self._forgotten: set[str] = set()
+        self._undo: list[Callable[[], None]] | None = None
+        self.sql = RawSql(conn)
+
+    # --- loading -----------------------------------------------------------------
+
+    def preload(
+        self,
+        account_ids: Iterable[str],
+        request_ids: Iterable[str],
+        keys: Iterable[str],
+    ) -> None:
+        """Load and lock what the batch will touch: the accounts first (locked, in order),
+        then everything else in one go (one round trip on PostgreSQL)."""
+        sql = self.sql
+        request_ids = sorted(set(request_ids) - self._requests.keys())
+        accounts = set(account_ids) - self._accounts.keys()
+        keys = sorted(set(keys) - self._replies.keys())
+        if accounts or request_ids:
+            # The accounts named, and those of the requests named: locked, sorted, so
+            # workers never deadlock each other.
+            conditions, params = [], []
+            if accounts:
+                where, param = sql.among("account_id", sorted(accounts))
+                conditions.append(where)
+                params.append(param)
+            if request_ids:
+                where, param = sql.among("request_id", request_ids)
+                conditions.append(f"account_id IN (SELECT account_id FROM requests WHERE {where})")
+                params.append(param)
+            lock = " ORDER BY account_id FOR UPDATE" if self.is_postgres else ""
+            for row in sql.select(t.accounts, " OR ".join(conditions), params, suffix=lock):
+                account_id = row["account_id"]
+                if account_id not in self._accounts:
+                    self._accounts[account_id] = row
+                    self._accounts_in_db.add(account_id)
+                    accounts.add(account_id)
+        existing = sorted(a for a in accounts if a in self._accounts)
+        for account_id in accounts - set(existing):
+            self._accounts[account_id] = None
+        queries: list[Query] = []
+        # Idempotency records are read under the account locks: a duplicate racing with
+        # its original on another worker sees the original's committed reply.
+        if keys:
+            where, param = sql.among("key", keys)
+            queries.append(
+                Query(t.processed_commands, where, [param], ("key", "reply", "processed_at"))
+            )
+        # Requests only now that their accounts are locked: their state is final.
+        wanted, wanted_params = [], []
+        if request_ids:
+            where, param = sql.among("request_id", request_ids)
+            wanted.append(where)
+            wanted_params.append(param)
+        if existing:
+            where, param = sql.among("account_id", existing)
+            queries.append(Query(t.members, where, [param]))
+            queries.append(
+                Query(
+                    t.subscription_products, where, [param], suffix=" ORDER BY account_id, position"
+                )
+            )
+            wanted.append(f"({where} AND state = 'pending')")
+            wanted_params.append(param)
+        if wanted:
+            requests = " OR ".join(wanted)
+            queries.append(Query(t.requests, requests, wanted_params))
+            queries.append(
+                Query(
+                    t.request_transitions,
+                    f"request_id IN (SELECT request_id FROM requests WHERE {requests})",
+                    wanted_params,
+                    suffix=" ORDER BY id",
+                )
+            )
+        results = iter(sql.select_all(queries))
+        if keys:
+            found = {r["key"]: (r["reply"], r["processed_at"]) for r in next(results)}
+            for key in keys:
+                self._replies[key] = found.get(key)
+        for account_id in existing:
+            self._members[account_id] = {}
+            self._products[account_id] = []
+            self._pending[account_id] = None
+        if existing:
+            for row in next(results):
+                self._members[row["account_id"]][row["user_id"]] = row
+            for row in next(results):
+                self._products[row["account_id"]].append(
+                    ProductLine(row["product"], row["plan"], row["seats"])
+                )
+        if wanted:
+            fresh: set[str] = set()
+            for request in next(results):
+                request_id = request["request_id"]
+                if request_id in self._requests and self._requests[request_id] is not None:
+                    continue  # already in memory, maybe changed by this batch
+                self._requests[request_id] = request
+                self._requests_in_db.add(request_id)
+                self._history[request_id] = []
+                fresh.add(request_id)
+                if request["state"] == "pending":
+                    self._pending[request["account_id"]] = request_id
+            for request_id in request_ids:
+                self._requests.setdefault(request_id, None)
+            for row in next(results):
+                if row["request_id"] in fresh:
+                    self._history[row["request_id"]].append(_history_entry(row))
+
+    # --- undo, for a refused command -----------------------------------------------
+
+    def begin(self) -> None:
+        self._undo = []
+
+    def undo(self) -> None:
+        assert self._undo is not None
+        for step in reversed(self._undo):
+            step()
+        self._undo = None
+
+    def commit(self) -> None:
+        self._undo = None
+
+    def _set(self, mapping: MutableMapping[Any, Any], key: Any, value: Any) -> None:
+        if self._undo is not None:
+            old = mapping.get(key, _MISSING)
+            if old is _MISSING:
+                self._undo.append(lambda: mapping.pop(key, None))
+            else:
+                self._undo.append(lambda: mapping.__setitem__(key, old))
+        mapping[key] = value
+
+    def _add(self, items: set[Any], item: Any) -> None:
+        if item not in items:
+            items.add(item)
+            if self._undo is not None:
+                self._undo.append(lambda: items.discard(item))
+
+    def _append(self, items: list[Any], item: Any) -> None:
+        items.append(item)
+        if self._undo is not None:
+            self._undo.append(items.pop)
+
+    # --- accounts and members --------------------------------------------------------
+
+    def account(self, account_id: str, *, lock: bool = False) -> Row | None:
+        if account_id not in self._accounts:
+            self.preload([account_id], [], [])
+        return self._accounts[account_id]
+
+    def save_account(self, values: Mapping[str, Any], *, exists: bool) -> None:
+        account_id = values["account_id"]
+        current = self._accounts.get(account_id)
+        row = {**(current or {}), **values}
+        row.setdefault("currency", None)
+        row.setdefault("billing_cycle", None)
+        self._set(self._accounts, account_id, row)
+        if current is None:
+            self._set(self._members, account_id, {})
+            self._set(self._products, account_id, [])
+            self._set(self._pending, account_id, None)
+        self._add(self._dirty_accounts, account_id)
+
+    def member(self, account_id: str, user_id: str) -> Row | None:
+        return self._account_members(account_id).get(user_id)
+
+    def members(self, account_id: str, roles: Iterable[str] | None = None) -> list[Row]:
+        wanted = None if roles is None else set(roles)
+        found = self._account_members(account_id)
+        return [
+            found[user_id]
+            for user_id in sorted(found)
+            if wanted is None or found[user_id]["role"] in wanted
+        ]
+
+    def _account_members(self, account_id: str) -> dict[str, dict[str, Any]]:
+        if account_id not in self._accounts:
+            self.preload([account_id], [], [])
+        return self._members.get(account_id, {})
+
+    def save_member(self, values: Mapping[str, Any], *, exists: bool) -> None:
+        members = self._account_members(values["account_id"])
+        self._set(members, values["user_id"], dict(values))
+        self._add(self._dirty_members, (values["account_id"], values["user_id"]))
+
+    def remove_member(self, account_id: str, user_id: str) -> None:
+        members = self._account_members(account_id)
+        if user_id in members:
+            old = members.pop(user_id)
+            if self._undo is not None:
+                self._undo.append(lambda: members.__setitem__(user_id, old))
+        self._add(self._dirty_members, (account_id, user_id))
+
+    def member_names(self, account_id: str, user_ids: Iterable[str]) -> dict[str, str]:
+        members = self._account_members(account_id)
+        return {u: members[u]["name"] for u in set(user_ids) if u in members}
+
+    # --- subscriptions -----------------------------------------------------------------
+
+    def subscription(self, account: Row) -> Subscription:
+        return Subscription(
+            currency=account["currency"],
+            billing_cycle=account["billing_cycle"],
+            products=tuple(self._products.get(account["account_id"], ())),
+        )
+
+    def replace_products(self, account_id: str, products: Sequence[ProductLine]) -> None:
+        self._set(self._products, account_id, list(products))
+        self._add(self._dirty_products, account_id)
+
+    # --- requests ----------------------------------------------------------------------
+
+    def pending_request_id(self, account_id: str) -> str | None:
+        if account_id not in self._accounts:
+            self.preload([account_id], [], [])
+        return self._pending.get(account_id)
+
+    def request(self, request_id: str) -> Row | None:
+        if request_id not in self._requests:
+            self.preload([], [request_id], [])
+        return self._requests.get(request_id)
+
+    def requests(self, account_id: str, state: str | None = None, limit: int = 100) -> list[Row]:
+        self.flush()
+        return super().requests(account_id, state, limit)
+
+    def insert_request(self, values: Mapping[str, Any]) -> None:
+        row = dict.fromkeys(REQUEST_UPDATES) | dict(values)
+        self._set(self._requests, row["request_id"], row)
+        self._set(self._history, row["request_id"], [])
+        self._after_state(row)
+        self._add(self._dirty_requests, row["request_id"])
+
+    def update_request(self, request_id: str, values: Mapping[str, Any]) -> None:
+        current = self._requests[request_id]
+        assert current is not None
+        row = {**current, **values}
+        self._set(self._requests, request_id, row)
+        self._after_state(row)
+        self._add(self._dirty_requests, request_id)
+
+    def _after_state(self, row: Mapping[str, Any]) -> None:
+        account_id = row["account_id"]
+        if row["state"] == "pending":
+            self._set(self._pending, account_id, row["request_id"])
+        elif self._pending.get(account_id) == row["request_id"]:
+            self._set(self._pending, account_id, None)
+
+    def add_history(self, request_id: str, steps: Sequence[HistoryStep]) -> None:
+        history = self._history.setdefault(request_id, [])
+        for step in steps:
+            entry = {
+                "request_id": request_id,
+                "from_state": step.from_state,
+                "to_state": step.to_state,
+                "trigger": step.trigger,
+                "actor_id": step.actor_id,
+                "at": step.at,
+                "reason": step.reason,
+            }
+            self._append(self._new_history, entry)
+            self._append(history, _history_entry(entry))
+
+    def histories(self, request_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        missing = [r for r in request_ids if r not in self._history]
+        found: dict[str, list[dict[str, Any]]] = {}
+        if missing:
+            self.flush()
+            found = super().histories(missing)
+        return {r: self._history[r] if r in self._history else found[r] for r in request_ids}
+
+    # --- audit, idempotency, outbox -------------------------------------------------------
+
+    def audit(self, values: Mapping[str, Any]) -> None:
+        self._append(self._new_audit, dict(values))
+
+    def stored_reply(self, key: str, *, not_before: datetime | None = None) -> str | None:
+        if key not in self._replies:
+            self.preload([], [], [key])
+        found = self._replies[key]
+        if found is None or (not_before is not None and found[1] < not_before):
+            return None
+        return found[0]
+
+    def forget_reply(self, key: str) -> None:
+        self._set(self._replies, key, None)
+        self._add(self._forgotten, key)
+
+    def store_reply(self, key: str, command: str, reply: str, at: datetime) -> None:
+        self._set(self._replies, key, (reply, at))
+        self._append(
+            self._new_replies, {"key": key, "command": command, "reply": reply, "processed_at": at}
+        )
+
+    def add_event(
+        self,
+        type_: str,
+        at: datetime,
+        account_id: str,
+        data: Mapping[str, Any],
+        request_id: str | None = None,
+    ) -> str:
+        row = outbox_row(type_, at, account_id, data, request_id)
+        self._append(self._new_events, row)
+        return str(row["event_id"])
+
+    # --- writing -----------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write every change so far, one statement per table and kind. Inside a command
+        only while it has changed nothing yet (a query reading through to the database)."""
+        assert not self._undo, "flush after a command changed state"
+        with self.sql.deferred():
+            self._flush()
+
+    def _flush(self) -> None:
+        sql = self.sql
+        if self._forgotten:
+            where, param = sql.among("key", sorted(self._forgotten))
+            sql.delete(t.processed_commands, where, [param])
+            self._forgotten.clear()
+        self._flush_accounts()
+        self._flush_members()
+        if self._dirty_products:
+            dirty = sorted(self._dirty_products)
+            where, param = sql.among("account_id", dirty)
+            sql.delete(t.subscription_products, where, [param])
+            sql.insert(
+                t.subscription_products,
+                [
+                    {
+                        "account_id": a,
+                        "product": p.product,
+                        "position": i,
+                        "plan": p.plan,
+                        "seats": p.seats,
+                    }
+                    for a in dirty
+                    for i, p in enumerate(self._products[a])
+                ],
+            )
+            self._dirty_products.clear()
+        self._flush_requests()
+        for table, rows in (
+            (t.request_transitions, self._new_history),
+            (t.outbox, self._new_events),
+            (t.audit_log, self._new_audit),
+            (t.processed_commands, self._new_replies),
+        ):
+            if rows:
+                sql.insert(table, rows)
+                rows.clear()
+
+    def _flush_accounts(self) -> None:
+        if not self._dirty_accounts:
+            return
+        rows = [r for a in sorted(self._dirty_accounts) if (r := self._accounts[a])]
+        new = [r for r in rows if r["account_id"] not in self._accounts_in_db]
+        old = [r for r in rows if r["account_id"] in self._accounts_in_db]
+        self.sql.insert(t.accounts, new)
+        self._accounts_in_db.update(r["account_id"] for r in new)
+        self.sql.update(t.accounts, "account_id", ACCOUNT_UPDATES, old)
+        self._dirty_accounts.clear()
+
+    def _flush_members(self) -> None:
+        """Delete and re-insert the touched members: nothing references their rows."""
+        if not self._dirty_members:
+            return
+        keys = sorted(self._dirty_members)
+        self.sql.delete_keys(t.members, ("account_id", "user_id"), keys)
+        rows = [self._members[a][u] for a, u in keys if u in self._members.get(a, {})]
+        self.sql.insert(t.members, rows)
+        self._dirty_members.clear()
+
+    def _flush_requests(self) -> None:
+        """Updates of stored requests first, so a request leaving ``pending`` frees the
+        account's slot before a new pending one is inserted (partial unique index)."""
+        if not self._dirty_requests:
+            return
+        dirty = sorted(self._dirty_requests)
+        old = [r for i in dirty if i in self._requests_in_db and (r := self._requests[i])]
+        new = [r for i in dirty if i not in self._requests_in_db and (r := self._requests[i])]
+        self.sql.update(t.requests, "request_id", REQUEST_UPDATES, old)
+        self.sql.insert(t.requests, new)
+        self._requests_in_db.update(r["request_id"] for r in new)
+        self._dirty_requests.clear()
+
+
+def _history_entry(row: Mapping[Any, Any]) -> dict[str, Any]:
+    return {
+        "from": row["from_state"],
+        "to": row["to_state"],
+        "trigger": row["trigger"],
+        "actor_id": row["actor_id"],
+        "at": row["at"],
+        "reason": row["reason"],
+    }
