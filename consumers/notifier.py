@@ -42,7 +42,7 @@ from consumers.mail import DeliveryError, Mailer, Outgoing, Permanent, build_mes
 from consumers.metrics import NOTIFICATIONS
 from workflow.errors import TransientError
 from workflow.notifications import deliveries
-from workflow.notifications.deliveries import BadNotice, Claim, Notice, Outcome, parse_notice
+from workflow.notifications.deliveries import BadNotice, Claim, ClaimStatus, Notice, parse_notice
 from workflow.notifications.render import Email, render_email
 from workflow.persistence.database import Database
 
@@ -254,10 +254,10 @@ class Notifier:
             NOTIFICATIONS.labels("failed").inc()
             return Verdict("dead", f"not a notification.requested event: {exc}")
         claim = deliveries.claim(self.db, notice, self.clock(), self.stale_after, item.token)
-        if claim.outcome in (Outcome.SENT, Outcome.FAILED):
+        if claim.outcome in (ClaimStatus.SENT, ClaimStatus.FAILED):
             log.info("notification %s was %s already", notice.notification_id, claim.outcome.value)
             return Verdict("ack")
-        if claim.outcome is Outcome.BUSY:
+        if claim.outcome is ClaimStatus.BUSY:
             # Another notifier is sending it now; if that one died, its claim goes stale.
             assert claim.busy_until is not None
             wait = (claim.busy_until - self.clock()).total_seconds()

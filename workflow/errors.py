@@ -40,6 +40,14 @@ class Refused(SubreqError):
         )
 
 
+class Invalid(SubreqError):
+    """Raised while parsing when the message itself is unusable (never after a lookup)."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(decision.message)
+        self.decision = decision
+
+
 class TransientError(SubreqError):
     """Raised when the database failed for a reason that a retry may cure (lost
     connection, deadlock, serialisation failure): the command must be retried, not refused."""

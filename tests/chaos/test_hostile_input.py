@@ -42,7 +42,7 @@ from tests.chaos.hostile import (
 from tests.chaos.sizes import Sizes
 from tests.chaos.stack import Stack
 from tests.integration.helpers import wait_until
-from workflow.app.service import dedupe_key
+from workflow.app.parsing import dedupe_key
 from workflow.domain.catalog import Catalog
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres, pytest.mark.slow]

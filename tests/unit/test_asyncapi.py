@@ -24,7 +24,8 @@ from tests.integration.helpers import events, member
 from workflow.app.service import CommandService
 from workflow.contract import asyncapi as spec
 from workflow.contract import envelopes, examples
-from workflow.contract.messages import COMMANDS, EVENT_TYPES, Event, Reply
+from workflow.contract.messages import COMMANDS, Event, Reply
+from workflow.contract.names import EVENT_TYPES
 from workflow.domain.catalog import load_catalog
 from workflow.persistence.database import Database
 from workflow.persistence.migrate import upgrade

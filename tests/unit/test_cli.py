@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from consumers import render
 from consumers.cli import State, app, one_line
 from workflow.app.service import CommandService, utcnow
+from workflow.contract.names import STATES
 from workflow.domain.catalog import CatalogError, load_catalog
-from workflow.domain.lifecycle import STATES
 from workflow.persistence.database import Database
 from workflow.persistence.migrate import head_revision
 

@@ -8,20 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from workflow.app.views import request_view
+from workflow.contract.names import EVENT_OF_STATE, NOTIFICATION_REQUESTED
 from workflow.domain.catalog import Catalog
 from workflow.domain.lifecycle import Request
 from workflow.notifications.render import render
 from workflow.persistence.store import Row, Store
-
-# The event each transition emits, named after what happened (contract: Events).
-EVENT_OF_STATE = {
-    "pending": "request.submitted",
-    "approved": "request.approved",
-    "rejected": "request.rejected",
-    "cancelled": "request.cancelled",
-    "expired": "request.expired",
-    "voided": "request.voided",
-}
 
 
 @dataclass
@@ -61,7 +52,7 @@ class CommandContext:
                 now=self.now,
                 catalog=self.catalog,
             )
-            self.emit("notification.requested", request["account_id"], data, request["request_id"])
+            self.emit(NOTIFICATION_REQUESTED, request["account_id"], data, request["request_id"])
 
     def record(self, request: Request, changes: Mapping[str, Any] | None) -> dict[str, Any]:
         """Store a transition the machine made: new state (``changes=None`` when the row was

@@ -7,34 +7,27 @@ whether the message belongs in the dead letters.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
-from policies.decision import Decision, ErrorCode
+from policies.decision import Decision
 from policies.lifecycle import no_other_pending
 from workflow.app.context import CommandContext
 from workflow.app.handlers import HANDLERS
 from workflow.app.handlers.expiry import expire_request
-from workflow.contract.messages import ADAPTERS, BODY_DEDUPED, QUERIES
+from workflow.app.parsing import dedupe_key, encode, error_reply, parse
+from workflow.contract.messages import QUERIES
 from workflow.domain.catalog import Catalog
-from workflow.errors import Refused
+from workflow.errors import Invalid, Refused
 from workflow.persistence.database import Database
 from workflow.persistence.sqlstore import BatchStore
 from workflow.persistence.store import Store
-
-MAX_PLAIN_KEY = 150
-"""Longer message ids are stored as their SHA-256 (the key column holds 200 characters)."""
-
-MAX_BODY_BYTES = 64 * 1024
-"""Larger bodies are refused unread: no command of the contract comes near this size."""
 
 
 def utcnow() -> datetime:
@@ -55,108 +48,6 @@ class Outcome:
 
     def json(self) -> dict[str, Any]:
         return orjson.loads(self.reply)  # type: ignore[no-any-return]
-
-
-def encode(value: Any) -> bytes:
-    return orjson.dumps(value, option=orjson.OPT_UTC_Z)
-
-
-def error_reply(decision: Decision) -> dict[str, Any]:
-    return {
-        "ok": False,
-        "error": {
-            "code": str(decision.code),
-            "message": decision.message,
-            "details": [d.as_detail() for d in decision.denials],
-        },
-    }
-
-
-class Invalid(Exception):
-    """Raised while parsing when the message itself is unusable (never after a lookup)."""
-
-    def __init__(self, decision: Decision) -> None:
-        super().__init__(decision.message)
-        self.decision = decision
-
-
-def _invalid(reason: str, field_: str | None = None) -> Invalid:
-    return Invalid(Decision.deny(None, ErrorCode.INVALID_MESSAGE, reason, field_))
-
-
-def parse(routing_key: str, body: bytes | str | dict[str, Any]) -> Any:
-    """The validated command model, or :class:`Invalid` saying which field is wrong."""
-    adapter = ADAPTERS.get(routing_key)
-    if adapter is None:
-        known = ", ".join(sorted(ADAPTERS))
-        raise _invalid(f"unknown routing key {routing_key!r}; commands are: {known}")
-    if isinstance(body, str):
-        body = body.encode("utf-8", "surrogatepass")
-    if isinstance(body, bytes):
-        if len(body) > MAX_BODY_BYTES:
-            raise _invalid(f"body of {len(body)} bytes exceeds the limit of {MAX_BODY_BYTES}")
-        try:
-            loaded = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise _invalid(f"body is not UTF-8 JSON: {exc}") from None
-        if b"\\u0000" in body and _has_nul(loaded):
-            raise _invalid("strings must not contain NUL characters (\\u0000)")
-        body = loaded
-    elif _has_nul(body):
-        raise _invalid("strings must not contain NUL characters (\\u0000)")
-    if not isinstance(body, dict):
-        raise _invalid(f"body must be a JSON object, not {type(body).__name__}")
-    try:
-        return adapter.validate_python(body)
-    except ValidationError as exc:
-        denials = [
-            Decision.deny(
-                "R19" if err["type"] == "R19" else None,
-                ErrorCode.INVALID_MESSAGE,
-                f"{_loc(err['loc']) or 'body'}: {err['msg']}",
-                _loc(err["loc"]) or None,
-            )
-            for err in exc.errors(include_url=False)
-        ]
-        raise Invalid(Decision.combine(denials)) from None
-
-
-def _has_nul(value: Any) -> bool:
-    """No database stores a NUL in text; such a message is refused, never half-written."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
-
-
-def _loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def dedupe_key(
-    routing_key: str, body: bytes | str | dict[str, Any], message_id: str | None
-) -> str | None:
-    """``message_id`` when given; else a body hash for state-changing ``request.*`` commands."""
-    if message_id:
-        if len(message_id) <= MAX_PLAIN_KEY and "\x00" not in message_id:
-            return f"id:{message_id}"
-        # Too long for the key column, or unstorable: its digest is as unique.
-        raw_id = message_id.encode("utf-8", "surrogatepass")
-        return "idh:" + hashlib.sha256(raw_id).hexdigest()
-    if routing_key not in BODY_DEDUPED:
-        return None
-    raw = (
-        body
-        if isinstance(body, bytes)
-        else (body.encode() if isinstance(body, str) else encode(body))
-    )
-    return "sha256:" + hashlib.sha256(routing_key.encode() + b"\n" + raw).hexdigest()
 
 
 def _one_pending_violated(exc: IntegrityError) -> bool:

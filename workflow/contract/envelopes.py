@@ -22,9 +22,7 @@ from workflow.contract.messages import (
     SubscriptionView,
     Summary,
 )
-
-ERROR_HEADER = "x-subreq-error"
-ROUTING_KEY_HEADER = "x-subreq-routing-key"
+from workflow.contract.names import ERROR_HEADER, ROUTING_KEY_HEADER
 
 
 class Detail(BaseModel):

@@ -24,6 +24,7 @@ from pydantic_core import PydanticCustomError
 
 from policies.comments import reject_has_comment
 from policies.facts import OUT_OF_SCOPE_CHANGES, Change
+from workflow.contract import names as n
 
 Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -175,21 +176,21 @@ class RequestList(Body):
 
 
 COMMANDS: dict[str, type[Body]] = {
-    "account.upsert": AccountUpsert,
-    "member.upsert": MemberUpsert,
-    "member.remove": MemberRemove,
-    "request.preview": RequestPreview,
-    "request.submit": RequestSubmit,
-    "request.decide": RequestDecide,
-    "request.cancel": RequestCancel,
-    "request.get": RequestGet,
-    "request.list": RequestList,
+    n.ACCOUNT_UPSERT: AccountUpsert,
+    n.MEMBER_UPSERT: MemberUpsert,
+    n.MEMBER_REMOVE: MemberRemove,
+    n.REQUEST_PREVIEW: RequestPreview,
+    n.REQUEST_SUBMIT: RequestSubmit,
+    n.REQUEST_DECIDE: RequestDecide,
+    n.REQUEST_CANCEL: RequestCancel,
+    n.REQUEST_GET: RequestGet,
+    n.REQUEST_LIST: RequestList,
 }
 
 # Commands with an effect that, without a message_id, are deduplicated by body hash.
-BODY_DEDUPED = frozenset({"request.submit", "request.decide", "request.cancel"})
+BODY_DEDUPED = frozenset({n.REQUEST_SUBMIT, n.REQUEST_DECIDE, n.REQUEST_CANCEL})
 # Commands with no effect at all: their replies are never stored.
-QUERIES = frozenset({"request.preview", "request.get", "request.list"})
+QUERIES = frozenset({n.REQUEST_PREVIEW, n.REQUEST_GET, n.REQUEST_LIST})
 
 
 # --- replies and events -------------------------------------------------------
@@ -280,17 +281,5 @@ class Event(BaseModel):
     request_id: str | None = None
     data: dict[str, Any]
 
-
-EVENT_TYPES = (
-    "request.submitted",
-    "request.approved",
-    "request.rejected",
-    "request.cancelled",
-    "request.expired",
-    "request.voided",
-    "subscription.changed",
-    "notification.requested",
-    "notification.sent",
-)
 
 ADAPTERS: dict[str, TypeAdapter[Any]] = {key: TypeAdapter(model) for key, model in COMMANDS.items()}

@@ -30,7 +30,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from policies.facts import CatalogFacts
-from workflow.errors import ConfigurationError
+from workflow.errors import ConfigurationError, SubreqError
 
 BillingCycle = Literal["monthly", "annual"]
 
@@ -229,7 +229,7 @@ def _read(source: str, read_text: Callable[..., str]) -> str:
     return text
 
 
-class _DuplicateKeyError(Exception):
+class _DuplicateKeyError(SubreqError):
     """Raised while parsing when one JSON object repeats a key (the later value would win)."""
 
 

@@ -21,10 +21,9 @@ from policies.decision import ALLOW, Decision, ErrorCode
 from policies.eligibility import is_eligible
 from policies.facts import Account, Actor, CatalogFacts, Change, Subscription
 from policies.lifecycle import is_pending, no_other_pending
+from workflow.contract.names import FINAL_STATES, STATES
 
 NEW = "new"  # before submit; never stored
-STATES = ("pending", "approved", "rejected", "cancelled", "expired", "voided")
-FINAL_STATES = frozenset(STATES[1:])
 
 
 @dataclass

@@ -15,11 +15,12 @@ from typing import Any
 
 from policies.facts import Change, ProductLine, Subscription
 from workflow.domain.catalog import CENT, BillingCycle, Catalog
+from workflow.errors import SubreqError
 
 PERIODS: dict[BillingCycle, str] = {"monthly": "month", "annual": "year"}
 
 
-class PricingError(ValueError):
+class PricingError(SubreqError, ValueError):
     """Raised when a line cannot be priced: the subscription has no currency or billing
     cycle on record, or the catalog has no price for it in them."""
 

@@ -25,6 +25,8 @@ import orjson
 from sqlalchemy import Connection, and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from workflow.contract.names import NOTIFICATION_SENT
+from workflow.errors import SubreqError
 from workflow.persistence.database import Database
 from workflow.persistence.store import Store
 from workflow.persistence.tables import notification_deliveries as deliveries
@@ -34,7 +36,7 @@ ERROR_LIMIT = 1000
 """Characters of an error kept in the record; SMTP servers can be verbose."""
 
 
-class BadNotice(ValueError):
+class BadNotice(SubreqError, ValueError):
     """Raised when an event body is not a ``notification.requested`` event at all."""
 
 
@@ -93,7 +95,7 @@ def parse_notice(body: bytes) -> Notice:
     )
 
 
-class Outcome(Enum):
+class ClaimStatus(Enum):
     CLAIMED = "claimed"  # ours to send now
     SENT = "sent"  # somebody sent it already
     FAILED = "failed"  # it failed for good already (it is in the dead letters)
@@ -102,7 +104,7 @@ class Outcome(Enum):
 
 @dataclass(frozen=True)
 class Claim:
-    outcome: Outcome
+    outcome: ClaimStatus
     attempt: int = 0
     token: str | None = None
     busy_until: datetime | None = None
@@ -156,7 +158,7 @@ def claim(
             .returning(row.notification_id)
         ).first()
         if inserted is not None:
-            return Claim(Outcome.CLAIMED, 1, token)
+            return Claim(ClaimStatus.CLAIMED, 1, token)
         taken = conn.execute(
             update(deliveries)
             .where(
@@ -184,12 +186,14 @@ def claim(
             .one()
         )
     if taken.rowcount == 1:
-        return Claim(Outcome.CLAIMED, current["attempts"], token)
+        return Claim(ClaimStatus.CLAIMED, current["attempts"], token)
     if current["status"] == SENT:
-        return Claim(Outcome.SENT, current["attempts"])
+        return Claim(ClaimStatus.SENT, current["attempts"])
     if current["status"] == FAILED:
-        return Claim(Outcome.FAILED, current["attempts"])
-    return Claim(Outcome.BUSY, current["attempts"], busy_until=current["claimed_at"] + stale_after)
+        return Claim(ClaimStatus.FAILED, current["attempts"])
+    return Claim(
+        ClaimStatus.BUSY, current["attempts"], busy_until=current["claimed_at"] + stale_after
+    )
 
 
 def _ours(notice: Notice, token: str) -> Any:
@@ -225,7 +229,7 @@ def mark_sent(db: Database, notice: Notice, token: str, now: datetime, message_i
         if done.rowcount != 1:
             return False
         store.add_event(
-            "notification.sent",
+            NOTIFICATION_SENT,
             now,
             notice.account_id,
             {

@@ -17,13 +17,13 @@ from sqlalchemy import Connection, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from workflow.app.views import request_view, request_views
+from workflow.contract.names import NOTIFICATION_REQUESTED
 from workflow.errors import SubreqError, TransientError
 from workflow.notifications.deliveries import of_request, recent
 from workflow.persistence import tables as t
 from workflow.persistence.database import Database
 from workflow.persistence.store import Store
 
-NOTIFICATION = "notification.requested"
 UNDEFINED_TABLE = "42P01"  # PostgreSQL's SQLSTATE for a missing table
 
 
@@ -104,7 +104,7 @@ def request_notifications(conn: Connection, request_id: str) -> list[dict[str, A
     delivered = of_request(conn, request_id)
     rows = conn.execute(
         select(t.outbox.c.payload, t.outbox.c.created_at, t.outbox.c.published_at)
-        .where(t.outbox.c.type == NOTIFICATION, t.outbox.c.request_id == request_id)
+        .where(t.outbox.c.type == NOTIFICATION_REQUESTED, t.outbox.c.request_id == request_id)
         .order_by(t.outbox.c.id)
     ).mappings()
     found = []
@@ -129,7 +129,7 @@ def notifications_requested(conn: Connection, limit: int = 1000) -> list[dict[st
     """The latest ``notification.requested`` events still in the outbox, oldest first."""
     rows = conn.execute(
         select(t.outbox.c.payload)
-        .where(t.outbox.c.type == NOTIFICATION)
+        .where(t.outbox.c.type == NOTIFICATION_REQUESTED)
         .order_by(t.outbox.c.id.desc())
         .limit(limit)
     ).scalars()

@@ -24,7 +24,8 @@ from tests.integration.amqp.support import (
     url_of,
 )
 from tests.integration.helpers import account, member
-from workflow.app.service import MAX_BODY_BYTES, CommandService, Outcome
+from workflow.app.parsing import MAX_BODY_BYTES
+from workflow.app.service import CommandService, Outcome
 from workflow.domain.catalog import Catalog
 from workflow.persistence.database import Database
 

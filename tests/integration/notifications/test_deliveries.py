@@ -12,7 +12,7 @@ import pytest
 from tests.integration.helpers import events, seed
 from workflow.app.service import CommandService
 from workflow.notifications import deliveries
-from workflow.notifications.deliveries import BadNotice, Outcome, parse_notice
+from workflow.notifications.deliveries import BadNotice, ClaimStatus, parse_notice
 from workflow.persistence.database import Database
 from workflow.persistence.store import Store
 
@@ -46,15 +46,15 @@ def test_first_claim_wins_and_a_sent_notification_is_never_claimed_again(
 ) -> None:
     notice = parse_notice(notice_body())
     first = deliveries.claim(database, notice, NOW, STALE)
-    assert (first.outcome, first.attempt) == (Outcome.CLAIMED, 1)
+    assert (first.outcome, first.attempt) == (ClaimStatus.CLAIMED, 1)
     busy = deliveries.claim(database, notice, NOW + timedelta(seconds=1), STALE)
-    assert busy.outcome is Outcome.BUSY
+    assert busy.outcome is ClaimStatus.BUSY
     assert busy.busy_until == NOW + STALE
     assert first.token is not None
     assert deliveries.mark_sent(database, notice, first.token, NOW, "<n-1@x>")
     assert not deliveries.mark_sent(database, notice, first.token, NOW, "<n-1@x>")
     later = deliveries.claim(database, notice, NOW + STALE * 10, STALE)
-    assert later.outcome is Outcome.SENT
+    assert later.outcome is ClaimStatus.SENT
     sent = events(database, "notification.sent")
     assert [e["data"]["notification_id"] for e in sent] == ["n-1"]
     assert sent[0]["request_id"] == "r-1"
@@ -71,10 +71,10 @@ def test_a_retry_takes_the_released_claim_and_counts_attempts(database: Database
     assert first.token is not None
     deliveries.mark_retrying(database, notice, first.token, NOW, "451 try again later")
     again = deliveries.claim(database, notice, NOW + timedelta(seconds=1), STALE)
-    assert (again.outcome, again.attempt) == (Outcome.CLAIMED, 2)
+    assert (again.outcome, again.attempt) == (ClaimStatus.CLAIMED, 2)
     assert again.token is not None
     deliveries.mark_failed(database, notice, again.token, NOW, "550 no such user")
-    assert deliveries.claim(database, notice, NOW, STALE).outcome is Outcome.FAILED
+    assert deliveries.claim(database, notice, NOW, STALE).outcome is ClaimStatus.FAILED
     with database.engine.connect() as conn:
         [record] = deliveries.recent(conn)
     assert (record["status"], record["attempts"]) == ("failed", 2)
@@ -87,7 +87,7 @@ def test_a_stale_claim_is_taken_over_and_the_old_claimant_cannot_record(
     notice = parse_notice(notice_body())
     crashed = deliveries.claim(database, notice, NOW, STALE)
     takeover = deliveries.claim(database, notice, NOW + STALE + timedelta(seconds=1), STALE)
-    assert (takeover.outcome, takeover.attempt) == (Outcome.CLAIMED, 2)
+    assert (takeover.outcome, takeover.attempt) == (ClaimStatus.CLAIMED, 2)
     assert crashed.token is not None
     assert takeover.token is not None
     assert not deliveries.mark_sent(database, notice, crashed.token, NOW, "<m>")
@@ -100,7 +100,7 @@ def test_the_claimant_may_take_its_own_claim_back(database: Database) -> None:
     notice = parse_notice(notice_body())
     mine = deliveries.claim(database, notice, NOW, STALE)
     again = deliveries.claim(database, notice, NOW, STALE, previous=mine.token)
-    assert (again.outcome, again.attempt) == (Outcome.CLAIMED, 2)
+    assert (again.outcome, again.attempt) == (ClaimStatus.CLAIMED, 2)
 
 
 @pytest.mark.postgres
@@ -111,12 +111,12 @@ def test_concurrent_claims_have_one_winner(postgres_database: Database) -> None:
     for n in range(10):
         notice = parse_notice(notice_body(f"race-{n}"))
         start = threading.Barrier(4)
-        outcomes: list[Outcome] = []
+        outcomes: list[ClaimStatus] = []
 
         def claim(
             notice: deliveries.Notice = notice,
             start: threading.Barrier = start,
-            outcomes: list[Outcome] = outcomes,
+            outcomes: list[ClaimStatus] = outcomes,
         ) -> None:
             start.wait()
             outcomes.append(deliveries.claim(postgres_database, notice, NOW, STALE).outcome)

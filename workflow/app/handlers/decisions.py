@@ -8,6 +8,7 @@ from policies.facts import Change
 from workflow.app.context import CommandContext
 from workflow.app.handlers.lookups import request_and_account
 from workflow.contract.messages import RequestDecide
+from workflow.contract.names import SUBSCRIPTION_CHANGED
 from workflow.domain.lifecycle import Facts, Request, fire
 from workflow.domain.summary import apply_changes
 from workflow.errors import Refused
@@ -37,7 +38,7 @@ def decide_request(cmd: RequestDecide, ctx: CommandContext) -> dict[str, Any]:
         changed = apply_changes(subscription, changes, ctx.catalog)
         store.replace_products(row["account_id"], changed.products)
         ctx.emit(
-            "subscription.changed",
+            SUBSCRIPTION_CHANGED,
             row["account_id"],
             {
                 "old": _subscription_data(subscription),
