@@ -22,7 +22,7 @@ from consumers.client import SubreqClient
 from consumers.worker import Worker, WorkerOptions
 from workflow.notifications.deliveries import recent
 from workflow.notifications.mailconfig import parse_smtp_url
-from workflow.ops.reports import notifications_requested
+from workflow.ops.reports import notifications_requested, reading
 from workflow.persistence.database import Database
 from workflow.persistence.migrate import upgrade
 from workflow.settings import Settings
@@ -275,12 +275,12 @@ def run_demo(settings: Settings, echo: Echo) -> None:
 def show_mail(db: Database, settings: Settings, echo: Echo, timeout: float = 15.0) -> None:
     """The emails the notifier sent for the story (R16-R18), once it has handled them all."""
     deadline = time.monotonic() + timeout
-    with db.engine.connect() as conn:
-        wanted = {n["notification_id"] for n in notifications_requested(conn)}
+    with reading(db) as store:
+        wanted = {n["notification_id"] for n in notifications_requested(store)}
     found: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        with db.engine.connect() as conn:
-            found = [d for d in recent(conn, limit=100) if d["notification_id"] in wanted]
+        with reading(db) as store:
+            found = [d for d in recent(store, limit=100) if d["notification_id"] in wanted]
         if len(found) == len(wanted) and all(d["status"] in ("sent", "failed") for d in found):
             break
         time.sleep(0.1)

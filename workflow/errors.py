@@ -53,5 +53,22 @@ class TransientError(SubreqError):
     connection, deadlock, serialisation failure): the command must be retried, not refused."""
 
 
+class Conflict(SubreqError):
+    """Raised at commit when another transaction won a unique key first (an idempotency
+    record, or R11's one pending request per account): run the command again to see it."""
+
+    def __init__(self, message: str, *, one_pending: bool = False) -> None:
+        super().__init__(message)
+        self.one_pending = one_pending
+
+
+class DatabaseUnavailable(TransientError):
+    """Raised when the database of ``SUBREQ_DATABASE_URL`` cannot be opened or reached."""
+
+
+class SchemaMissing(SubreqError):
+    """Raised when the database has none of subreq's tables: it was never migrated."""
+
+
 class ConfigurationError(SubreqError):
     """Raised when a setting or the catalog is unusable; the message names what to fix."""

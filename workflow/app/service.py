@@ -13,8 +13,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection
-from sqlalchemy.exc import IntegrityError
 
 from policies.decision import Decision
 from policies.lifecycle import no_other_pending
@@ -24,9 +22,9 @@ from workflow.app.handlers.expiry import expire_request
 from workflow.app.parsing import dedupe_key, encode, error_reply, parse
 from workflow.contract.messages import QUERIES
 from workflow.domain.catalog import Catalog
-from workflow.errors import Invalid, Refused
+from workflow.errors import Conflict, Invalid, Refused
 from workflow.persistence.database import Database
-from workflow.persistence.sqlstore import BatchStore
+from workflow.persistence.sqlstore import SqlStore
 from workflow.persistence.store import Store
 
 
@@ -48,12 +46,6 @@ class Outcome:
 
     def json(self) -> dict[str, Any]:
         return orjson.loads(self.reply)  # type: ignore[no-any-return]
-
-
-def _one_pending_violated(exc: IntegrityError) -> bool:
-    """The partial unique index of R11, as PostgreSQL and SQLite each name it."""
-    text = str(exc.orig)
-    return "uq_requests_one_pending" in text or "requests.account_id" in text
 
 
 Item = tuple[str, bytes | str | dict[str, Any], str | None]
@@ -105,38 +97,32 @@ class CommandService:
         in its own transaction and sees what the winner committed."""
         commands = [self._prepare(*item) for item in items]
         try:
-            with self.db.transaction() as conn:
-                return self._run_batch(conn, commands)
-        except IntegrityError:
+            with self.db.store() as store:
+                return self._run_batch(store, commands)
+        except Conflict:
             if len(commands) > 1:
                 return [self.handle(*item) for item in items]
         return [self._after_conflict(commands[0])]
 
-    def _run_batch(self, conn: Connection, commands: Sequence[Prepared]) -> list[Outcome]:
-        store = BatchStore(conn, is_postgres=self.db.is_postgres)
+    def _run_batch(self, store: SqlStore, commands: Sequence[Prepared]) -> list[Outcome]:
         store.preload(
             (a for c in commands if (a := getattr(c.command, "account_id", None))),
             (r for c in commands if (r := getattr(c.command, "request_id", None))),
             (c.key for c in commands if c.key is not None),
         )
-        outcomes = [self._process(store, c) for c in commands]
-        store.flush()
-        return outcomes
+        return [self._process(store, c) for c in commands]
 
     def _after_conflict(self, command: Prepared) -> Outcome:
         try:
-            with self.db.transaction() as conn:
-                return self._run_batch(conn, [command])[0]
-        except IntegrityError as exc:
-            if not _one_pending_violated(exc):
+            with self.db.store() as store:
+                return self._run_batch(store, [command])[0]
+        except Conflict as exc:
+            if not exc.one_pending:
                 raise
         # R11 decided by the unique index alone: answer as the policy would have.
-        with self.db.transaction() as conn:
-            store = BatchStore(conn, is_postgres=self.db.is_postgres)
+        with self.db.store() as store:
             refusal = self._pending_race(store, command.command)
-            outcome = self._answer(store, self.clock(), command, refusal)
-            store.flush()
-            return outcome
+            return self._answer(store, self.clock(), command, refusal)
 
     def _prepare(
         self, routing_key: str, body: bytes | str | dict[str, Any], message_id: str | None
@@ -147,7 +133,7 @@ class CommandService:
             return Prepared(routing_key, None, None, exc.decision)
         return Prepared(routing_key, command, dedupe_key(routing_key, body, message_id))
 
-    def _process(self, store: BatchStore, prepared: Prepared) -> Outcome:
+    def _process(self, store: SqlStore, prepared: Prepared) -> Outcome:
         now = self.clock()
         if prepared.invalid is not None:
             self._audit(store, now, prepared.routing_key, None, prepared.invalid, None, None, None)
@@ -262,11 +248,6 @@ class CommandService:
 
     def expire(self, request_id: str, reason: str) -> dict[str, Any] | None:
         """Expire one pending request (R14) in its own transaction."""
-        with self.db.transaction() as conn:
-            ctx = CommandContext(
-                Store(conn, is_postgres=self.db.is_postgres),
-                self.clock(),
-                self.catalog,
-                self.notify_billing_admins,
-            )
+        with self.db.store() as store:
+            ctx = CommandContext(store, self.clock(), self.catalog, self.notify_billing_admins)
             return expire_request(request_id, ctx, reason)

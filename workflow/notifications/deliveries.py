@@ -22,16 +22,13 @@ from enum import Enum
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from workflow.contract.names import NOTIFICATION_SENT
 from workflow.errors import SubreqError
 from workflow.persistence.database import Database
-from workflow.persistence.store import Store
-from workflow.persistence.tables import notification_deliveries as deliveries
+from workflow.persistence.deliveries import FAILED, RETRYING, SENDING, SENT
+from workflow.persistence.sqlstore import SqlStore
 
-SENDING, RETRYING, SENT, FAILED = "sending", "retrying", "sent", "failed"
 ERROR_LIMIT = 1000
 """Characters of an error kept in the record; SMTP servers can be verbose."""
 
@@ -110,11 +107,6 @@ class Claim:
     busy_until: datetime | None = None
 
 
-def _insert(db: Database) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING, in the dialect at hand."""
-    return (postgresql.insert if db.is_postgres else sqlite.insert)(deliveries)
-
-
 def claim(
     db: Database,
     notice: Notice,
@@ -129,104 +121,63 @@ def claim(
     notifier died), or that is still the caller's own ``previous`` claim (recording
     its outcome failed). Both are single statements, so two notifiers never both win."""
     token = str(uuid.uuid4())
-    row = deliveries.c
-    mine_or_stale = [row.claimed_at < now - stale_after]
-    if previous is not None:
-        mine_or_stale.append(row.claim_token == previous)
-    with db.transaction() as conn:
-        inserted = conn.execute(
-            _insert(db)
-            .values(
-                notification_id=notice.notification_id,
-                event_id=notice.event_id,
-                account_id=notice.account_id,
-                request_id=notice.request_id,
-                template=notice.template,
-                locale=notice.locale,
-                recipient_id=notice.recipient_id,
-                recipient_email=notice.email,
-                recipient_name=notice.name,
-                subject=notice.subject[:1000],
-                status=SENDING,
-                attempts=1,
-                claim_token=token,
-                claimed_at=now,
-                created_at=now,
-                updated_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=["notification_id"])
-            .returning(row.notification_id)
-        ).first()
-        if inserted is not None:
+    with db.store(lock=False) as store:
+        records = store.deliveries
+        inserted = records.insert_claim(
+            {
+                "notification_id": notice.notification_id,
+                "event_id": notice.event_id,
+                "account_id": notice.account_id,
+                "request_id": notice.request_id,
+                "template": notice.template,
+                "locale": notice.locale,
+                "recipient_id": notice.recipient_id,
+                "recipient_email": notice.email,
+                "recipient_name": notice.name,
+                "subject": notice.subject[:1000],
+                "status": SENDING,
+                "attempts": 1,
+                "claim_token": token,
+                "claimed_at": now,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        if inserted:
             return Claim(ClaimStatus.CLAIMED, 1, token)
-        taken = conn.execute(
-            update(deliveries)
-            .where(
-                row.notification_id == notice.notification_id,
-                or_(
-                    row.status == RETRYING,
-                    and_(row.status == SENDING, or_(*mine_or_stale)),
-                ),
-            )
-            .values(
-                status=SENDING,
-                attempts=row.attempts + 1,
-                claim_token=token,
-                claimed_at=now,
-                updated_at=now,
-            )
-        )
-        current = (
-            conn.execute(
-                select(row.status, row.attempts, row.claimed_at).where(
-                    row.notification_id == notice.notification_id
-                )
-            )
-            .mappings()
-            .one()
-        )
-    if taken.rowcount == 1:
+        taken = records.take_over(notice.notification_id, token, now, now - stale_after, previous)
+        current = records.state(notice.notification_id)
+    if taken:
         return Claim(ClaimStatus.CLAIMED, current["attempts"], token)
     if current["status"] == SENT:
         return Claim(ClaimStatus.SENT, current["attempts"])
     if current["status"] == FAILED:
         return Claim(ClaimStatus.FAILED, current["attempts"])
-    return Claim(
-        ClaimStatus.BUSY, current["attempts"], busy_until=current["claimed_at"] + stale_after
-    )
-
-
-def _ours(notice: Notice, token: str) -> Any:
-    row = deliveries.c
-    return and_(
-        row.notification_id == notice.notification_id,
-        row.claim_token == token,
-        row.status == SENDING,
-    )
+    busy_until = current["claimed_at"] + stale_after
+    return Claim(ClaimStatus.BUSY, current["attempts"], busy_until=busy_until)
 
 
 def mark_sent(db: Database, notice: Notice, token: str, now: datetime, message_id: str) -> bool:
     """Record the delivery and emit ``notification.sent``, together; ``False`` when the
     claim was no longer ours (taken over as stale), and nothing is emitted twice."""
-    with db.transaction() as conn:
-        store = Store(conn, is_postgres=db.is_postgres)
+    with db.store() as store:
         # The account lock first, as every command takes it: the event's outbox id then
         # follows those of the request's events committed before it, and the relay, which
         # publishes in id order, keeps the request's events in order.
         store.account(notice.account_id, lock=True)
-        done = conn.execute(
-            update(deliveries)
-            .where(_ours(notice, token))
-            .values(
-                status=SENT,
-                sent_at=now,
-                updated_at=now,
-                message_id=message_id,
-                claim_token=None,
-                last_error=None,
-            )
+        done = store.deliveries.settle(
+            notice.notification_id,
+            token,
+            {
+                "status": SENT,
+                "sent_at": now,
+                "updated_at": now,
+                "message_id": message_id,
+                "claim_token": None,
+                "last_error": None,
+            },
         )
-        if done.rowcount != 1:
+        if not done:
             return False
         store.add_event(
             NOTIFICATION_SENT,
@@ -247,34 +198,27 @@ def mark_sent(db: Database, notice: Notice, token: str, now: datetime, message_i
         return True
 
 
+def _release(
+    db: Database, notice: Notice, token: str, now: datetime, status: str, error: str
+) -> None:
+    values = {
+        "status": status,
+        "claim_token": None,
+        "last_error": error[:ERROR_LIMIT],
+        "updated_at": now,
+    }
+    with db.store(lock=False) as store:
+        store.deliveries.settle(notice.notification_id, token, values)
+
+
 def mark_retrying(db: Database, notice: Notice, token: str, now: datetime, error: str) -> None:
     """Release the claim after a failure a retry may cure; the next claim takes it over."""
-    with db.transaction() as conn:
-        conn.execute(
-            update(deliveries)
-            .where(_ours(notice, token))
-            .values(
-                status=RETRYING,
-                claim_token=None,
-                last_error=error[:ERROR_LIMIT],
-                updated_at=now,
-            )
-        )
+    _release(db, notice, token, now, RETRYING, error)
 
 
 def mark_failed(db: Database, notice: Notice, token: str, now: datetime, error: str) -> None:
     """The notification will not be sent: the reason stays with it."""
-    with db.transaction() as conn:
-        conn.execute(
-            update(deliveries)
-            .where(_ours(notice, token))
-            .values(
-                status=FAILED,
-                claim_token=None,
-                last_error=error[:ERROR_LIMIT],
-                updated_at=now,
-            )
-        )
+    _release(db, notice, token, now, FAILED, error)
 
 
 # --- reading, for operators ------------------------------------------------------------
@@ -303,18 +247,13 @@ def _as_dict(row: Mapping[Any, Any]) -> dict[str, Any]:
     }
 
 
-def recent(conn: Connection, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+def recent(store: SqlStore, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     """The latest deliveries and failures, most recently changed first."""
-    query = select(deliveries)
-    if status is not None:
-        query = query.where(deliveries.c.status == status)
-    query = query.order_by(
-        deliveries.c.updated_at.desc(), deliveries.c.notification_id.desc()
-    ).limit(limit)
-    return [_as_dict(row) for row in conn.execute(query).mappings()]
+    return [_as_dict(row) for row in store.deliveries.recent(status, limit)]
 
 
-def of_request(conn: Connection, request_id: str) -> dict[str, dict[str, Any]]:
+def of_request(store: SqlStore, request_id: str) -> dict[str, dict[str, Any]]:
     """The delivery records of one request's notifications, by notification id."""
-    rows = conn.execute(select(deliveries).where(deliveries.c.request_id == request_id)).mappings()
-    return {row["notification_id"]: _as_dict(row) for row in rows}
+    return {
+        row["notification_id"]: _as_dict(row) for row in store.deliveries.of_request(request_id)
+    }

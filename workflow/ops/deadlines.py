@@ -4,8 +4,9 @@ Each pass reads a bounded batch of candidates through ``ix_requests_state_create
 and handles each one in its own transaction, so a large backlog never becomes one
 long transaction. Many workers may sweep at once: expiry goes through the
 ``expire`` handler, which locks the account and re-checks the state (a request
-expires once), and a reminder is recorded with ``UPDATE ... WHERE reminded_at IS
-NULL`` in the transaction that asks for it (one reminder, whoever wins).
+expires once), and a reminder is recorded under the same account lock, only while
+``reminded_at`` is still empty, in the transaction that asks for it (one reminder,
+whoever wins).
 """
 
 from __future__ import annotations
@@ -15,17 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
-
 from workflow.app.context import CommandContext
 from workflow.app.handlers.expiry import expire_request
 from workflow.app.handlers.lookups import request_and_account
 from workflow.app.views import request_view
+from workflow.contract.names import PENDING
 from workflow.domain.catalog import Catalog
 from workflow.errors import TransientError
 from workflow.persistence.database import Database
 from workflow.persistence.store import Store
-from workflow.persistence.tables import requests
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +82,8 @@ class Sweeper:
 
     def _due(self, cutoff: datetime, *, unreminded: bool) -> list[str]:
         """The next batch of pending requests created before ``cutoff``, oldest first."""
-        query = select(requests.c.request_id).where(
-            requests.c.state == "pending", requests.c.created_at < cutoff
-        )
-        if unreminded:
-            query = query.where(requests.c.reminded_at.is_(None))
-        query = query.order_by(requests.c.created_at, requests.c.request_id).limit(self.batch)
-        with self.db.transaction() as conn:
-            return list(conn.execute(query).scalars())
+        with self.db.store(lock=False) as store:
+            return store.queries.due_requests(cutoff, unreminded=unreminded, limit=self.batch)
 
     def _each_due(
         self, cutoff: datetime, action: Callable[[str], bool], *, unreminded: bool = False
@@ -126,8 +119,7 @@ class Sweeper:
         reason = f"nobody decided within {describe(self.ttl)}"
 
         def expire(request_id: str) -> bool:
-            with self.db.transaction() as conn:
-                store = Store(conn, is_postgres=self.db.is_postgres)
+            with self.db.store() as store:
                 return expire_request(request_id, self._context(store, now), reason) is not None
 
         return self._each_due(now - self.ttl, expire)
@@ -141,27 +133,17 @@ class Sweeper:
         )
 
     def _remind(self, request_id: str, now: datetime) -> bool:
-        with self.db.transaction() as conn:
-            store = Store(conn, is_postgres=self.db.is_postgres)
-            # The account lock first, as every command takes it: no lock-order deadlock.
+        with self.db.store() as store:
+            # The account is locked as the request is read, as every command locks it: no
+            # other sweeper can remind it meanwhile, and no lock-order deadlock.
             row, account = request_and_account(store, request_id)
-            won = conn.execute(
-                update(requests)
-                .where(
-                    requests.c.request_id == request_id,
-                    requests.c.state == "pending",
-                    requests.c.reminded_at.is_(None),
-                )
-                .values(reminded_at=now)
-            )
-            if won.rowcount != 1:
+            if row["state"] != PENDING or row["reminded_at"] is not None:
                 return False
             ctx = self._context(store, now)
             deciders = ctx.deciders(row["account_id"])
             # Whoever is reminded was told about the request: a withdrawal tells them too.
             told = list(dict.fromkeys([*row["notified"], *(d["user_id"] for d in deciders)]))
-            if told != list(row["notified"]):
-                store.update_request(request_id, {"notified": told})
+            store.update_request(request_id, {"reminded_at": now, "notified": told})
             view = request_view(store, row)
             ctx.notify(
                 "request_reminder",

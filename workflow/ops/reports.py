@@ -2,8 +2,8 @@
 
 Requests come back as the contract's request view (the same dict replies and events
 carry), so what an operator reads is what the account's members were told. Database
-failures are translated here, at the persistence boundary, into errors that name
-``SUBREQ_DATABASE_URL``: the command line prints them instead of a SQLAlchemy traceback.
+failures come out of ``reading`` as errors that name ``SUBREQ_DATABASE_URL``: the
+command line prints them instead of a driver's traceback.
 """
 
 from __future__ import annotations
@@ -13,102 +13,56 @@ from contextlib import contextmanager
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, select
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from workflow.app.views import request_view, request_views
 from workflow.contract.names import NOTIFICATION_REQUESTED
-from workflow.errors import SubreqError, TransientError
+from workflow.errors import DatabaseUnavailable, SchemaMissing
 from workflow.notifications.deliveries import of_request, recent
-from workflow.persistence import tables as t
-from workflow.persistence.database import Database
-from workflow.persistence.store import Store
+from workflow.persistence.database import Database, database_errors, describe
+from workflow.persistence.sqlstore import SqlStore
 
-UNDEFINED_TABLE = "42P01"  # PostgreSQL's SQLSTATE for a missing table
-
-
-class DatabaseUnavailable(TransientError):
-    """Raised when the database of ``SUBREQ_DATABASE_URL`` cannot be opened or reached."""
-
-
-class SchemaMissing(SubreqError):
-    """Raised when the database has none of subreq's tables: it was never migrated."""
-
-
-def describe(db: Database) -> str:
-    """The URL as an operator may see it: never with its password."""
-    return db.url.render_as_string(hide_password=True)
+__all__ = [
+    "DatabaseUnavailable",
+    "SchemaMissing",
+    "account_requests",
+    "audit_entries",
+    "database_errors",
+    "deliveries",
+    "describe",
+    "find_request",
+    "notifications_requested",
+    "reading",
+    "request_notifications",
+]
 
 
 @contextmanager
-def database_errors(db: Database) -> Iterator[None]:
-    """Turn "cannot connect" and "no such table" into errors that say what to fix."""
-    try:
-        yield
-    except DatabaseUnavailable:
-        raise
-    except (DBAPIError, TransientError) as exc:
-        # ``Database.transaction`` has already wrapped a transient failure: look beneath.
-        cause = exc.__cause__ if isinstance(exc, TransientError) else exc
-        if isinstance(cause, DBAPIError) and _missing_table(cause):
-            raise SchemaMissing(
-                f"the database of SUBREQ_DATABASE_URL ({describe(db)}) has no subreq schema: "
-                "run `subreq db upgrade` first"
-            ) from None
-        if isinstance(exc, DBAPIError) and not isinstance(exc, OperationalError | InterfaceError):
-            raise  # a bug, not the environment: the traceback is what a developer needs
-        reason = cause.orig if isinstance(cause, DBAPIError) else exc
-        raise DatabaseUnavailable(
-            # Drivers spread one reason over several lines.
-            f"SUBREQ_DATABASE_URL: cannot use {describe(db)}: {' '.join(str(reason).split())}"
-        ) from None
+def reading(db: Database) -> Iterator[SqlStore]:
+    """One store for a report, its database errors translated; nothing is locked."""
+    with database_errors(db), db.store(lock=False) as store:
+        yield store
 
 
-def _missing_table(exc: DBAPIError) -> bool:
-    if getattr(exc.orig, "sqlstate", None) == UNDEFINED_TABLE:
-        return True
-    return "no such table" in str(exc.orig).lower()
-
-
-@contextmanager
-def reading(db: Database) -> Iterator[Connection]:
-    """One connection for a report, its database errors translated; nothing is written."""
-    with database_errors(db), db.transaction() as conn:
-        yield conn
-
-
-def _store(conn: Connection) -> Store:
-    # Reports never lock, so the dialect only matters for completeness.
-    return Store(conn, is_postgres=conn.dialect.name == "postgresql")
-
-
-def find_request(conn: Connection, request_id: str) -> dict[str, Any] | None:
+def find_request(store: SqlStore, request_id: str) -> dict[str, Any] | None:
     """The request view, or ``None`` when no request has this id."""
-    store = _store(conn)
     row = store.request(request_id)
     return None if row is None else request_view(store, row)
 
 
 def account_requests(
-    conn: Connection, account_id: str, state: str | None = None, limit: int = 100
+    store: SqlStore, account_id: str, state: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
     """Views of an account's requests, newest first."""
-    store = _store(conn)
     return request_views(store, store.requests(account_id, state, limit))
 
 
-def request_notifications(conn: Connection, request_id: str) -> list[dict[str, Any]]:
+def request_notifications(store: SqlStore, request_id: str) -> list[dict[str, Any]]:
     """Every notification asked for about a request (R14, R16, R17), oldest first: whether
     the relay has published it, and what the email notifier did with it (``delivery``:
     ``None`` until a notifier took it on)."""
-    delivered = of_request(conn, request_id)
-    rows = conn.execute(
-        select(t.outbox.c.payload, t.outbox.c.created_at, t.outbox.c.published_at)
-        .where(t.outbox.c.type == NOTIFICATION_REQUESTED, t.outbox.c.request_id == request_id)
-        .order_by(t.outbox.c.id)
-    ).mappings()
+    delivered = of_request(store, request_id)
     found = []
-    for row in rows:
+    for row in store.outbox.of_type(NOTIFICATION_REQUESTED, request_id):
         data = orjson.loads(row["payload"])["data"]
         found.append(
             {
@@ -125,15 +79,9 @@ def request_notifications(conn: Connection, request_id: str) -> list[dict[str, A
     return found
 
 
-def notifications_requested(conn: Connection, limit: int = 1000) -> list[dict[str, Any]]:
+def notifications_requested(store: SqlStore, limit: int = 1000) -> list[dict[str, Any]]:
     """The latest ``notification.requested`` events still in the outbox, oldest first."""
-    rows = conn.execute(
-        select(t.outbox.c.payload)
-        .where(t.outbox.c.type == NOTIFICATION_REQUESTED)
-        .order_by(t.outbox.c.id.desc())
-        .limit(limit)
-    ).scalars()
-    return [orjson.loads(payload)["data"] for payload in reversed(list(rows))]
+    return store.outbox.latest_data(NOTIFICATION_REQUESTED, limit)
 
 
 def _delivery(record: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -143,32 +91,29 @@ def _delivery(record: dict[str, Any] | None) -> dict[str, Any] | None:
     return {key: record[key] for key in keys}
 
 
-def deliveries(
-    conn: Connection, status: str | None = None, limit: int = 50
-) -> list[dict[str, Any]]:
+def deliveries(store: SqlStore, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     """Recent email deliveries and failures (R18), most recently changed first."""
-    return recent(conn, status, limit)
+    return recent(store, status, limit)
+
+
+AUDIT_FIELDS = (
+    "at",
+    "command",
+    "actor_id",
+    "account_id",
+    "request_id",
+    "code",
+    "message",
+    "details",
+    "idempotency_key",
+)
 
 
 def audit_entries(
-    conn: Connection, account_id: str | None = None, limit: int = 50
+    store: SqlStore, account_id: str | None = None, limit: int = 50
 ) -> list[dict[str, Any]]:
     """Refused commands (R15), newest first, optionally of one account."""
-    query = select(t.audit_log)
-    if account_id is not None:
-        query = query.where(t.audit_log.c.account_id == account_id)
-    query = query.order_by(t.audit_log.c.at.desc(), t.audit_log.c.id.desc()).limit(limit)
     return [
-        {
-            "at": row["at"],
-            "command": row["command"],
-            "actor_id": row["actor_id"],
-            "account_id": row["account_id"],
-            "request_id": row["request_id"],
-            "code": row["code"],
-            "message": row["message"],
-            "details": row["details"],
-            "idempotency_key": row["idempotency_key"],
-        }
-        for row in conn.execute(query).mappings()
+        {name: row[name] for name in AUDIT_FIELDS}
+        for row in store.queries.audit_entries(account_id, limit)
     ]

@@ -5,10 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
-
 from workflow.persistence.database import Database
-from workflow.persistence.tables import outbox, requests
 
 
 @dataclass(frozen=True)
@@ -20,25 +17,13 @@ class Snapshot:
 
 
 def _age(oldest: datetime | None, now: datetime) -> float:
-    if oldest is None:
-        return 0.0
-    if oldest.tzinfo is None:
-        oldest = oldest.replace(tzinfo=UTC)
-    return max((now - oldest).total_seconds(), 0.0)
+    return 0.0 if oldest is None else max((now - oldest).total_seconds(), 0.0)
 
 
 def snapshot(db: Database, now: datetime | None = None) -> Snapshot:
     """Two indexed aggregate queries: the unpublished and the pending rows only."""
     now = now or datetime.now(UTC)
-    with db.engine.connect() as conn:
-        backlog, oldest_event = conn.execute(
-            select(func.count(), func.min(outbox.c.created_at)).where(
-                outbox.c.published_at.is_(None)
-            )
-        ).one()
-        pending, oldest_request = conn.execute(
-            select(func.count(), func.min(requests.c.created_at)).where(
-                requests.c.state == "pending"
-            )
-        ).one()
+    with db.store(lock=False) as store:
+        backlog, oldest_event = store.outbox.backlog()
+        pending, oldest_request = store.queries.pending_backlog()
     return Snapshot(backlog, _age(oldest_event, now), pending, _age(oldest_request, now))

@@ -14,9 +14,19 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
-from workflow.errors import ConfigurationError, TransientError
+from workflow.errors import (
+    ConfigurationError,
+    Conflict,
+    DatabaseUnavailable,
+    SchemaMissing,
+    TransientError,
+)
+from workflow.persistence.postgres import PostgresSql
+from workflow.persistence.sql import Sql
+from workflow.persistence.sqlite import SqliteSql
+from workflow.persistence.sqlstore import SqlStore
 
 # SQLSTATEs for which a retry of the whole transaction is the cure.
 RETRYABLE_SQLSTATES = frozenset(
@@ -107,20 +117,39 @@ class Database:
                 f"SUBREQ_DATABASE_URL: unsupported database {backend!r} (use sqlite or postgresql)"
             )
         self.is_postgres = backend == "postgresql"
+        self.sql: type[Sql] = PostgresSql if self.is_postgres else SqliteSql
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """Commit on success, roll back on error; database hiccups become TransientError."""
+        """Commit on success, roll back on error; database hiccups become TransientError,
+        a unique constraint that another transaction won becomes :class:`Conflict`."""
         try:
             with self.engine.begin() as conn:
                 yield conn
+        except IntegrityError as exc:
+            raise Conflict(str(exc.orig), one_pending=_one_pending_violated(exc)) from exc
         except DBAPIError as exc:
             if is_transient(exc):
                 raise TransientError(f"database unavailable: {exc.orig}") from exc
             raise
 
+    @contextmanager
+    def store(self, *, lock: bool = True) -> Iterator[SqlStore]:
+        """One transaction's store; its changes are written when the block ends without
+        an error, then committed. ``lock=False`` for reads that must not lock accounts."""
+        with self.transaction() as conn:
+            store = SqlStore(self.sql(conn), lock=lock)
+            yield store
+            store.flush()
+
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _one_pending_violated(exc: IntegrityError) -> bool:
+    """The partial unique index of R11, as PostgreSQL and SQLite each name it."""
+    text = str(exc.orig)
+    return "uq_requests_one_pending" in text or "requests.account_id" in text
 
 
 def is_transient(exc: DBAPIError) -> bool:
@@ -137,3 +166,41 @@ def is_transient(exc: DBAPIError) -> bool:
         return sqlstate is None or sqlstate.startswith(("08", "40", "53", "57"))
     message = str(exc.orig).lower()
     return any(word in message for word in ("locked", "busy", "unable to open", "disk i/o"))
+
+
+UNDEFINED_TABLE = "42P01"  # PostgreSQL's SQLSTATE for a missing table
+
+
+def describe(db: Database) -> str:
+    """The URL as an operator may see it: never with its password."""
+    return db.url.render_as_string(hide_password=True)
+
+
+@contextmanager
+def database_errors(db: Database) -> Iterator[None]:
+    """Turn "cannot connect" and "no such table" into errors that say what to fix."""
+    try:
+        yield
+    except DatabaseUnavailable:
+        raise
+    except (DBAPIError, TransientError) as exc:
+        # ``Database.transaction`` has already wrapped a transient failure: look beneath.
+        cause = exc.__cause__ if isinstance(exc, TransientError) else exc
+        if isinstance(cause, DBAPIError) and _missing_table(cause):
+            raise SchemaMissing(
+                f"the database of SUBREQ_DATABASE_URL ({describe(db)}) has no subreq schema: "
+                "run `subreq db upgrade` first"
+            ) from None
+        if isinstance(exc, DBAPIError) and not isinstance(exc, OperationalError | InterfaceError):
+            raise  # a bug, not the environment: the traceback is what a developer needs
+        reason = cause.orig if isinstance(cause, DBAPIError) else exc
+        raise DatabaseUnavailable(
+            # Drivers spread one reason over several lines.
+            f"SUBREQ_DATABASE_URL: cannot use {describe(db)}: {' '.join(str(reason).split())}"
+        ) from None
+
+
+def _missing_table(exc: DBAPIError) -> bool:
+    if getattr(exc.orig, "sqlstate", None) == UNDEFINED_TABLE:
+        return True
+    return "no such table" in str(exc.orig).lower()

@@ -1,4 +1,5 @@
-"""A store for a batch of commands: a few queries in, a few multi-row writes out.
+"""The state store: a few queries in, a few multi-row writes out, for one command or a
+batch of them in one transaction.
 
 ``preload`` reads, in about seven queries, everything the batch's commands can
 touch, locking their accounts (sorted, so workers never deadlock each other).
@@ -6,34 +7,44 @@ Handlers then read and write memory; ``flush`` writes all changes with one
 statement per table. A refused command's changes are undone in memory
 (``begin``/``undo``), which is what a savepoint per command gave, without the
 round trips. Reads the cache cannot answer flush first and ask the database.
+
+Records outside the command path (outbox relay, email deliveries, reports, retention)
+are reached through the same store: ``store.outbox``, ``store.deliveries``,
+``store.queries``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
-
-from sqlalchemy import (
-    Connection,
-)
 
 from policies.facts import ProductLine, Subscription
 from workflow.domain.lifecycle import HistoryStep
 from workflow.persistence import tables as t
-from workflow.persistence.rawsql import Query, RawSql
-from workflow.persistence.store import Row, Store, outbox_row
+from workflow.persistence.deliveries import DeliveryRecords
+from workflow.persistence.outbox import OutboxRecords
+from workflow.persistence.queries import Queries
+from workflow.persistence.rows import history_entry, outbox_row
+from workflow.persistence.sql import Query, Sql
+from workflow.persistence.store import Row
+from workflow.persistence.undo import UndoLog
 
-_MISSING = object()
-REQUEST_UPDATES = ("state", "decided_at", "decided_by", "comment", "reminded_at")
+REQUEST_UPDATES = ("state", "decided_at", "decided_by", "comment", "notified", "reminded_at")
 ACCOUNT_UPDATES = tuple(str(c.name) for c in t.accounts.columns if c.name != "account_id")
 
 
-class BatchStore(Store):
-    """Same interface as :class:`Store`; valid for one transaction."""
+class SqlStore:
+    """Implements :class:`workflow.persistence.store.Store`; valid for one transaction.
+    With ``lock`` (commands), the accounts it loads stay locked until the transaction
+    ends; reports read without."""
 
-    def __init__(self, conn: Connection, *, is_postgres: bool) -> None:
-        super().__init__(conn, is_postgres=is_postgres)
+    def __init__(self, sql: Sql, *, lock: bool = True) -> None:
+        self.sql = sql
+        self.lock = lock
+        self.outbox = OutboxRecords(sql)
+        self.deliveries = DeliveryRecords(sql)
+        self.queries = Queries(sql)
         self._accounts: dict[str, dict[str, Any] | None] = {}
         self._members: dict[str, dict[str, dict[str, Any]]] = {}
         self._products: dict[str, list[ProductLine]] = {}
@@ -52,8 +63,7 @@ class BatchStore(Store):
         self._new_audit: list[dict[str, Any]] = []
         self._new_replies: list[dict[str, Any]] = []
         self._forgotten: set[str] = set()
-        self._undo: list[Callable[[], None]] | None = None
-        self.sql = RawSql(conn)
+        self._log = UndoLog()
 
     # --- loading -----------------------------------------------------------------
 
@@ -81,7 +91,7 @@ class BatchStore(Store):
                 where, param = sql.among("request_id", request_ids)
                 conditions.append(f"account_id IN (SELECT account_id FROM requests WHERE {where})")
                 params.append(param)
-            lock = " ORDER BY account_id FOR UPDATE" if self.is_postgres else ""
+            lock = f" ORDER BY account_id{sql.lock_rows}" if self.lock else ""
             for row in sql.select(t.accounts, " OR ".join(conditions), params, suffix=lock):
                 account_id = row["account_id"]
                 if account_id not in self._accounts:
@@ -158,41 +168,18 @@ class BatchStore(Store):
                 self._requests.setdefault(request_id, None)
             for row in next(results):
                 if row["request_id"] in fresh:
-                    self._history[row["request_id"]].append(_history_entry(row))
+                    self._history[row["request_id"]].append(history_entry(row))
 
     # --- undo, for a refused command -----------------------------------------------
 
     def begin(self) -> None:
-        self._undo = []
+        self._log.begin()
 
     def undo(self) -> None:
-        assert self._undo is not None
-        for step in reversed(self._undo):
-            step()
-        self._undo = None
+        self._log.undo()
 
     def commit(self) -> None:
-        self._undo = None
-
-    def _set(self, mapping: MutableMapping[Any, Any], key: Any, value: Any) -> None:
-        if self._undo is not None:
-            old = mapping.get(key, _MISSING)
-            if old is _MISSING:
-                self._undo.append(lambda: mapping.pop(key, None))
-            else:
-                self._undo.append(lambda: mapping.__setitem__(key, old))
-        mapping[key] = value
-
-    def _add(self, items: set[Any], item: Any) -> None:
-        if item not in items:
-            items.add(item)
-            if self._undo is not None:
-                self._undo.append(lambda: items.discard(item))
-
-    def _append(self, items: list[Any], item: Any) -> None:
-        items.append(item)
-        if self._undo is not None:
-            self._undo.append(items.pop)
+        self._log.commit()
 
     # --- accounts and members --------------------------------------------------------
 
@@ -207,12 +194,12 @@ class BatchStore(Store):
         row = {**(current or {}), **values}
         row.setdefault("currency", None)
         row.setdefault("billing_cycle", None)
-        self._set(self._accounts, account_id, row)
+        self._log.assign(self._accounts, account_id, row)
         if current is None:
-            self._set(self._members, account_id, {})
-            self._set(self._products, account_id, [])
-            self._set(self._pending, account_id, None)
-        self._add(self._dirty_accounts, account_id)
+            self._log.assign(self._members, account_id, {})
+            self._log.assign(self._products, account_id, [])
+            self._log.assign(self._pending, account_id, None)
+        self._log.include(self._dirty_accounts, account_id)
 
     def member(self, account_id: str, user_id: str) -> Row | None:
         return self._account_members(account_id).get(user_id)
@@ -233,16 +220,14 @@ class BatchStore(Store):
 
     def save_member(self, values: Mapping[str, Any], *, exists: bool) -> None:
         members = self._account_members(values["account_id"])
-        self._set(members, values["user_id"], dict(values))
-        self._add(self._dirty_members, (values["account_id"], values["user_id"]))
+        self._log.assign(members, values["user_id"], dict(values))
+        self._log.include(self._dirty_members, (values["account_id"], values["user_id"]))
 
     def remove_member(self, account_id: str, user_id: str) -> None:
         members = self._account_members(account_id)
         if user_id in members:
-            old = members.pop(user_id)
-            if self._undo is not None:
-                self._undo.append(lambda: members.__setitem__(user_id, old))
-        self._add(self._dirty_members, (account_id, user_id))
+            self._log.remove(members, user_id)
+        self._log.include(self._dirty_members, (account_id, user_id))
 
     def member_names(self, account_id: str, user_ids: Iterable[str]) -> dict[str, str]:
         members = self._account_members(account_id)
@@ -258,8 +243,8 @@ class BatchStore(Store):
         )
 
     def replace_products(self, account_id: str, products: Sequence[ProductLine]) -> None:
-        self._set(self._products, account_id, list(products))
-        self._add(self._dirty_products, account_id)
+        self._log.assign(self._products, account_id, list(products))
+        self._log.include(self._dirty_products, account_id)
 
     # --- requests ----------------------------------------------------------------------
 
@@ -274,30 +259,42 @@ class BatchStore(Store):
         return self._requests.get(request_id)
 
     def requests(self, account_id: str, state: str | None = None, limit: int = 100) -> list[Row]:
+        """An account's requests, newest first, from the database (after a flush)."""
         self.flush()
-        return super().requests(account_id, state, limit)
+        sql = self.sql
+        where, params = f"account_id = {sql.mark}", [account_id]
+        if state is not None:
+            where += f" AND state = {sql.mark}"
+            params.append(state)
+        rows = sql.select(
+            t.requests,
+            where,
+            [*params, limit],
+            suffix=f" ORDER BY created_at DESC, request_id DESC LIMIT {sql.mark}",
+        )
+        return list(rows)
 
     def insert_request(self, values: Mapping[str, Any]) -> None:
         row = dict.fromkeys(REQUEST_UPDATES) | dict(values)
-        self._set(self._requests, row["request_id"], row)
-        self._set(self._history, row["request_id"], [])
+        self._log.assign(self._requests, row["request_id"], row)
+        self._log.assign(self._history, row["request_id"], [])
         self._after_state(row)
-        self._add(self._dirty_requests, row["request_id"])
+        self._log.include(self._dirty_requests, row["request_id"])
 
     def update_request(self, request_id: str, values: Mapping[str, Any]) -> None:
         current = self._requests[request_id]
         assert current is not None
         row = {**current, **values}
-        self._set(self._requests, request_id, row)
+        self._log.assign(self._requests, request_id, row)
         self._after_state(row)
-        self._add(self._dirty_requests, request_id)
+        self._log.include(self._dirty_requests, request_id)
 
     def _after_state(self, row: Mapping[str, Any]) -> None:
         account_id = row["account_id"]
         if row["state"] == "pending":
-            self._set(self._pending, account_id, row["request_id"])
+            self._log.assign(self._pending, account_id, row["request_id"])
         elif self._pending.get(account_id) == row["request_id"]:
-            self._set(self._pending, account_id, None)
+            self._log.assign(self._pending, account_id, None)
 
     def add_history(self, request_id: str, steps: Sequence[HistoryStep]) -> None:
         history = self._history.setdefault(request_id, [])
@@ -311,21 +308,26 @@ class BatchStore(Store):
                 "at": step.at,
                 "reason": step.reason,
             }
-            self._append(self._new_history, entry)
-            self._append(history, _history_entry(entry))
+            self._log.append(self._new_history, entry)
+            self._log.append(history, history_entry(entry))
 
     def histories(self, request_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
         missing = [r for r in request_ids if r not in self._history]
         found: dict[str, list[dict[str, Any]]] = {}
         if missing:
             self.flush()
-            found = super().histories(missing)
+            found = {r: [] for r in missing}
+            where, param = self.sql.among("request_id", missing)
+            for row in self.sql.select(
+                t.request_transitions, where, [param], suffix=" ORDER BY id"
+            ):
+                found[row["request_id"]].append(history_entry(row))
         return {r: self._history[r] if r in self._history else found[r] for r in request_ids}
 
     # --- audit, idempotency, outbox -------------------------------------------------------
 
     def audit(self, values: Mapping[str, Any]) -> None:
-        self._append(self._new_audit, dict(values))
+        self._log.append(self._new_audit, dict(values))
 
     def stored_reply(self, key: str, *, not_before: datetime | None = None) -> str | None:
         if key not in self._replies:
@@ -336,12 +338,12 @@ class BatchStore(Store):
         return found[0]
 
     def forget_reply(self, key: str) -> None:
-        self._set(self._replies, key, None)
-        self._add(self._forgotten, key)
+        self._log.assign(self._replies, key, None)
+        self._log.include(self._forgotten, key)
 
     def store_reply(self, key: str, command: str, reply: str, at: datetime) -> None:
-        self._set(self._replies, key, (reply, at))
-        self._append(
+        self._log.assign(self._replies, key, (reply, at))
+        self._log.append(
             self._new_replies, {"key": key, "command": command, "reply": reply, "processed_at": at}
         )
 
@@ -354,7 +356,7 @@ class BatchStore(Store):
         request_id: str | None = None,
     ) -> str:
         row = outbox_row(type_, at, account_id, data, request_id)
-        self._append(self._new_events, row)
+        self._log.append(self._new_events, row)
         return str(row["event_id"])
 
     # --- writing -----------------------------------------------------------------------
@@ -362,7 +364,7 @@ class BatchStore(Store):
     def flush(self) -> None:
         """Write every change so far, one statement per table and kind. Inside a command
         only while it has changed nothing yet (a query reading through to the database)."""
-        assert not self._undo, "flush after a command changed state"
+        assert not self._log.changed, "flush after a command changed state"
         with self.sql.deferred():
             self._flush()
 
@@ -437,14 +439,3 @@ class BatchStore(Store):
         self.sql.insert(t.requests, new)
         self._requests_in_db.update(r["request_id"] for r in new)
         self._dirty_requests.clear()
-
-
-def _history_entry(row: Mapping[Any, Any]) -> dict[str, Any]:
-    return {
-        "from": row["from_state"],
-        "to": row["to_state"],
-        "trigger": row["trigger"],
-        "actor_id": row["actor_id"],
-        "at": row["at"],
-        "reason": row["reason"],
-    }

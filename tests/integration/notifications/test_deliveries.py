@@ -14,7 +14,6 @@ from workflow.app.service import CommandService
 from workflow.notifications import deliveries
 from workflow.notifications.deliveries import BadNotice, ClaimStatus, parse_notice
 from workflow.persistence.database import Database
-from workflow.persistence.store import Store
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 STALE = timedelta(minutes=5)
@@ -75,8 +74,8 @@ def test_a_retry_takes_the_released_claim_and_counts_attempts(database: Database
     assert again.token is not None
     deliveries.mark_failed(database, notice, again.token, NOW, "550 no such user")
     assert deliveries.claim(database, notice, NOW, STALE).outcome is ClaimStatus.FAILED
-    with database.engine.connect() as conn:
-        [record] = deliveries.recent(conn)
+    with database.store(lock=False) as store:
+        [record] = deliveries.recent(store)
     assert (record["status"], record["attempts"]) == ("failed", 2)
     assert record["last_error"] == "550 no such user"
 
@@ -151,8 +150,7 @@ def test_notification_sent_waits_for_a_transaction_holding_its_account(
     claimed = deliveries.claim(database, notice, NOW, STALE)
     assert claimed.token is not None
     token = claimed.token
-    with database.transaction() as conn:  # a command on acme, not yet committed
-        store = Store(conn, is_postgres=True)
+    with database.store() as store:  # a command on acme, not yet committed
         store.account("acme", lock=True)
         store.add_event("request.approved", NOW, "acme", {}, "r-1")
         sender = threading.Thread(

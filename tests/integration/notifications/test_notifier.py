@@ -24,6 +24,7 @@ from tests.integration.notifications.support import (
 )
 from workflow.app.service import CommandService
 from workflow.domain.catalog import Catalog
+from workflow.notifications.deliveries import recent
 from workflow.persistence.database import Database
 
 pytestmark = [pytest.mark.postgres]
@@ -190,10 +191,8 @@ def test_bad_input_ends_with_a_reason_and_never_blocks_the_others(
     assert any("550 5.1.1 no such mailbox" in r for r in reasons)
     assert any("template 'request_submitted'" in r and "undefined" in r for r in reasons)
 
-    with pg.engine.connect() as conn:
-        from workflow.notifications.deliveries import recent
-
-        records = {r["notification_id"]: r for r in recent(conn)}
+    with pg.store(lock=False) as store:
+        records = {r["notification_id"]: r for r in recent(store)}
     assert records["slow"]["status"] == "sent"
     assert records["slow"]["attempts"] == 3
     assert records["rejected"]["last_error"].startswith("recipient refused: 550")

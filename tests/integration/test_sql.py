@@ -1,6 +1,7 @@
-"""The fixed-text statements of the batch path store and read rows exactly as SQLAlchemy does,
-with awkward strings, and their errors look like SQLAlchemy's (so the R11 race and the
-retry of transient failures see them)."""
+"""The fixed-text statements of each database (``workflow.persistence.postgres`` and
+``.sqlite``) store and read rows exactly as SQLAlchemy does, with awkward strings, and their
+errors are translated like SQLAlchemy's (so the R11 race and the retry of transient
+failures see them)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
 
+from workflow.errors import Conflict
 from workflow.persistence.database import Database
-from workflow.persistence.rawsql import Query, RawSql
+from workflow.persistence.sql import Query
 from workflow.persistence.tables import accounts, outbox, processed_commands, requests
 
 AWKWARD = ["plain", 'quote"d', "back\\slash", "comma,brace{}", "NULL", "", " é✓ 'x' "]
@@ -52,7 +53,7 @@ def _request(request_id: str, account_id: str, state: str = "pending") -> dict[s
 
 def test_rows_written_raw_read_back_through_sqlalchemy_and_raw(database: Database) -> None:
     with database.transaction() as conn:
-        sql = RawSql(conn)
+        sql = database.sql(conn)
         sql.insert(accounts, [_account(a) for a in AWKWARD])
         sql.insert(requests, [_request(f"r-{i}", a) for i, a in enumerate(AWKWARD)])
     with database.transaction() as conn:
@@ -61,7 +62,7 @@ def test_rows_written_raw_read_back_through_sqlalchemy_and_raw(database: Databas
         assert stored['quote"d'] == _account('quote"d')
         through_sa = {r.request_id: r._asdict() for r in conn.execute(select(requests))}
         assert through_sa["r-1"] == _request("r-1", 'quote"d')
-        sql = RawSql(conn)
+        sql = database.sql(conn)
         where, param = sql.among("account_id", AWKWARD[1:4])
         raw = sql.select(accounts, where, [param], suffix=" ORDER BY account_id")
         assert raw == sorted((_account(a) for a in AWKWARD[1:4]), key=lambda r: r["account_id"])
@@ -69,7 +70,7 @@ def test_rows_written_raw_read_back_through_sqlalchemy_and_raw(database: Databas
         both = sql.select_all(
             [
                 Query(requests, where, [param], suffix=" ORDER BY request_id"),
-                Query(accounts, "account_id = " + ("%s" if sql.postgres else "?"), ["NULL"]),
+                Query(accounts, f"account_id = {sql.mark}", ["NULL"]),
             ]
         )
         assert both[0] == [_request("r-0", "plain"), _request("r-6", " é✓ 'x' ")]
@@ -78,7 +79,7 @@ def test_rows_written_raw_read_back_through_sqlalchemy_and_raw(database: Databas
 
 def test_update_and_delete_by_keys(database: Database) -> None:
     with database.transaction() as conn:
-        sql = RawSql(conn)
+        sql = database.sql(conn)
         sql.insert(accounts, [_account(a) for a in AWKWARD])
         with sql.deferred():
             sql.update(
@@ -107,7 +108,7 @@ def test_autoincrement_ids_are_left_to_the_database_and_ids_select_by_number(
         "created_at": AT,
     }
     with database.transaction() as conn:
-        sql = RawSql(conn)
+        sql = database.sql(conn)
         sql.insert(outbox, [event | {"event_id": f"e-{i}"} for i in range(3)])
         ids = [r["id"] for r in sql.select(outbox, "1 = 1", [], names=["id"])]
         assert len(set(ids)) == 3
@@ -119,7 +120,7 @@ def test_autoincrement_ids_are_left_to_the_database_and_ids_select_by_number(
         assert conn.execute(select(outbox.c.payload)).scalars().first() == event["payload"]
 
 
-def test_a_duplicate_key_in_a_deferred_flush_is_sqlalchemys_integrity_error(
+def test_a_duplicate_key_in_a_deferred_flush_is_a_conflict(
     database: Database,
 ) -> None:
     row = {"key": "id:k", "command": "request.submit", "reply": "{}", "processed_at": AT}
@@ -128,13 +129,14 @@ def test_a_duplicate_key_in_a_deferred_flush_is_sqlalchemys_integrity_error(
 
     def flush_with_a_duplicate() -> None:
         with database.transaction() as conn:
-            sql = RawSql(conn)
+            sql = database.sql(conn)
             with sql.deferred():
                 sql.insert(accounts, [_account("fine")])
                 sql.insert(processed_commands, [row])
 
-    with pytest.raises(IntegrityError):
+    with pytest.raises(Conflict) as raised:
         flush_with_a_duplicate()
+    assert not raised.value.one_pending
     with database.transaction() as conn:  # nothing of the failed transaction stayed
         assert conn.execute(select(accounts)).all() == []
         assert len(conn.execute(select(processed_commands)).all()) == 1

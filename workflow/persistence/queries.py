@@ -1,0 +1,53 @@
+"""Reads and upkeep outside the command path: requests past a deadline, the pending
+backlog, the audit log, and the retention of idempotency records."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from workflow.contract.names import PENDING
+from workflow.persistence.sql import Sql
+from workflow.persistence.tables import audit_log, processed_commands, requests
+
+
+class Queries:
+    def __init__(self, sql: Sql) -> None:
+        self.sql = sql
+
+    def due_requests(self, cutoff: datetime, *, unreminded: bool, limit: int) -> list[str]:
+        """Pending requests created before ``cutoff``, oldest first (an indexed scan)."""
+        mark = self.sql.mark
+        where = f"state = {mark} AND created_at < {mark}"
+        if unreminded:
+            where += " AND reminded_at IS NULL"
+        return self.sql.scalar_rows(
+            f"SELECT request_id FROM requests WHERE {where} "
+            f"ORDER BY created_at, request_id LIMIT {mark}",
+            [PENDING, self.sql.value(requests, "created_at", cutoff), limit],
+        )
+
+    def pending_backlog(self) -> tuple[int, datetime | None]:
+        """How many requests wait for a decision, and since when the oldest does."""
+        count, oldest = self.sql.conn.exec_driver_sql(
+            f"SELECT count(*), min(created_at) FROM requests WHERE state = {self.sql.mark}",
+            (PENDING,),
+        ).one()
+        return int(count), self.sql.loaded(requests, "created_at", oldest)
+
+    def audit_entries(self, account_id: str | None, limit: int) -> list[dict[str, Any]]:
+        """Refused commands (R15), newest first, optionally of one account."""
+        mark = self.sql.mark
+        where, params = ("account_id = " + mark, [account_id]) if account_id else ("1 = 1", [])
+        return self.sql.select(
+            audit_log, where, [*params, limit], suffix=f" ORDER BY at DESC, id DESC LIMIT {mark}"
+        )
+
+    def prune_replies(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` idempotency records stored before ``before``."""
+        mark = self.sql.mark
+        return self.sql.execute(
+            "DELETE FROM processed_commands WHERE key IN (SELECT key FROM processed_commands "
+            f"WHERE processed_at < {mark} LIMIT {mark})",
+            [self.sql.value(processed_commands, "processed_at", before), limit],
+        )

@@ -1,0 +1,50 @@
+"""The shapes of rows written on the command path and read back as the contract shows them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from workflow.domain.ids import new_id
+
+
+def outbox_row(
+    type_: str,
+    at: datetime,
+    account_id: str,
+    data: Mapping[str, Any],
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """An outbox row with the event's JSON as the contract gives it."""
+    event_id = new_id()
+    payload: dict[str, Any] = {
+        "event_id": event_id,
+        "type": type_,
+        "occurred_at": at,
+        "account_id": account_id,
+    }
+    if request_id is not None:
+        payload["request_id"] = request_id
+    payload["data"] = data
+    return {
+        "event_id": event_id,
+        "type": type_,
+        "account_id": account_id,
+        "request_id": request_id,
+        "payload": orjson.dumps(payload, option=orjson.OPT_UTC_Z).decode(),
+        "created_at": at,
+    }
+
+
+def history_entry(row: Mapping[Any, Any]) -> dict[str, Any]:
+    return {
+        "from": row["from_state"],
+        "to": row["to_state"],
+        "trigger": row["trigger"],
+        "actor_id": row["actor_id"],
+        "at": row["at"],
+        "reason": row["reason"],
+    }

@@ -1,0 +1,89 @@
+"""SQLite's statements: a write is one ``executemany``, the keys of a read one JSON array
+read with ``json_each``. Times are stored as text in SQLAlchemy's format, so the column
+types themselves convert them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+from sqlalchemy import JSON, Boolean, Table
+
+from workflow.persistence.sql import Convert, Sql, inserted_columns
+from workflow.persistence.tables import UTCDateTime
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _json_load(value: Any) -> Any:
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _boolean(value: Any) -> bool:
+    return bool(value)
+
+
+class SqliteSql(Sql):
+    name = "sqlite"
+    mark = "?"
+    lock_rows = ""  # BEGIN IMMEDIATE already holds the database's write lock
+
+    def _convert(self, table: Table) -> tuple[dict[str, Convert], dict[str, Convert]]:
+        dialect = self.conn.dialect
+        bind: dict[str, Convert] = {}
+        result: dict[str, Convert] = {}
+        for column in table.columns:
+            kind = column.type
+            if isinstance(kind, UTCDateTime):
+                impl = kind.dialect_impl(dialect)
+                to_db = impl.bind_processor(dialect)
+                from_db = impl.result_processor(dialect, None)
+                assert to_db is not None
+                assert from_db is not None
+                bind[column.name] = to_db
+                result[column.name] = from_db
+            elif isinstance(kind, JSON):
+                bind[column.name] = _json_text
+                result[column.name] = _json_load
+            elif isinstance(kind, Boolean):
+                result[column.name] = _boolean
+        return bind, result
+
+    def among(self, column: str, values: Sequence[Any]) -> tuple[str, Any]:
+        return f"{column} IN (SELECT value FROM json_each(?))", orjson.dumps(list(values)).decode()
+
+    def insert(self, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        names = inserted_columns(table, rows[0])
+        cols = self.columns(table)
+        marks = ", ".join("?" for _ in names)
+        sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks})"
+        self._run(sql, [tuple(cols.values(r, names)) for r in rows])
+
+    def update(
+        self, table: Table, key: str, names: Sequence[str], rows: Sequence[Mapping[str, Any]]
+    ) -> None:
+        if not rows:
+            return
+        cols = self.columns(table)
+        sets = ", ".join(f"{n} = ?" for n in names)
+        sql = f"UPDATE {table.name} SET {sets} WHERE {key} = ?"
+        self._run(sql, [(*cols.values(r, names), r[key]) for r in rows])
+
+    def delete_keys(
+        self, table: Table, names: Sequence[str], keys: Sequence[Sequence[Any]]
+    ) -> None:
+        if not keys:
+            return
+        listed = ", ".join(names)
+        parts = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(names)))
+        sql = f"DELETE FROM {table.name} WHERE ({listed}) IN (SELECT {parts} FROM json_each(?))"
+        self._run(sql, (orjson.dumps([list(k) for k in keys]).decode(),))
+
+    def try_exclusive(self, key: int) -> bool:
+        return True  # BEGIN IMMEDIATE: no other writer holds the database now
