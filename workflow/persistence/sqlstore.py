@@ -22,6 +22,7 @@ from typing import Any
 from policies.facts import ProductLine, Subscription
 from workflow.domain.lifecycle import HistoryStep
 from workflow.persistence import tables as t
+from workflow.persistence.cache import Cache
 from workflow.persistence.deliveries import DeliveryRecords
 from workflow.persistence.outbox import OutboxRecords
 from workflow.persistence.queries import Queries
@@ -29,9 +30,7 @@ from workflow.persistence.rows import history_entry, outbox_row
 from workflow.persistence.sql import Query, Sql
 from workflow.persistence.store import Row
 from workflow.persistence.undo import UndoLog
-
-REQUEST_UPDATES = ("state", "decided_at", "decided_by", "comment", "notified", "reminded_at")
-ACCOUNT_UPDATES = tuple(str(c.name) for c in t.accounts.columns if c.name != "account_id")
+from workflow.persistence.writing import REQUEST_UPDATES, write
 
 
 class SqlStore:
@@ -45,24 +44,7 @@ class SqlStore:
         self.outbox = OutboxRecords(sql)
         self.deliveries = DeliveryRecords(sql)
         self.queries = Queries(sql)
-        self._accounts: dict[str, dict[str, Any] | None] = {}
-        self._members: dict[str, dict[str, dict[str, Any]]] = {}
-        self._products: dict[str, list[ProductLine]] = {}
-        self._requests: dict[str, dict[str, Any] | None] = {}
-        self._pending: dict[str, str | None] = {}
-        self._history: dict[str, list[dict[str, Any]]] = {}
-        self._replies: dict[str, tuple[str, datetime] | None] = {}
-        self._accounts_in_db: set[str] = set()
-        self._requests_in_db: set[str] = set()
-        self._dirty_accounts: set[str] = set()
-        self._dirty_members: set[tuple[str, str]] = set()
-        self._dirty_products: set[str] = set()
-        self._dirty_requests: set[str] = set()
-        self._new_history: list[dict[str, Any]] = []
-        self._new_events: list[dict[str, Any]] = []
-        self._new_audit: list[dict[str, Any]] = []
-        self._new_replies: list[dict[str, Any]] = []
-        self._forgotten: set[str] = set()
+        self.cache = Cache()
         self._log = UndoLog()
 
     # --- loading -----------------------------------------------------------------
@@ -76,9 +58,9 @@ class SqlStore:
         """Load and lock what the batch will touch: the accounts first (locked, in order),
         then everything else in one go (one round trip on PostgreSQL)."""
         sql = self.sql
-        request_ids = sorted(set(request_ids) - self._requests.keys())
-        accounts = set(account_ids) - self._accounts.keys()
-        keys = sorted(set(keys) - self._replies.keys())
+        request_ids = sorted(set(request_ids) - self.cache.requests.keys())
+        accounts = set(account_ids) - self.cache.accounts.keys()
+        keys = sorted(set(keys) - self.cache.replies.keys())
         if accounts or request_ids:
             # The accounts named, and those of the requests named: locked, sorted, so
             # workers never deadlock each other.
@@ -94,13 +76,13 @@ class SqlStore:
             lock = f" ORDER BY account_id{sql.lock_rows}" if self.lock else ""
             for row in sql.select(t.accounts, " OR ".join(conditions), params, suffix=lock):
                 account_id = row["account_id"]
-                if account_id not in self._accounts:
-                    self._accounts[account_id] = row
-                    self._accounts_in_db.add(account_id)
+                if account_id not in self.cache.accounts:
+                    self.cache.accounts[account_id] = row
+                    self.cache.accounts_in_db.add(account_id)
                     accounts.add(account_id)
-        existing = sorted(a for a in accounts if a in self._accounts)
+        existing = sorted(a for a in accounts if a in self.cache.accounts)
         for account_id in accounts - set(existing):
-            self._accounts[account_id] = None
+            self.cache.accounts[account_id] = None
         queries: list[Query] = []
         # Idempotency records are read under the account locks: a duplicate racing with
         # its original on another worker sees the original's committed reply.
@@ -140,35 +122,38 @@ class SqlStore:
         if keys:
             found = {r["key"]: (r["reply"], r["processed_at"]) for r in next(results)}
             for key in keys:
-                self._replies[key] = found.get(key)
+                self.cache.replies[key] = found.get(key)
         for account_id in existing:
-            self._members[account_id] = {}
-            self._products[account_id] = []
-            self._pending[account_id] = None
+            self.cache.members[account_id] = {}
+            self.cache.products[account_id] = []
+            self.cache.pending[account_id] = None
         if existing:
             for row in next(results):
-                self._members[row["account_id"]][row["user_id"]] = row
+                self.cache.members[row["account_id"]][row["user_id"]] = row
             for row in next(results):
-                self._products[row["account_id"]].append(
+                self.cache.products[row["account_id"]].append(
                     ProductLine(row["product"], row["plan"], row["seats"])
                 )
         if wanted:
             fresh: set[str] = set()
             for request in next(results):
                 request_id = request["request_id"]
-                if request_id in self._requests and self._requests[request_id] is not None:
+                if (
+                    request_id in self.cache.requests
+                    and self.cache.requests[request_id] is not None
+                ):
                     continue  # already in memory, maybe changed by this batch
-                self._requests[request_id] = request
-                self._requests_in_db.add(request_id)
-                self._history[request_id] = []
+                self.cache.requests[request_id] = request
+                self.cache.requests_in_db.add(request_id)
+                self.cache.history[request_id] = []
                 fresh.add(request_id)
                 if request["state"] == "pending":
-                    self._pending[request["account_id"]] = request_id
+                    self.cache.pending[request["account_id"]] = request_id
             for request_id in request_ids:
-                self._requests.setdefault(request_id, None)
+                self.cache.requests.setdefault(request_id, None)
             for row in next(results):
                 if row["request_id"] in fresh:
-                    self._history[row["request_id"]].append(history_entry(row))
+                    self.cache.history[row["request_id"]].append(history_entry(row))
 
     # --- undo, for a refused command -----------------------------------------------
 
@@ -184,22 +169,22 @@ class SqlStore:
     # --- accounts and members --------------------------------------------------------
 
     def account(self, account_id: str, *, lock: bool = False) -> Row | None:
-        if account_id not in self._accounts:
+        if account_id not in self.cache.accounts:
             self.preload([account_id], [], [])
-        return self._accounts[account_id]
+        return self.cache.accounts[account_id]
 
     def save_account(self, values: Mapping[str, Any], *, exists: bool) -> None:
         account_id = values["account_id"]
-        current = self._accounts.get(account_id)
+        current = self.cache.accounts.get(account_id)
         row = {**(current or {}), **values}
         row.setdefault("currency", None)
         row.setdefault("billing_cycle", None)
-        self._log.assign(self._accounts, account_id, row)
+        self._log.assign(self.cache.accounts, account_id, row)
         if current is None:
-            self._log.assign(self._members, account_id, {})
-            self._log.assign(self._products, account_id, [])
-            self._log.assign(self._pending, account_id, None)
-        self._log.include(self._dirty_accounts, account_id)
+            self._log.assign(self.cache.members, account_id, {})
+            self._log.assign(self.cache.products, account_id, [])
+            self._log.assign(self.cache.pending, account_id, None)
+        self._log.include(self.cache.dirty_accounts, account_id)
 
     def member(self, account_id: str, user_id: str) -> Row | None:
         return self._account_members(account_id).get(user_id)
@@ -214,20 +199,20 @@ class SqlStore:
         ]
 
     def _account_members(self, account_id: str) -> dict[str, dict[str, Any]]:
-        if account_id not in self._accounts:
+        if account_id not in self.cache.accounts:
             self.preload([account_id], [], [])
-        return self._members.get(account_id, {})
+        return self.cache.members.get(account_id, {})
 
     def save_member(self, values: Mapping[str, Any], *, exists: bool) -> None:
         members = self._account_members(values["account_id"])
         self._log.assign(members, values["user_id"], dict(values))
-        self._log.include(self._dirty_members, (values["account_id"], values["user_id"]))
+        self._log.include(self.cache.dirty_members, (values["account_id"], values["user_id"]))
 
     def remove_member(self, account_id: str, user_id: str) -> None:
         members = self._account_members(account_id)
         if user_id in members:
             self._log.remove(members, user_id)
-        self._log.include(self._dirty_members, (account_id, user_id))
+        self._log.include(self.cache.dirty_members, (account_id, user_id))
 
     def member_names(self, account_id: str, user_ids: Iterable[str]) -> dict[str, str]:
         members = self._account_members(account_id)
@@ -239,24 +224,24 @@ class SqlStore:
         return Subscription(
             currency=account["currency"],
             billing_cycle=account["billing_cycle"],
-            products=tuple(self._products.get(account["account_id"], ())),
+            products=tuple(self.cache.products.get(account["account_id"], ())),
         )
 
     def replace_products(self, account_id: str, products: Sequence[ProductLine]) -> None:
-        self._log.assign(self._products, account_id, list(products))
-        self._log.include(self._dirty_products, account_id)
+        self._log.assign(self.cache.products, account_id, list(products))
+        self._log.include(self.cache.dirty_products, account_id)
 
     # --- requests ----------------------------------------------------------------------
 
     def pending_request_id(self, account_id: str) -> str | None:
-        if account_id not in self._accounts:
+        if account_id not in self.cache.accounts:
             self.preload([account_id], [], [])
-        return self._pending.get(account_id)
+        return self.cache.pending.get(account_id)
 
     def request(self, request_id: str) -> Row | None:
-        if request_id not in self._requests:
+        if request_id not in self.cache.requests:
             self.preload([], [request_id], [])
-        return self._requests.get(request_id)
+        return self.cache.requests.get(request_id)
 
     def requests(self, account_id: str, state: str | None = None, limit: int = 100) -> list[Row]:
         """An account's requests, newest first, from the database (after a flush)."""
@@ -276,28 +261,28 @@ class SqlStore:
 
     def insert_request(self, values: Mapping[str, Any]) -> None:
         row = dict.fromkeys(REQUEST_UPDATES) | dict(values)
-        self._log.assign(self._requests, row["request_id"], row)
-        self._log.assign(self._history, row["request_id"], [])
+        self._log.assign(self.cache.requests, row["request_id"], row)
+        self._log.assign(self.cache.history, row["request_id"], [])
         self._after_state(row)
-        self._log.include(self._dirty_requests, row["request_id"])
+        self._log.include(self.cache.dirty_requests, row["request_id"])
 
     def update_request(self, request_id: str, values: Mapping[str, Any]) -> None:
-        current = self._requests[request_id]
+        current = self.cache.requests[request_id]
         assert current is not None
         row = {**current, **values}
-        self._log.assign(self._requests, request_id, row)
+        self._log.assign(self.cache.requests, request_id, row)
         self._after_state(row)
-        self._log.include(self._dirty_requests, request_id)
+        self._log.include(self.cache.dirty_requests, request_id)
 
     def _after_state(self, row: Mapping[str, Any]) -> None:
         account_id = row["account_id"]
         if row["state"] == "pending":
-            self._log.assign(self._pending, account_id, row["request_id"])
-        elif self._pending.get(account_id) == row["request_id"]:
-            self._log.assign(self._pending, account_id, None)
+            self._log.assign(self.cache.pending, account_id, row["request_id"])
+        elif self.cache.pending.get(account_id) == row["request_id"]:
+            self._log.assign(self.cache.pending, account_id, None)
 
     def add_history(self, request_id: str, steps: Sequence[HistoryStep]) -> None:
-        history = self._history.setdefault(request_id, [])
+        history = self.cache.history.setdefault(request_id, [])
         for step in steps:
             entry = {
                 "request_id": request_id,
@@ -308,11 +293,11 @@ class SqlStore:
                 "at": step.at,
                 "reason": step.reason,
             }
-            self._log.append(self._new_history, entry)
+            self._log.append(self.cache.new_history, entry)
             self._log.append(history, history_entry(entry))
 
     def histories(self, request_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-        missing = [r for r in request_ids if r not in self._history]
+        missing = [r for r in request_ids if r not in self.cache.history]
         found: dict[str, list[dict[str, Any]]] = {}
         if missing:
             self.flush()
@@ -322,29 +307,32 @@ class SqlStore:
                 t.request_transitions, where, [param], suffix=" ORDER BY id"
             ):
                 found[row["request_id"]].append(history_entry(row))
-        return {r: self._history[r] if r in self._history else found[r] for r in request_ids}
+        return {
+            r: self.cache.history[r] if r in self.cache.history else found[r] for r in request_ids
+        }
 
     # --- audit, idempotency, outbox -------------------------------------------------------
 
     def audit(self, values: Mapping[str, Any]) -> None:
-        self._log.append(self._new_audit, dict(values))
+        self._log.append(self.cache.new_audit, dict(values))
 
     def stored_reply(self, key: str, *, not_before: datetime | None = None) -> str | None:
-        if key not in self._replies:
+        if key not in self.cache.replies:
             self.preload([], [], [key])
-        found = self._replies[key]
+        found = self.cache.replies[key]
         if found is None or (not_before is not None and found[1] < not_before):
             return None
         return found[0]
 
     def forget_reply(self, key: str) -> None:
-        self._log.assign(self._replies, key, None)
-        self._log.include(self._forgotten, key)
+        self._log.assign(self.cache.replies, key, None)
+        self._log.include(self.cache.forgotten, key)
 
     def store_reply(self, key: str, command: str, reply: str, at: datetime) -> None:
-        self._log.assign(self._replies, key, (reply, at))
+        self._log.assign(self.cache.replies, key, (reply, at))
         self._log.append(
-            self._new_replies, {"key": key, "command": command, "reply": reply, "processed_at": at}
+            self.cache.new_replies,
+            {"key": key, "command": command, "reply": reply, "processed_at": at},
         )
 
     def add_event(
@@ -356,7 +344,7 @@ class SqlStore:
         request_id: str | None = None,
     ) -> str:
         row = outbox_row(type_, at, account_id, data, request_id)
-        self._log.append(self._new_events, row)
+        self._log.append(self.cache.new_events, row)
         return str(row["event_id"])
 
     # --- writing -----------------------------------------------------------------------
@@ -366,76 +354,4 @@ class SqlStore:
         only while it has changed nothing yet (a query reading through to the database)."""
         assert not self._log.changed, "flush after a command changed state"
         with self.sql.deferred():
-            self._flush()
-
-    def _flush(self) -> None:
-        sql = self.sql
-        if self._forgotten:
-            where, param = sql.among("key", sorted(self._forgotten))
-            sql.delete(t.processed_commands, where, [param])
-            self._forgotten.clear()
-        self._flush_accounts()
-        self._flush_members()
-        if self._dirty_products:
-            dirty = sorted(self._dirty_products)
-            where, param = sql.among("account_id", dirty)
-            sql.delete(t.subscription_products, where, [param])
-            sql.insert(
-                t.subscription_products,
-                [
-                    {
-                        "account_id": a,
-                        "product": p.product,
-                        "position": i,
-                        "plan": p.plan,
-                        "seats": p.seats,
-                    }
-                    for a in dirty
-                    for i, p in enumerate(self._products[a])
-                ],
-            )
-            self._dirty_products.clear()
-        self._flush_requests()
-        for table, rows in (
-            (t.request_transitions, self._new_history),
-            (t.outbox, self._new_events),
-            (t.audit_log, self._new_audit),
-            (t.processed_commands, self._new_replies),
-        ):
-            if rows:
-                sql.insert(table, rows)
-                rows.clear()
-
-    def _flush_accounts(self) -> None:
-        if not self._dirty_accounts:
-            return
-        rows = [r for a in sorted(self._dirty_accounts) if (r := self._accounts[a])]
-        new = [r for r in rows if r["account_id"] not in self._accounts_in_db]
-        old = [r for r in rows if r["account_id"] in self._accounts_in_db]
-        self.sql.insert(t.accounts, new)
-        self._accounts_in_db.update(r["account_id"] for r in new)
-        self.sql.update(t.accounts, "account_id", ACCOUNT_UPDATES, old)
-        self._dirty_accounts.clear()
-
-    def _flush_members(self) -> None:
-        """Delete and re-insert the touched members: nothing references their rows."""
-        if not self._dirty_members:
-            return
-        keys = sorted(self._dirty_members)
-        self.sql.delete_keys(t.members, ("account_id", "user_id"), keys)
-        rows = [self._members[a][u] for a, u in keys if u in self._members.get(a, {})]
-        self.sql.insert(t.members, rows)
-        self._dirty_members.clear()
-
-    def _flush_requests(self) -> None:
-        """Updates of stored requests first, so a request leaving ``pending`` frees the
-        account's slot before a new pending one is inserted (partial unique index)."""
-        if not self._dirty_requests:
-            return
-        dirty = sorted(self._dirty_requests)
-        old = [r for i in dirty if i in self._requests_in_db and (r := self._requests[i])]
-        new = [r for i in dirty if i not in self._requests_in_db and (r := self._requests[i])]
-        self.sql.update(t.requests, "request_id", REQUEST_UPDATES, old)
-        self.sql.insert(t.requests, new)
-        self._requests_in_db.update(r["request_id"] for r in new)
-        self._dirty_requests.clear()
+            write(self.sql, self.cache)

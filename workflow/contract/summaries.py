@@ -1,0 +1,29 @@
+"""What each command and event is for, in one sentence (the AsyncAPI summaries)."""
+
+from __future__ import annotations
+
+from workflow.contract import names as n
+
+COMMAND_SUMMARIES = {
+    n.ACCOUNT_UPSERT: "Create or update an account (and replace its subscription when given).",
+    n.MEMBER_UPSERT: "Create or update a member of an account; roles come only from here (R3).",
+    n.MEMBER_REMOVE: "Remove a member from an account.",
+    n.REQUEST_PREVIEW: "Validate changes and price them, without any state change.",
+    n.REQUEST_SUBMIT: "Create a pending subscription change request (R1, R5, R7-R11).",
+    n.REQUEST_DECIDE: "Approve (and apply) or reject a pending request (R2, R12, R13, R19).",
+    n.REQUEST_CANCEL: "Cancel a pending request (R4, R13).",
+    n.REQUEST_GET: "Read one request (members of its account only).",
+    n.REQUEST_LIST: "Read an account's requests, newest first.",
+}
+
+EVENT_SUMMARIES = {
+    n.REQUEST_SUBMITTED: "A request was submitted and is pending.",
+    n.REQUEST_APPROVED: "A request was approved; its change is applied.",
+    n.REQUEST_REJECTED: "A request was rejected, with the decider's comment.",
+    n.REQUEST_CANCELLED: "A pending request was cancelled.",
+    n.REQUEST_EXPIRED: "A pending request expired without a decision (R14).",
+    n.REQUEST_VOIDED: "A pending request was voided: its account stopped being eligible (R6).",
+    n.SUBSCRIPTION_CHANGED: "An approval changed the account's subscription.",
+    n.NOTIFICATION_REQUESTED: "Someone must be told something: subject and text included.",
+    n.NOTIFICATION_SENT: "The built-in email notifier delivered a notification.",
+}
