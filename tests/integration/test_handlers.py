@@ -520,3 +520,27 @@ def test_nul_characters_are_refused_not_stored(
     after = counts(service.db)
     assert after.pop("audit_log") == before.pop("audit_log") + 1
     assert after == before
+
+
+def test_catalog_get_lists_every_product_plan_and_price_without_recording_anything(
+    service: CommandService,
+) -> None:
+    before = counts(service.db)
+    reply = send(service, "catalog.get", {})
+    assert reply["ok"] is True, reply
+    catalog = reply["result"]["catalog"]
+    assert [p["id"] for p in catalog["products"]] == [p.id for p in service.catalog.products]
+    assert catalog["billing_cycles"] == ["monthly", "annual"]
+    for product in catalog["products"]:
+        known = service.catalog.product(product["id"])
+        assert known is not None
+        assert product["addable"] is known.addable
+        assert [plan["id"] for plan in product["plans"]] == [plan.id for plan in known.plans]
+        for plan in product["plans"]:
+            assert set(plan["prices"]) == set(catalog["currencies"])
+            for currency, prices in plan["prices"].items():
+                for cycle in ("monthly", "annual"):
+                    expected = service.catalog.price(product["id"], plan["id"], currency, cycle)
+                    assert Decimal(prices[cycle]) == expected
+                    assert prices[cycle] == f"{expected:.2f}"
+    assert counts(service.db) == before  # a query: no idempotency record, no audit row

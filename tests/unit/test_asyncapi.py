@@ -240,6 +240,12 @@ def test_the_command_examples_are_accepted_and_answered_as_documented(
         assert submitted[field] == documented[field], field
     assert submitted["summary"] == examples.SUMMARY
     real_id = submitted["request_id"]
+    catalog = run("catalog.get", commands["catalog.get"])["result"]["catalog"]
+    documented_catalog = examples.REPLY_EXAMPLES["catalog.get"]["result"]["catalog"]
+    assert catalog["products"][0] == documented_catalog["products"][0]
+    assert {k: v for k, v in catalog.items() if k != "products"} == {
+        k: v for k, v in documented_catalog.items() if k != "products"
+    }
     for key in ("request.get", "request.list", "request.decide"):
         body = {**commands[key]}
         if "request_id" in body:

@@ -111,6 +111,39 @@ class MemberRemoveReply(BaseModel):
     result: MemberRemoved
 
 
+class CyclePriceView(BaseModel):
+    monthly: str = Field(description="Per seat per month, a decimal string (e.g. 25.00).")
+    annual: str = Field(description="Per seat per year on annual billing, a decimal string.")
+
+
+class PlanView(BaseModel):
+    id: str
+    name: str
+    prices: dict[str, CyclePriceView] = Field(description="By currency code (e.g. USD).")
+
+
+class ProductView(BaseModel):
+    id: str
+    name: str
+    addable: bool = Field(description="Whether a request may add it as a new product (R7).")
+    plans: list[PlanView] = Field(description="In rank order: an upgrade moves to a later plan.")
+
+
+class CatalogView(BaseModel):
+    products: list[ProductView] = Field(description="In the order people see them.")
+    currencies: list[str] = Field(description="Every plan is priced in each of these.")
+    billing_cycles: list[str]
+
+
+class CatalogResult(BaseModel):
+    catalog: CatalogView
+
+
+class CatalogReply(BaseModel):
+    ok: Literal[True]
+    result: CatalogResult
+
+
 REPLIES: dict[str, type[BaseModel]] = {
     "account.upsert": AccountUpsertReply,
     "member.upsert": MemberUpsertReply,
@@ -121,6 +154,7 @@ REPLIES: dict[str, type[BaseModel]] = {
     "request.cancel": RequestReply,
     "request.get": RequestReply,
     "request.list": RequestListReply,
+    "catalog.get": CatalogReply,
 }
 """The successful reply of each command; any command may get an ErrorReply instead."""
 

@@ -67,6 +67,7 @@ COMMAND_EXAMPLES: dict[str, dict[str, Any]] = {
     "request.cancel": {"request_id": REQUEST_ID, "actor_id": "acme-admin", "reason": "not needed"},
     "request.get": {"request_id": REQUEST_ID, "actor_id": "acme-owner"},
     "request.list": {"account_id": "acme", "actor_id": "acme-owner", "state": "pending"},
+    "catalog.get": {},
 }
 """Run in this order against an empty database (plus the owner and an agent as members),
 each is accepted; the test suite does exactly that."""
@@ -119,6 +120,66 @@ def request_view(state: str = "pending") -> dict[str, Any]:
     }
 
 
+def _prices(monthly: str, annual: str) -> dict[str, str]:
+    return {"monthly": monthly, "annual": annual}
+
+
+SUPPORT = {
+    "id": "support",
+    "name": "Support",
+    "addable": False,
+    "plans": [
+        {
+            "id": "team",
+            "name": "Team",
+            "prices": {
+                "EUR": _prices("25.00", "240.00"),
+                "GBP": _prices("20.00", "192.00"),
+                "USD": _prices("25.00", "240.00"),
+            },
+        },
+        {
+            "id": "growth",
+            "name": "Growth",
+            "prices": {
+                "EUR": _prices("65.00", "624.00"),
+                "GBP": _prices("55.00", "528.00"),
+                "USD": _prices("69.00", "662.40"),
+            },
+        },
+        {
+            "id": "professional",
+            "name": "Professional",
+            "prices": {
+                "EUR": _prices("109.00", "1046.40"),
+                "GBP": _prices("92.00", "883.20"),
+                "USD": _prices("115.00", "1104.00"),
+            },
+        },
+        {
+            "id": "enterprise",
+            "name": "Enterprise",
+            "prices": {
+                "EUR": _prices("159.00", "1526.40"),
+                "GBP": _prices("135.00", "1296.00"),
+                "USD": _prices("169.00", "1622.40"),
+            },
+        },
+        {
+            "id": "enterprise_plus",
+            "name": "Enterprise Plus",
+            "prices": {
+                "EUR": _prices("199.00", "1910.40"),
+                "GBP": _prices("172.00", "1651.20"),
+                "USD": _prices("215.00", "2064.00"),
+            },
+        },
+    ],
+}
+"""The built-in catalog's first product as ``catalog.get`` answers it (the example shows
+only this one of its products)."""
+
+
 def _ok(result: dict[str, Any]) -> dict[str, Any]:
     return {"ok": True, "result": result}
 
@@ -133,6 +194,15 @@ REPLY_EXAMPLES: dict[str, dict[str, Any]] = {
     "request.cancel": _ok({"request": {**request_view(), "state": "cancelled"}}),
     "request.get": _ok({"request": request_view()}),
     "request.list": _ok({"requests": [request_view()]}),
+    "catalog.get": _ok(
+        {
+            "catalog": {
+                "products": [SUPPORT],
+                "currencies": ["EUR", "GBP", "USD"],
+                "billing_cycles": ["monthly", "annual"],
+            }
+        }
+    ),
 }
 
 ERROR_EXAMPLES: dict[str, dict[str, Any]] = {

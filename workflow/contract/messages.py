@@ -164,6 +164,10 @@ class RequestCancel(Body):
     reason: Text | None = None
 
 
+class CatalogGet(Body):
+    """No fields: the body may be ``{}``."""
+
+
 class RequestGet(Body):
     request_id: Id
     actor_id: Id
@@ -185,12 +189,13 @@ COMMANDS: dict[str, type[Body]] = {
     n.REQUEST_CANCEL: RequestCancel,
     n.REQUEST_GET: RequestGet,
     n.REQUEST_LIST: RequestList,
+    n.CATALOG_GET: CatalogGet,
 }
 
 # Commands with an effect that, without a message_id, are deduplicated by body hash.
 BODY_DEDUPED = frozenset({n.REQUEST_SUBMIT, n.REQUEST_DECIDE, n.REQUEST_CANCEL})
 # Commands with no effect at all: their replies are never stored.
-QUERIES = frozenset({n.REQUEST_PREVIEW, n.REQUEST_GET, n.REQUEST_LIST})
+QUERIES = frozenset({n.REQUEST_PREVIEW, n.REQUEST_GET, n.REQUEST_LIST, n.CATALOG_GET})
 
 
 # --- replies and events -------------------------------------------------------

@@ -51,6 +51,7 @@ REQUEST_DECIDE = "request.decide"
 REQUEST_CANCEL = "request.cancel"
 REQUEST_GET = "request.get"
 REQUEST_LIST = "request.list"
+CATALOG_GET = "catalog.get"
 
 COMMAND_NAMES = (
     ACCOUNT_UPSERT,
@@ -62,6 +63,7 @@ COMMAND_NAMES = (
     REQUEST_CANCEL,
     REQUEST_GET,
     REQUEST_LIST,
+    CATALOG_GET,
 )
 
 # --- request states ------------------------------------------------------------------------

@@ -14,6 +14,7 @@ COMMAND_SUMMARIES = {
     n.REQUEST_CANCEL: "Cancel a pending request (R4, R13).",
     n.REQUEST_GET: "Read one request (members of its account only).",
     n.REQUEST_LIST: "Read an account's requests, newest first.",
+    n.CATALOG_GET: "Read the catalog: products, plans in rank order and per-seat prices.",
 }
 
 EVENT_SUMMARIES = {

@@ -15,7 +15,7 @@ from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -33,6 +33,7 @@ from policies.facts import CatalogFacts
 from workflow.errors import ConfigurationError, SubreqError
 
 BillingCycle = Literal["monthly", "annual"]
+BILLING_CYCLES: tuple[BillingCycle, ...] = get_args(BillingCycle)
 
 CENT = Decimal("0.01")
 BUILT_IN = "workflow/domain/data/catalog.json"
@@ -173,6 +174,32 @@ class Catalog:
     def currencies(self) -> frozenset[str]:
         """Every plan is priced in each of these (checked at load)."""
         return self._currencies
+
+    def view(self) -> dict[str, Any]:
+        """The catalog as ``catalog.get`` answers it: prices as decimal strings."""
+        return {
+            "products": [
+                {
+                    "id": product.id,
+                    "name": product.name,
+                    "addable": product.addable,
+                    "plans": [
+                        {
+                            "id": plan.id,
+                            "name": plan.name,
+                            "prices": {
+                                currency: {"monthly": str(p.monthly), "annual": str(p.annual)}
+                                for currency, p in sorted(plan.prices.items())
+                            },
+                        }
+                        for plan in product.plans
+                    ],
+                }
+                for product in self._products
+            ],
+            "currencies": sorted(self._currencies),
+            "billing_cycles": list(BILLING_CYCLES),
+        }
 
     def facts(self) -> CatalogFacts:
         """What the policies need, with no pydantic in sight (they import no I/O libraries)."""
