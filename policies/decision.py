@@ -31,6 +31,9 @@ class Denial:
     code: ErrorCode
     reason: str
     field: str | None = None
+    request_id: str | None = None
+    """The request the refusal is about when it is not the command's own (R11: the
+    pending one that blocks a submit), so a client need not read it out of the reason."""
 
     def as_detail(self) -> dict[str, Any]:
         detail: dict[str, Any] = {"code": str(self.code), "reason": self.reason}
@@ -38,6 +41,8 @@ class Denial:
             detail["rule"] = self.rule
         if self.field is not None:
             detail["field"] = self.field
+        if self.request_id is not None:
+            detail["request_id"] = self.request_id
         return detail
 
 

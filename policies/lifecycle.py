@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from policies.decision import ALLOW, Decision, ErrorCode
+from policies.decision import ALLOW, Decision, Denial, ErrorCode
 
 
 def no_other_pending(pending_request_id: str | None) -> Decision:
     """R11: a second submit is refused and told which request blocks it."""
     if pending_request_id is None:
         return ALLOW
-    return Decision.deny(
-        "R11",
-        ErrorCode.REQUEST_PENDING,
-        f"request {pending_request_id} is already pending for this account; "
-        "it must be decided or cancelled first",
+    return Decision(
+        (
+            Denial(
+                "R11",
+                ErrorCode.REQUEST_PENDING,
+                f"request {pending_request_id} is already pending for this account; "
+                "it must be decided or cancelled first",
+                request_id=pending_request_id,
+            ),
+        )
     )
 
 

@@ -155,6 +155,67 @@ def test_r11_second_submit_is_refused_naming_the_pending_request(
     assert refusal["code"] == "request_pending"
     assert first in refusal["message"]
     assert refusal["details"][0]["rule"] == "R11"
+    assert refusal["details"][0]["request_id"] == first  # no need to read it out of the text
+
+
+def test_a_submit_deduplicated_by_body_is_new_once_its_request_is_no_longer_pending(
+    service: CommandService,
+) -> None:
+    """Contract: body-hash deduplication of a submit holds only while its request is pending."""
+    seed(service)
+    body = orjson.dumps({"account_id": "acme", "actor_id": "acme-admin", "changes": SEATS})
+    first = service.handle("request.submit", body).json()["result"]["request"]
+    assert service.handle("request.submit", body).duplicate  # still pending: the same submit
+    cancel = {"request_id": first["request_id"], "actor_id": "acme-admin"}
+    assert send(service, "request.cancel", cancel)["ok"]
+    again = service.handle("request.submit", body)
+    assert not again.duplicate
+    created = again.json()["result"]["request"]
+    assert created["request_id"] != first["request_id"]
+    assert created["state"] == "pending"
+    assert service.handle("request.submit", body).reply == again.reply  # pending again
+
+
+def test_a_refused_submit_is_not_deduplicated_by_its_body(service: CommandService) -> None:
+    seed(service)
+    blocking = submit(service, actor="admin-2")["result"]["request"]["request_id"]
+    body = orjson.dumps({"account_id": "acme", "actor_id": "acme-admin", "changes": SEATS})
+    assert error(service.handle("request.submit", body).json())["code"] == "request_pending"
+    assert decide(service, blocking, "owner", "reject", comment="not now")["ok"]
+    retried = service.handle("request.submit", body)
+    assert not retried.duplicate
+    assert retried.json()["ok"], retried.json()
+
+
+def test_a_byte_order_mark_before_the_body_is_ignored(service: CommandService) -> None:
+    seed(service)
+    body = b"\xef\xbb\xbf" + orjson.dumps(
+        {"account_id": "acme", "actor_id": "acme-admin", "changes": SEATS}
+    )
+    reply = service.handle("request.submit", body).json()
+    assert reply["ok"], reply
+
+
+@pytest.mark.parametrize(
+    ("item", "field"),
+    [
+        ({"type": "add_seats", "product": "support", "quantity": "many"}, "changes[0].quantity"),
+        ({"type": "add_seats", "product": "support"}, "changes[0].quantity"),
+        ({"type": "add_product", "product": "guide", "plan": 7}, "changes[0].plan"),
+        ({"type": "more_seats", "product": "support"}, "changes[0].type"),
+        ({"product": "support", "quantity": 1}, "changes[0].type"),
+    ],
+)
+def test_invalid_fields_are_named_by_their_path_in_the_body_as_sent(
+    service: CommandService, item: dict, field: str
+) -> None:
+    seed(service)
+    before = counts(service.db)
+    refusal = error(submit(service, changes=[SEATS[0], item]))
+    assert refusal["code"] == "invalid_message"
+    fields = [d["field"] for d in refusal["details"]]
+    assert fields == [field.replace("[0]", "[1]")], refusal
+    assert counts(service.db)["requests"] == before["requests"]
 
 
 def test_r1_owner_and_billing_admin_are_told_to_change_directly(service: CommandService) -> None:

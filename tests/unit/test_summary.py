@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from decimal import Decimal
 from typing import Any
 
@@ -135,22 +136,37 @@ def test_r10_upgrade_costs_seats_times_the_price_difference() -> None:
     }
 
 
-def test_r10_items_apply_in_order_so_seats_after_an_upgrade_cost_the_new_plan() -> None:
-    changes = [
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+def test_r7_r9_the_price_does_not_depend_on_the_order_of_the_items(
+    order: tuple[int, ...],
+) -> None:
+    """Seats are added first, the upgrade costs the difference on every seat after them,
+    and an added product without seats gets the largest count after them, in any order."""
+    items = [
         Change("upgrade_plan", "support", "enterprise"),
         Change("add_seats", "support", quantity=2),
         Change("add_product", "guide", "professional"),
     ]
+    changes = [items[i] for i in order]
     summary = summarize(changes, SUPPORT_PRO_5, CATALOG)
-    upgrade, seats, guide = summary["lines"]
-    assert upgrade["cost"] == "250.00"
-    assert seats["current"] == {"product": "support", "plan": "enterprise", "seats": 5}
-    assert seats["proposed"] == {"product": "support", "plan": "enterprise", "seats": 7}
-    assert seats["description"] == "Add 2 seats to Support (Enterprise)"
-    assert seats["cost"] == "300.00"
-    assert guide["proposed"]["seats"] == 7  # the largest product as the seats item left it
+    by_type = {line["item"]["type"]: line for line in summary["lines"]}
+    assert [line["item"]["type"] for line in summary["lines"]] == [c.type for c in changes]
+    seats, upgrade, guide = by_type["add_seats"], by_type["upgrade_plan"], by_type["add_product"]
+    assert seats["current"] == {"product": "support", "plan": "professional", "seats": 5}
+    assert seats["proposed"] == {"product": "support", "plan": "professional", "seats": 7}
+    assert seats["description"] == "Add 2 seats to Support (Professional)"
+    assert seats["cost"] == "200.00"
+    assert upgrade["current"] == {"product": "support", "plan": "professional", "seats": 7}
+    assert upgrade["proposed"] == {"product": "support", "plan": "enterprise", "seats": 7}
+    assert upgrade["cost"] == "350.00"
+    assert guide["proposed"]["seats"] == 7  # the largest product after the seats item
     assert guide["cost"] == "350.00"
     assert summary["total"] == "900.00"
+    after = apply_changes(SUPPORT_PRO_5, changes, CATALOG)
+    assert after.products == (
+        ProductLine("support", "enterprise", 7),
+        ProductLine("guide", "professional", 7),
+    )
 
 
 def test_r10_total_is_the_sum_of_the_lines() -> None:

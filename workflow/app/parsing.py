@@ -16,6 +16,13 @@ from workflow.errors import Invalid
 MAX_PLAIN_KEY = 150
 """Longer message ids are stored as their SHA-256 (the key column holds 200 characters)."""
 
+BOM = b"\xef\xbb\xbf"
+"""A UTF-8 byte-order mark, which some producers put first and JSON parsers refuse."""
+
+TAG = "type"
+"""The field that says which kind of change item an item is."""
+TAG_ERRORS = frozenset({"union_tag_invalid", "union_tag_not_found"})
+
 MAX_BODY_BYTES = 64 * 1024
 """Larger bodies are refused unread: no command of the contract comes near this size."""
 
@@ -48,6 +55,7 @@ def parse(routing_key: str, body: bytes | str | dict[str, Any]) -> Any:
     if isinstance(body, str):
         body = body.encode("utf-8", "surrogatepass")
     if isinstance(body, bytes):
+        body = body.removeprefix(BOM)
         if len(body) > MAX_BODY_BYTES:
             raise _invalid(f"body of {len(body)} bytes exceeds the limit of {MAX_BODY_BYTES}")
         try:
@@ -64,15 +72,17 @@ def parse(routing_key: str, body: bytes | str | dict[str, Any]) -> Any:
     try:
         return adapter.validate_python(body)
     except ValidationError as exc:
-        denials = [
-            Decision.deny(
-                "R19" if err["type"] == "R19" else None,
-                ErrorCode.INVALID_MESSAGE,
-                f"{_loc(err['loc']) or 'body'}: {err['msg']}",
-                _loc(err["loc"]) or None,
+        denials = []
+        for err in exc.errors(include_url=False):
+            where = body_path(err["loc"], body, tag=err["type"] in TAG_ERRORS)
+            denials.append(
+                Decision.deny(
+                    "R19" if err["type"] == "R19" else None,
+                    ErrorCode.INVALID_MESSAGE,
+                    f"{where or 'body'}: {err['msg']}",
+                    where or None,
+                )
             )
-            for err in exc.errors(include_url=False)
-        ]
         raise Invalid(Decision.combine(denials)) from None
 
 
@@ -87,10 +97,25 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
+def body_path(loc: tuple[int | str, ...], body: Any, *, tag: bool = False) -> str:
+    """Where in the body as sent a validation error is: ``changes[0].quantity``.
+
+    Pydantic's location also names the member of a tagged union it tried
+    (``changes[0].add_seats.quantity``); that is no key of the body, so it is left out.
+    With ``tag``, the error is about the union's tag itself: the path ends at ``type``."""
     out = ""
+    node = body
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+            node = node[part] if isinstance(node, list) and 0 <= part < len(node) else None
+            continue
+        if isinstance(node, dict) and part not in node and node.get(TAG) == part:
+            continue  # the union member's name, not a field
+        out += f".{part}" if out else part
+        node = node.get(part) if isinstance(node, dict) else None
+    if tag:
+        out += f".{TAG}" if out else TAG
     return out
 
 
@@ -107,7 +132,7 @@ def dedupe_key(
     if routing_key not in BODY_DEDUPED:
         return None
     raw = (
-        body
+        body.removeprefix(BOM)
         if isinstance(body, bytes)
         else (body.encode() if isinstance(body, str) else encode(body))
     )

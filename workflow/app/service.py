@@ -14,13 +14,14 @@ from typing import Any
 
 import orjson
 
-from policies.decision import Decision
+from policies.decision import Decision, ErrorCode
 from policies.lifecycle import no_other_pending
 from workflow.app.context import CommandContext
 from workflow.app.handlers import HANDLERS
 from workflow.app.handlers.expiry import expire_request
 from workflow.app.parsing import dedupe_key, encode, error_reply, parse
 from workflow.contract.messages import QUERIES
+from workflow.contract.names import PENDING, REQUEST_SUBMIT
 from workflow.domain.catalog import Catalog
 from workflow.errors import Conflict, Invalid, Refused
 from workflow.persistence.database import Database
@@ -46,6 +47,19 @@ class Outcome:
 
     def json(self) -> dict[str, Any]:
         return orjson.loads(self.reply)  # type: ignore[no-any-return]
+
+
+def _created_request_pending(store: Store, routing_key: str, stored: str) -> bool:
+    """A submit deduplicated by its body is the same submit only while the request it
+    created is pending: once that was decided, cancelled, expired or voided, or when the
+    submit was refused, the same body is a new submit."""
+    if routing_key != REQUEST_SUBMIT:
+        return True
+    reply = orjson.loads(stored)
+    if not reply.get("ok"):
+        return False
+    row = store.request(reply["result"]["request"]["request_id"])
+    return row is not None and row["state"] == PENDING
 
 
 Item = tuple[str, bytes | str | dict[str, Any], str | None]
@@ -147,8 +161,10 @@ class CommandService:
         if key is not None:
             stored = store.stored_reply(key)
             if stored is not None:
-                fresh = not key.startswith("sha256:") or (
+                by_body = key.startswith("sha256:")
+                fresh = not by_body or (
                     store.stored_reply(key, not_before=now - self.dedupe_window) is not None
+                    and _created_request_pending(store, prepared.routing_key, stored)
                 )
                 if fresh:
                     return Outcome(stored.encode(), duplicate=True)
@@ -195,9 +211,15 @@ class CommandService:
     def _pending_race(self, store: Store, command: Any) -> Refused:
         """R11 decided by the unique index: another process's submit committed first."""
         pending = store.pending_request_id(command.account_id)
-        return Refused(
-            no_other_pending(pending or "(just submitted)"), account_id=command.account_id
-        )
+        if pending is not None:
+            decision = no_other_pending(pending)
+        else:  # the winner is no longer pending: it was decided at once
+            decision = Decision.deny(
+                "R11",
+                ErrorCode.REQUEST_PENDING,
+                "another request was submitted for this account at the same moment",
+            )
+        return Refused(decision, account_id=command.account_id)
 
     def _refused(
         self,

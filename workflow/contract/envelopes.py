@@ -31,7 +31,13 @@ class Detail(BaseModel):
     code: ErrorCode
     reason: str
     rule: str | None = Field(None, description="Rule id, e.g. R1.")
-    field: str | None = Field(None, description="The body field at fault, e.g. changes[0].")
+    field: str | None = Field(
+        None,
+        description="Path of the field at fault in the body as sent, e.g. changes[0].quantity.",
+    )
+    request_id: str | None = Field(
+        None, description="request_pending (R11): the pending request that blocks a submit."
+    )
 
 
 class Error(BaseModel):

@@ -1,7 +1,9 @@
 """What a request changes and what it costs (R10), shown as a preview and with the request.
 
-Items apply in order, each against the subscription as the previous ones left it, so an
-upgrade followed by more seats prices the seats at the new plan. Money stays ``Decimal``
+Items apply in a fixed order whatever the order they were given in: every ``add_seats``
+first, then every ``upgrade_plan`` (priced on the seats after them, R9), then every
+``add_product`` (whose default seat count is the largest after them, R7), so reordering
+a request never changes its price. Lines are shown in the request's order. Money stays ``Decimal``
 throughout and leaves as a string with two decimals (the contract's money format), so no
 float ever rounds a price.
 """
@@ -47,9 +49,7 @@ def apply_changes(
     Expects validated items (R9) but still raises ``ValueError`` on one that does not
     apply, so an approval can never write a subscription the rules would refuse (R12).
     """
-    for change in changes:
-        subscription = _apply(subscription, change, catalog).after
-    return subscription
+    return _applied(subscription, changes, catalog)[1]
 
 
 def summarize(
@@ -62,8 +62,8 @@ def summarize(
         raise PricingError("the subscription has no currency or billing cycle on record")
     lines: list[dict[str, Any]] = []
     total = Decimal(0)
-    for change in changes:
-        step = _apply(subscription, change, catalog)
+    steps, _ = _applied(subscription, changes, catalog)
+    for change, step in zip(changes, steps, strict=True):
         # The difference in recurring cost covers all three item types: extra seats at the
         # current plan, a new line, or the same seats at the new plan minus the old one.
         cost = _line_cost(step.proposed, catalog, currency, cycle)
@@ -79,7 +79,6 @@ def summarize(
                 "cost": format_money(cost),
             }
         )
-        subscription = step.after
     return {
         "currency": currency,
         "billing_cycle": cycle,
@@ -97,6 +96,22 @@ def format_money(value: Decimal) -> str:
     if cents.is_zero():
         cents = abs(cents)
     return f"{cents:.2f}"
+
+
+APPLY_ORDER = {"add_seats": 0, "upgrade_plan": 1, "add_product": 2}
+"""The order items apply in (R7, R9 clarified): it fixes what each one costs."""
+
+
+def _applied(
+    subscription: Subscription, changes: Sequence[Change], catalog: Catalog
+) -> tuple[list[_Step], Subscription]:
+    """Each item's step, in the request's order, and the subscription after all of them."""
+    steps: dict[int, _Step] = {}
+    order = sorted(range(len(changes)), key=lambda i: APPLY_ORDER.get(changes[i].type, 3))
+    for index in order:
+        steps[index] = _apply(subscription, changes[index], catalog)
+        subscription = steps[index].after
+    return [steps[i] for i in range(len(changes))], subscription
 
 
 def _apply(subscription: Subscription, change: Change, catalog: Catalog) -> _Step:
