@@ -605,3 +605,32 @@ def test_catalog_get_lists_every_product_plan_and_price_without_recording_anythi
                     assert Decimal(prices[cycle]) == expected
                     assert prices[cycle] == f"{expected:.2f}"
     assert counts(service.db) == before  # a query: no idempotency record, no audit row
+
+
+def test_r3_a_removed_member_is_forbidden_and_their_pending_request_stays_decidable(
+    service: CommandService,
+) -> None:
+    seed(service)
+    request = submit(service)["result"]["request"]
+    removed = send(service, "member.remove", {"account_id": "acme", "user_id": "acme-admin"})
+    assert removed["ok"], removed
+    refusal = error(submit(service, changes=SEATS))
+    assert refusal["code"] == "forbidden"
+    assert refusal["details"][0]["rule"] == "R3"
+    assert refusal["details"][0]["field"] == "actor_id"
+    cancel = {"request_id": request["request_id"], "actor_id": "acme-admin"}
+    assert error(send(service, "request.cancel", cancel))["code"] == "forbidden"
+    still = send(
+        service, "request.get", {"request_id": request["request_id"], "actor_id": "acme-owner"}
+    )
+    assert still["result"]["request"]["state"] == "pending"
+    assert still["result"]["request"]["requester_name"] == request["requester_name"]
+    approved = decide(service, request["request_id"], "owner")
+    assert approved["result"]["request"]["state"] == "approved"
+    # Removing twice: not a member any more. Upserting again brings the member back.
+    twice = send(service, "member.remove", {"account_id": "acme", "user_id": "acme-admin"})
+    assert error(twice)["code"] == "unknown_member"
+    back = send(service, "member.upsert", member("acme-admin", "admin"))
+    assert back["ok"]
+    assert back["result"]["created"] is True
+    assert submit(service)["ok"]

@@ -253,7 +253,10 @@ def snapshot(db: Database) -> Snapshot:
             r.account_id: (r.type, r.allows_subscription_changes)
             for r in conn.execute(select(t.accounts))
         }
-        members = {(r.account_id, r.user_id): r.role for r in conn.execute(select(t.members)).all()}
+        members = {
+            (r.account_id, r.user_id): r.role
+            for r in conn.execute(select(t.members).where(t.members.c.removed_at.is_(None)))
+        }
         max_ids = {
             table.name: conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one()
             for table in (t.outbox, t.request_transitions, t.audit_log)
@@ -321,8 +324,11 @@ def make_machine(db: Database, catalog: Catalog | None = None) -> type[RuleBased
         return codes
 
     def applied(sub: Sub, changes: list[dict[str, Any]]) -> Sub:
+        """The items in the order that makes a price independent of the request's order
+        (R7, R9 clarified): added seats, then upgrades, then added products."""
         lines = list(sub.products)
-        for c in changes:
+        rank = {"add_seats": 0, "upgrade_plan": 1, "add_product": 2}
+        for c in sorted(changes, key=lambda c: rank[c["type"]]):
             index = next((i for i, line in enumerate(lines) if line[0] == c["product"]), None)
             if c["type"] == "add_seats":
                 assert index is not None
@@ -406,6 +412,7 @@ def make_machine(db: Database, catalog: Catalog | None = None) -> type[RuleBased
             self.ready = False
             self.kinds: dict[str, tuple[str, bool]] = {}
             self.roles: dict[str, dict[str, str]] = {a: {} for a in ACCOUNTS}
+            self.removed: dict[str, set[str]] = {a: set() for a in ACCOUNTS}
             self.subs: dict[str, Sub] = {}
             self.requests: dict[str, ModelRequest] = {}
             self.sent: list[Sent] = []
@@ -472,6 +479,16 @@ def make_machine(db: Database, catalog: Catalog | None = None) -> type[RuleBased
             assert len(found) <= 1
             return found[0] if found else None
 
+        def _same_submit_still_pending(self, routing_key: str, reply: bytes) -> bool:
+            """Body-hash dedupe of a submit holds only while the request it created is
+            pending (contract, second edition); a refused submit is not deduplicated."""
+            if routing_key != "request.submit":
+                return True
+            answer = orjson.loads(reply)
+            if not answer["ok"]:
+                return False
+            return self.requests[answer["result"]["request"]["request_id"]].state == "pending"
+
         def _send(self, routing_key: str, body: dict[str, Any], *, with_id: bool = True) -> Step:
             """Handle one command; a redelivery without ``message_id`` inside the dedupe
             window is checked here and comes back as ``Step.duplicate``."""
@@ -484,7 +501,11 @@ def make_machine(db: Database, catalog: Catalog | None = None) -> type[RuleBased
             outcome = self.service.handle(routing_key, raw, message_id)
             after = snapshot(db)
             label = f"{routing_key} {body.get('decision', '')}".strip()
-            if earlier is not None and self.clock.now - earlier[0] <= DEDUPE_WINDOW:
+            if (
+                earlier is not None
+                and self.clock.now - earlier[0] <= DEDUPE_WINDOW
+                and self._same_submit_still_pending(routing_key, earlier[1])
+            ):
                 # The same body without message_id within the window: the first reply again.
                 event(f"{label} without message_id: duplicate")
                 assert outcome.duplicate, (routing_key, body)
@@ -679,7 +700,9 @@ def make_machine(db: Database, catalog: Catalog | None = None) -> type[RuleBased
             role = self.roles[account].get(actor)
             expected: set[str] = set()
             if role is None:
-                expected.add("unknown_member")
+                # R3: the directory remembers a removed member, who may no longer act.
+                removed = actor in self.removed[account]
+                expected.add("forbidden" if removed else "unknown_member")
             else:
                 if role != "admin":
                     expected.add("forbidden")
@@ -941,6 +964,7 @@ def make_machine(db: Database, catalog: Catalog | None = None) -> type[RuleBased
                 return
             self._check_accepted(step, events=Counter(), transitions=[])
             self.roles[account][user] = role
+            self.removed[account].discard(user)
 
         @rule(data=st.data(), account=st.sampled_from(ACCOUNTS))
         def remove_member(self, data: st.DataObject, account: str) -> None:
@@ -953,6 +977,7 @@ def make_machine(db: Database, catalog: Catalog | None = None) -> type[RuleBased
                 return
             self._check_accepted(step, events=Counter(), transitions=[])
             del self.roles[account][user]
+            self.removed[account].add(user)
 
         # --- rules: redelivery --------------------------------------------------------
 
@@ -1013,7 +1038,8 @@ def make_machine(db: Database, catalog: Catalog | None = None) -> type[RuleBased
                 subscriptions = _read_subscriptions(conn)
                 accounts = {r.account_id: r for r in conn.execute(select(t.accounts))}
                 members = {
-                    (r.account_id, r.user_id): r.role for r in conn.execute(select(t.members))
+                    (r.account_id, r.user_id): r.role
+                    for r in conn.execute(select(t.members).where(t.members.c.removed_at.is_(None)))
                 }
 
             # 1. R11: at most one pending request per account.

@@ -187,15 +187,21 @@ class SqlStore:
         self._log.include(self.cache.dirty_accounts, account_id)
 
     def member(self, account_id: str, user_id: str) -> Row | None:
-        return self._account_members(account_id).get(user_id)
+        found = self._account_members(account_id).get(user_id)
+        return None if found is None or found.get("removed_at") is not None else found
+
+    def was_removed(self, account_id: str, user_id: str) -> bool:
+        found = self._account_members(account_id).get(user_id)
+        return found is not None and found.get("removed_at") is not None
 
     def members(self, account_id: str, roles: Iterable[str] | None = None) -> list[Row]:
         wanted = None if roles is None else set(roles)
         found = self._account_members(account_id)
         return [
-            found[user_id]
+            row
             for user_id in sorted(found)
-            if wanted is None or found[user_id]["role"] in wanted
+            if (row := found[user_id]).get("removed_at") is None
+            and (wanted is None or row["role"] in wanted)
         ]
 
     def _account_members(self, account_id: str) -> dict[str, dict[str, Any]]:
@@ -208,11 +214,12 @@ class SqlStore:
         self._log.assign(members, values["user_id"], dict(values))
         self._log.include(self.cache.dirty_members, (values["account_id"], values["user_id"]))
 
-    def remove_member(self, account_id: str, user_id: str) -> None:
+    def remove_member(self, account_id: str, user_id: str, at: datetime) -> None:
         members = self._account_members(account_id)
         if user_id in members:
-            self._log.remove(members, user_id)
-        self._log.include(self.cache.dirty_members, (account_id, user_id))
+            removed = {**members[user_id], "removed_at": at, "updated_at": at}
+            self._log.assign(members, user_id, removed)
+            self._log.include(self.cache.dirty_members, (account_id, user_id))
 
     def member_names(self, account_id: str, user_ids: Iterable[str]) -> dict[str, str]:
         members = self._account_members(account_id)

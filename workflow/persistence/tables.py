@@ -78,6 +78,9 @@ members = Table(
     Column("role", String(20), nullable=False),
     Column("locale", String(16), nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # member.remove keeps the row: a removed member is refused as such (R3), and their
+    # name still shows on the requests they made.
+    Column("removed_at", UTCDateTime),
 )
 
 subscription_products = Table(

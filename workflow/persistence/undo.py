@@ -41,11 +41,6 @@ class UndoLog:
                 self._steps.append(lambda: mapping.__setitem__(key, old))
         mapping[key] = value
 
-    def remove(self, mapping: MutableMapping[Any, Any], key: Any) -> None:
-        old = mapping.pop(key)
-        if self._steps is not None:
-            self._steps.append(lambda: mapping.__setitem__(key, old))
-
     def include(self, items: set[Any], item: Any) -> None:
         if item not in items:
             items.add(item)

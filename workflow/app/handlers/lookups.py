@@ -20,8 +20,21 @@ def account_or_refuse(store: Store, account_id: str) -> Row:
     return account
 
 
-def member_or_refuse(store: Store, account_id: str, user_id: str, field: str) -> Row:
+def member_or_refuse(
+    store: Store, account_id: str, user_id: str, field: str, *, acting: bool = True
+) -> Row:
+    """The current member ``user_id``. An ``acting`` user who was removed is refused as
+    ``forbidden`` (R3): the directory knows them, and no longer lets them act."""
     member = store.member(account_id, user_id)
+    if member is None and acting and store.was_removed(account_id, user_id):
+        raise Refused.because(
+            ErrorCode.FORBIDDEN,
+            f"user {user_id} was removed from account {account_id} and can no longer act on "
+            "its requests",
+            rule="R3",
+            field=field,
+            account_id=account_id,
+        )
     if member is None:
         raise Refused.because(
             ErrorCode.UNKNOWN_MEMBER,

@@ -44,6 +44,6 @@ def upsert_member(cmd: MemberUpsert, ctx: CommandContext) -> dict[str, Any]:
 
 def remove_member(cmd: MemberRemove, ctx: CommandContext) -> dict[str, Any]:
     account_or_refuse(ctx.store, cmd.account_id)
-    member_or_refuse(ctx.store, cmd.account_id, cmd.user_id, "user_id")
-    ctx.store.remove_member(cmd.account_id, cmd.user_id)
+    member_or_refuse(ctx.store, cmd.account_id, cmd.user_id, "user_id", acting=False)
+    ctx.store.remove_member(cmd.account_id, cmd.user_id, ctx.now)
     return {"account_id": cmd.account_id, "user_id": cmd.user_id, "removed": True}
