@@ -18,7 +18,8 @@ import typer
 from pika.exceptions import AMQPError
 
 from consumers import logs, render
-from consumers.amqp import unreachable
+from consumers.amqp import patches
+from consumers.amqp.connection import unreachable
 from workflow.domain.lifecycle import mermaid
 from workflow.errors import ConfigurationError, SubreqError
 from workflow.ops import reports
@@ -331,6 +332,7 @@ def broker_reported() -> Iterator[Settings]:
 
     with reported():
         settings = load_settings()
+        patches.apply()  # dead letters may carry header values pika cannot decode alone
         try:
             yield settings
         except DeadLetterError as exc:

@@ -18,9 +18,8 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import UnroutableError
 from pika.spec import Basic, BasicProperties
 
-from consumers.amqp import COMMANDS_EXCHANGE, connect
-
-REPLY_TO = "amq.rabbitmq.reply-to"
+from consumers.amqp.connection import connect
+from workflow.contract.names import COMMANDS_EXCHANGE, REPLY_TO
 
 
 class ReplyTimeout(TimeoutError):

@@ -22,17 +22,19 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.exceptions import AMQPError
 from pika.spec import Basic, BasicProperties
 
-from consumers.amqp import (
-    COMMANDS_QUEUE,
-    DEAD_QUEUE,
-    bury,
-    declare_topology,
-    publish_queued,
-    run_connected,
-)
+from consumers.amqp.connection import run_connected
+from consumers.amqp.publishing import bury, publish_queued
+from consumers.amqp.topology import declare_topology
 from consumers.metrics import COMMANDS, LATENCY
 from workflow.app.service import CommandService, Outcome
 from workflow.contract.messages import COMMANDS as COMMAND_NAMES
+from workflow.contract.names import (
+    COMMANDS_QUEUE,
+    DEAD_QUEUE,
+    DELIVERY_COUNT_HEADER,
+    REPLY_SUFFIX,
+    ROUTING_KEY_HEADER,
+)
 from workflow.errors import TransientError
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,7 @@ class Delivery:
     def deliveries(self) -> int:
         """How often the broker delivered it (quorum queues count in x-delivery-count)."""
         headers = self.properties.headers or {}
-        count = headers.get("x-delivery-count", 0)
+        count = headers.get(DELIVERY_COUNT_HEADER, 0)
         return (count if isinstance(count, int) else 0) + 1
 
 
@@ -302,7 +304,7 @@ class CommandConsumer:
             BasicProperties(
                 content_type="application/json",
                 correlation_id=props.correlation_id or props.message_id,
-                type=f"{delivery.routing_key}.reply",
+                type=delivery.routing_key + REPLY_SUFFIX,
             ),
         )
 
@@ -315,5 +317,5 @@ class CommandConsumer:
             delivery.body,
             delivery.properties,
             reason,
-            **{"x-subreq-routing-key": delivery.routing_key},
+            **{ROUTING_KEY_HEADER: delivery.routing_key},
         )

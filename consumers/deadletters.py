@@ -29,13 +29,16 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError, NackError, UnroutableError
 from pika.spec import Basic, BasicProperties
 
-from consumers.amqp import COMMANDS_EXCHANGE, DEAD_QUEUE, ERROR_HEADER, connect, copy_properties
-
-ROUTING_KEY_HEADER = "x-subreq-routing-key"
-"""Set by the consumer on the copies it dead-letters (they travel on the default exchange)."""
-
-REPLAYS_HEADER = "x-subreq-replays"
-"""How often a command was replayed: the next dead-lettering keeps it, for the record."""
+from consumers.amqp.connection import connect
+from consumers.amqp.publishing import copy_properties
+from workflow.contract.names import (
+    COMMANDS_EXCHANGE,
+    DEAD_QUEUE,
+    DELIVERY_COUNT_HEADER,
+    ERROR_HEADER,
+    REPLAYS_HEADER,
+    ROUTING_KEY_HEADER,
+)
 
 DROPPED_HEADERS = frozenset(
     {
@@ -48,7 +51,7 @@ DROPPED_HEADERS = frozenset(
         "x-last-death-exchange",
         "x-last-death-queue",
         "x-last-death-reason",
-        "x-delivery-count",
+        DELIVERY_COUNT_HEADER,
     }
 )
 """Headers that describe the death, not the command: a replay starts without them."""

@@ -17,9 +17,10 @@ import orjson
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 
-from consumers.amqp import EVENTS_EXCHANGE, connect, unreachable
+from consumers.amqp.connection import connect, unreachable
 from consumers.client import SubreqClient
 from consumers.worker import Worker, WorkerOptions
+from workflow.contract.names import EVENTS_EXCHANGE
 from workflow.notifications.deliveries import recent
 from workflow.notifications.mailconfig import parse_smtp_url
 from workflow.ops.reports import notifications_requested

@@ -15,7 +15,8 @@ from urllib.parse import unquote, urlsplit
 
 from pika.exceptions import AMQPError, ChannelClosedByBroker
 
-from consumers.amqp import COMMANDS_QUEUE, connect
+from consumers.amqp.connection import connect
+from workflow.contract.names import COMMANDS_QUEUE
 from workflow.errors import ConfigurationError
 from workflow.persistence.probe import Check, database_checks
 from workflow.settings import Settings

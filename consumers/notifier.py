@@ -31,15 +31,12 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.exceptions import AMQPError
 from pika.spec import Basic, BasicProperties
 
-from consumers.amqp import (
-    NOTIFICATIONS_DEAD_QUEUE,
-    NOTIFICATIONS_QUEUE,
-    bury,
-    declare_topology,
-    run_connected,
-)
+from consumers.amqp.connection import run_connected
+from consumers.amqp.publishing import bury
+from consumers.amqp.topology import declare_topology
 from consumers.mail import DeliveryError, Mailer, Outgoing, Permanent, build_message, recipient
 from consumers.metrics import NOTIFICATIONS
+from workflow.contract.names import NOTIFICATIONS_DEAD_QUEUE, NOTIFICATIONS_QUEUE
 from workflow.errors import TransientError
 from workflow.notifications import deliveries
 from workflow.notifications.deliveries import BadNotice, Claim, ClaimStatus, Notice, parse_notice

@@ -15,15 +15,12 @@ from collections.abc import Sequence
 import pika
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from consumers.amqp import (
-    EVENTS_EXCHANGE,
-    Backoff,
-    declare_topology,
-    publish_queued,
-    run_connected,
-)
+from consumers.amqp.connection import Backoff, run_connected
+from consumers.amqp.publishing import publish_queued
+from consumers.amqp.topology import declare_topology
 from consumers.metrics import EVENTS
 from workflow.app.outbox import PendingEvent, relay_batch
+from workflow.contract.names import EVENTS_EXCHANGE
 from workflow.errors import TransientError
 from workflow.ops.retention import prune
 from workflow.persistence.database import Database
