@@ -328,7 +328,7 @@ def asyncapi(as_json: JsonFlag = False) -> None:
 @contextmanager
 def broker_reported() -> Iterator[Settings]:
     """Settings for a broker command; broker failures become one line and exit 1."""
-    from consumers.deadletters import DeadLetterError
+    from consumers.amqp.errors import DeadLetterError
 
     with reported():
         settings = load_settings()

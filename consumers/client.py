@@ -19,15 +19,10 @@ from pika.exceptions import UnroutableError
 from pika.spec import Basic, BasicProperties
 
 from consumers.amqp.connection import connect
+from consumers.amqp.errors import NoWorker, ReplyTimeout
 from workflow.contract.names import COMMANDS_EXCHANGE, REPLY_TO
 
-
-class ReplyTimeout(TimeoutError):
-    """Raised when no reply arrived in time; the command may still be processed later."""
-
-
-class NoWorker(RuntimeError):
-    """Raised when the command could not be routed: no worker has declared the queue yet."""
+__all__ = ["NoWorker", "ReplyTimeout", "SubreqClient"]
 
 
 class SubreqClient:

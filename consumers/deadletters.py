@@ -30,6 +30,7 @@ from pika.exceptions import AMQPError, NackError, UnroutableError
 from pika.spec import Basic, BasicProperties
 
 from consumers.amqp.connection import connect
+from consumers.amqp.errors import DeadLetterError
 from consumers.amqp.publishing import copy_properties
 from workflow.contract.names import (
     COMMANDS_EXCHANGE,
@@ -60,10 +61,6 @@ IDLE_SECONDS = 1.0
 """How long to wait for one more delivery before concluding that the queue is read."""
 
 MAX_PREFETCH = 65535  # prefetch_count is a 16-bit field; 0 means unlimited
-
-
-class DeadLetterError(Exception):
-    """Raised when the broker cannot be reached or refuses a republished dead letter."""
 
 
 @dataclass(frozen=True, slots=True)

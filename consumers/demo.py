@@ -21,6 +21,7 @@ from consumers.amqp.connection import connect, unreachable
 from consumers.client import SubreqClient
 from consumers.worker import Worker, WorkerOptions
 from workflow.contract.names import EVENTS_EXCHANGE
+from workflow.errors import SubreqError
 from workflow.notifications.deliveries import recent
 from workflow.notifications.mailconfig import parse_smtp_url
 from workflow.ops.reports import notifications_requested
@@ -41,7 +42,7 @@ CHANGES = [
 ]
 
 
-class BrokerUnreachable(RuntimeError):
+class BrokerUnreachable(SubreqError, RuntimeError):
     """Raised when the demo cannot reach RabbitMQ; the message says how to start one."""
 
 
