@@ -15,11 +15,11 @@ from typing import Annotated, Literal, NoReturn
 
 import orjson
 import typer
-from pika.exceptions import AMQPError
 
 from consumers import logs, render
 from consumers.amqp import patches
 from consumers.amqp.connection import unreachable
+from consumers.amqp.errors import AMQPError
 from workflow.domain.lifecycle import mermaid
 from workflow.errors import ConfigurationError, SubreqError
 from workflow.ops import reports

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
@@ -21,9 +22,9 @@ from workflow.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
-Connection = BlockingConnection
+Connection: TypeAlias = BlockingConnection
 """pika's blocking connection, for annotations outside this package."""
-Channel = BlockingChannel
+Channel: TypeAlias = BlockingChannel
 """pika's blocking channel, for annotations outside this package."""
 
 HEARTBEAT_SECONDS = 30

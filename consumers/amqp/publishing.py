@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import struct
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeAlias
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import BasicProperties
 
-from workflow.contract.names import DROPPED_HEADERS_HEADER, ERROR_HEADER
+from workflow.app.outbox import PendingEvent
+from workflow.contract.names import DROPPED_HEADERS_HEADER, ERROR_HEADER, EVENTS_EXCHANGE
 
-Properties = BasicProperties
+Properties: TypeAlias = BasicProperties
 """pika's message properties, for annotations outside this package."""
 
 
@@ -29,6 +31,26 @@ def publish_queued(
     channel._impl.basic_publish(  # the non-blocking channel under every BlockingChannel
         exchange=exchange, routing_key=routing_key, body=body, properties=properties
     )
+
+
+def publish_events(channel: BlockingChannel, events: Sequence[PendingEvent]) -> None:
+    """The relay's batch, on a channel in transaction mode: returns once the broker committed
+    all of it; any failure raises, and the database transaction that claimed the rows rolls
+    back."""
+    for event in events:
+        publish_queued(  # all written by tx.commit
+            channel,
+            EVENTS_EXCHANGE,
+            event.type,
+            event.payload,
+            BasicProperties(
+                content_type="application/json",
+                delivery_mode=pika.DeliveryMode.Persistent,
+                message_id=event.event_id,
+                type=event.type,
+            ),
+        )
+    channel.tx_commit()
 
 
 def copy_properties(props: BasicProperties, headers: dict[str, Any]) -> BasicProperties:
