@@ -24,6 +24,9 @@ PIKA_SERIES = (1, 4)
 COALESCE_BYTES = 256 * 1024
 """The most bytes joined into one ``send()`` call."""
 
+Decode = Callable[[bytes, int], tuple[Any, int]]
+Produce = Callable[[Any], None]
+
 _lock = threading.Lock()
 _applied = False
 
@@ -56,10 +59,6 @@ def check_version(version: str) -> None:
             f"{wanted}.x: install pika>={wanted},<{PIKA_SERIES[0]}.{PIKA_SERIES[1] + 1} "
             "(as pyproject.toml says), or check the patches against this version first"
         )
-
-
-Decode = Callable[[bytes, int], tuple[Any, int]]
-Produce = Callable[[Any], None]
 
 
 def _tolerant(decode_value: Decode) -> Decode:

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from consumers.amqp.connection import connect
 from consumers.amqp.topology import declare_topology
 from consumers.cli import app
-from consumers.deadletters import REPLAYS_HEADER, ROUTING_KEY_HEADER, peek, replay
+from consumers.deadletters import peek, replay
 from tests import services
 from tests.integration.helpers import SEATS
 from workflow.contract.names import (
@@ -31,6 +31,8 @@ from workflow.contract.names import (
     DEAD_EXCHANGE,
     DEAD_QUEUE,
     ERROR_HEADER,
+    REPLAYS_HEADER,
+    ROUTING_KEY_HEADER,
 )
 
 SUBMIT = {"account_id": "acme", "actor_id": "acme-admin", "changes": SEATS}

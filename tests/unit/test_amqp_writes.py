@@ -4,7 +4,9 @@ workarounds of ``consumers.amqp.patches`` are applied (as the worker applies the
 from __future__ import annotations
 
 import collections
+import struct
 
+import pika.data
 import pytest
 from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport
 
@@ -68,3 +70,14 @@ def test_the_patches_refuse_a_pika_they_were_not_written_for() -> None:
     for other in ("1.3.2", "1.5.0", "2.0.0", "unknown"):
         with pytest.raises(UnsupportedPika, match=f"pika {other} is installed"):
             patches.check_version(other)
+
+
+def test_applying_twice_changes_nothing_more() -> None:
+    decode = pika.data.decode_value
+    patches.apply()
+    assert pika.data.decode_value is decode
+
+
+def test_a_header_timestamp_past_the_year_9999_stays_an_int() -> None:
+    encoded = b"T" + struct.pack(">Q", 2**63)
+    assert pika.data.decode_value(encoded, 0) == (2**63, 9)
