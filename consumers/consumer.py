@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from consumers.amqp.deliveries import Ack, Action, Bury, Delivery, Reply, Requeue
-from consumers.amqp.loop import DeliveryLoop, Settle
+from consumers.amqp.loop import Apply, DeliveryLoop
 from consumers.metrics import COMMANDS, LATENCY
 from workflow.app.service import CommandService, Outcome
 from workflow.contract.messages import COMMANDS as COMMAND_NAMES
@@ -215,7 +215,7 @@ class CommandConsumer:
         batch: list[Delivery],
         result: Future[list[Outcome] | Failed],
         _held: list[Delivery],
-        settle: Settle,
+        apply: Apply,
     ) -> None:
         """On the connection thread: publish what the batch produced, then settle it."""
         try:
@@ -223,7 +223,7 @@ class CommandConsumer:
         except Exception:  # a bug, not bad input: isolate the message that triggers it
             log.exception("batch failed; handling its commands one by one")
             outcomes = [self._one(d) for d in batch]
-        settle(settle_batch(batch, outcomes, self.max_deliveries))
+        apply(settle_batch(batch, outcomes, self.max_deliveries))
         if not isinstance(outcomes, Failed):
             for delivery, outcome in zip(batch, outcomes, strict=True):
                 _observe(delivery, outcome)

@@ -27,7 +27,7 @@ from email.headerregistry import Address
 from typing import Literal
 
 from consumers.amqp.deliveries import Ack, Action, Bury, Delivery, Later
-from consumers.amqp.loop import DeliveryLoop, Settle
+from consumers.amqp.loop import Apply, DeliveryLoop
 from consumers.mail import DeliveryError, Mailer, Outgoing, Permanent, build_message, recipient
 from consumers.metrics import NOTIFICATIONS
 from workflow.contract.names import NOTIFICATIONS_DEAD_QUEUE, NOTIFICATIONS_QUEUE
@@ -163,11 +163,11 @@ class Notifier:
         return min(item.due for item in held) - time.monotonic()
 
     def settle(
-        self, item: InHand, result: Future[Verdict], held: list[InHand], settle: Settle
+        self, item: InHand, result: Future[Verdict], held: list[InHand], apply: Apply
     ) -> None:
         """On the connection thread: acknowledge, keep for later, or dead-letter."""
         actions = settle_verdict(item.delivery, result.result())
-        settle(actions)
+        apply(actions)
         for action in actions:
             if isinstance(action, Later):
                 item.due = time.monotonic() + action.delay

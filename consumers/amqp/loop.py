@@ -38,8 +38,8 @@ Unit = TypeVar("Unit")
 Result = TypeVar("Result")
 """What the work returns to the settle step."""
 
-Settle = Callable[[Sequence[Action]], None]
-"""Applies actions to the channels of the connection the unit came from."""
+Apply = Callable[[Sequence[Action]], None]
+"""Applies actions, in order, to the channels of the connection the unit came from."""
 
 
 class Hand(Protocol[Held, Unit, Result]):
@@ -58,9 +58,9 @@ class Hand(Protocol[Held, Unit, Result]):
     def work(self, unit: Unit) -> Result:
         """On the work thread: the slow part, one unit at a time."""
 
-    def settle(self, unit: Unit, result: Future[Result], held: list[Held], settle: Settle) -> None:
-        """On the connection's thread: decide, call ``settle`` with the actions; a unit
-        kept for later goes back into ``held``."""
+    def settle(self, unit: Unit, result: Future[Result], held: list[Held], apply: Apply) -> None:
+        """On the connection's thread: decide, and ``apply`` the actions; a unit kept for
+        later goes back into ``held``."""
 
 
 class DeliveryLoop(Generic[Held, Unit, Result]):
