@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 import pika
-from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika.adapters.blocking_connection import BlockingConnection
 from pika.exceptions import AMQPError
 
 from workflow.errors import ConfigurationError
@@ -24,8 +24,6 @@ log = logging.getLogger(__name__)
 
 Connection: TypeAlias = BlockingConnection
 """pika's blocking connection, for annotations outside this package."""
-Channel: TypeAlias = BlockingChannel
-"""pika's blocking channel, for annotations outside this package."""
 
 HEARTBEAT_SECONDS = 30
 
