@@ -230,9 +230,9 @@ def worker_loops(notifier: bool) -> list[str]:
 def routes_notifications() -> bool:
     """Whether subreq's topology binds a notifier queue to the events (the ceiling then
     declares the same, so the broker does the same work for both)."""
-    from consumers import amqp
+    from consumers.amqp import topology
 
-    return hasattr(amqp, "NOTIFICATIONS_QUEUE")
+    return hasattr(topology, "declare_notification_queues")
 
 
 def worker_argv(args: argparse.Namespace, mode: str) -> list[str]:

@@ -48,16 +48,19 @@ import psycopg
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.spec import Basic, BasicProperties
 
-import consumers.amqp  # noqa: F401  pika's socket writes coalesced for the ceiling too
-
-COMMANDS_EXCHANGE = "subreq.commands"
-EVENTS_EXCHANGE = "subreq.events"
-COMMANDS_QUEUE = "subreq.commands"
-DEAD_QUEUE = "subreq.commands.dead"
-DEAD_EXCHANGE = "subreq.commands.dlx"
-NOTIFICATIONS_QUEUE = "subreq.notifications"
-NOTIFICATIONS_DEAD_QUEUE = "subreq.notifications.dead"
-NOTIFICATIONS_DEAD_EXCHANGE = "subreq.notifications.dlx"
+from consumers.amqp import patches
+from workflow.contract.names import (
+    COMMANDS_EXCHANGE,
+    COMMANDS_QUEUE,
+    DEAD_EXCHANGE,
+    DEAD_QUEUE,
+    DELIVERY_LIMIT,
+    EVENTS_EXCHANGE,
+    NOTIFICATION_REQUESTED,
+    NOTIFICATIONS_DEAD_EXCHANGE,
+    NOTIFICATIONS_DEAD_QUEUE,
+    NOTIFICATIONS_QUEUE,
+)
 
 SEAT_PRICE = 115  # Support Professional, USD monthly
 RELAY_LOCK_KEY = 0x5E_B2E1
@@ -637,7 +640,7 @@ def declare_topology(channel: BlockingChannel, *, route_notifications: bool = Fa
         durable=True,
         arguments={
             "x-queue-type": "quorum",
-            "x-delivery-limit": 20,
+            "x-delivery-limit": DELIVERY_LIMIT,
             "x-dead-letter-exchange": DEAD_EXCHANGE,
         },
     )
@@ -651,11 +654,11 @@ def declare_topology(channel: BlockingChannel, *, route_notifications: bool = Fa
             durable=True,
             arguments={
                 "x-queue-type": "quorum",
-                "x-delivery-limit": 20,
+                "x-delivery-limit": DELIVERY_LIMIT,
                 "x-dead-letter-exchange": NOTIFICATIONS_DEAD_EXCHANGE,
             },
         )
-        channel.queue_bind(NOTIFICATIONS_QUEUE, EVENTS_EXCHANGE, "notification.requested")
+        channel.queue_bind(NOTIFICATIONS_QUEUE, EVENTS_EXCHANGE, NOTIFICATION_REQUESTED)
 
 
 class Confirms:
@@ -877,6 +880,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("pika").setLevel(logging.CRITICAL)
+    patches.apply()  # pika's socket writes coalesced, as in subreq's worker
     log.info("consuming %s (prefetch %d, batch %d)", COMMANDS_QUEUE, args.prefetch, args.batch)
     return serve(
         args.amqp_url,

@@ -32,15 +32,12 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import ChannelClosedByBroker
 from pika.spec import Basic, BasicProperties
 
-import consumers.amqp  # noqa: F401  pika's socket writes coalesced for the load generator too
 from benchmarks.seed import admin_of, owner_of
 from benchmarks.services import libpq_url
+from consumers.amqp import patches
+from workflow.contract.names import COMMANDS_EXCHANGE, COMMANDS_QUEUE, EVENTS_EXCHANGE, REPLY_TO
 
-COMMANDS_EXCHANGE = "subreq.commands"
-COMMANDS_QUEUE = "subreq.commands"
-EVENTS_EXCHANGE = "subreq.events"
 EVENTS_QUEUE = "bench.events"
-REPLY_TO = "amq.rabbitmq.reply-to"
 CHECK_EVERY = 0.25  # seconds between liveness / timeout checks
 MAX_ERROR_SAMPLES = 5
 
@@ -160,6 +157,7 @@ class LoadGenerator:
         if not accounts:
             raise ValueError("at least one account is needed")
         logging.getLogger("pika").setLevel(logging.CRITICAL)
+        patches.apply()  # pika's socket writes coalesced, as in subreq's worker
         params = pika.URLParameters(amqp_url)
         params.heartbeat = 60
         params.client_properties = {"connection_name": "subreq-bench-load"}

@@ -29,14 +29,22 @@ import psycopg
 from pika.exceptions import AMQPError
 from psycopg import sql
 
+from workflow.contract.names import (
+    COMMANDS_EXCHANGE,
+    COMMANDS_QUEUE,
+    DEAD_EXCHANGE,
+    DEAD_QUEUE,
+    EVENTS_EXCHANGE,
+)
+
 NAME_PREFIX = "subreq_bench_"
 MANAGEMENT_PORT = 15672
 TIMEOUT = 5  # seconds, for every administrative call
 
 # What a run may leave in a reused vhost: subreq's topology (declared by the worker or
 # the ceiling) and the benchmark's own events queue.
-TOPOLOGY_QUEUES = ("subreq.commands", "subreq.commands.dead", "bench.events")
-TOPOLOGY_EXCHANGES = ("subreq.commands", "subreq.events", "subreq.commands.dlx")
+TOPOLOGY_QUEUES = (COMMANDS_QUEUE, DEAD_QUEUE, "bench.events")
+TOPOLOGY_EXCHANGES = (COMMANDS_EXCHANGE, EVENTS_EXCHANGE, DEAD_EXCHANGE)
 
 
 class ServiceError(RuntimeError):

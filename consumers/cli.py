@@ -15,10 +15,11 @@ from typing import Annotated, Literal, NoReturn
 
 import orjson
 import typer
-from pika.exceptions import AMQPError
 
 from consumers import logs, render
-from consumers.amqp import unreachable
+from consumers.amqp import patches
+from consumers.amqp.connection import unreachable
+from consumers.amqp.errors import AMQPError
 from workflow.domain.lifecycle import mermaid
 from workflow.errors import ConfigurationError, SubreqError
 from workflow.ops import reports
@@ -327,10 +328,11 @@ def asyncapi(as_json: JsonFlag = False) -> None:
 @contextmanager
 def broker_reported() -> Iterator[Settings]:
     """Settings for a broker command; broker failures become one line and exit 1."""
-    from consumers.deadletters import DeadLetterError
+    from consumers.amqp.errors import DeadLetterError
 
     with reported():
         settings = load_settings()
+        patches.apply()  # dead letters may carry header values pika cannot decode alone
         try:
             yield settings
         except DeadLetterError as exc:

@@ -7,28 +7,16 @@ client would do it.
 
 from __future__ import annotations
 
-import time
 import uuid
 from types import TracebackType
 from typing import Any
 
 import orjson
-import pika
-from pika.adapters.blocking_connection import BlockingChannel
-from pika.exceptions import UnroutableError
-from pika.spec import Basic, BasicProperties
 
-from consumers.amqp import COMMANDS_EXCHANGE, connect
+from consumers.amqp.errors import NoWorker, ReplyTimeout
+from consumers.amqp.rpc import RpcConnection
 
-REPLY_TO = "amq.rabbitmq.reply-to"
-
-
-class ReplyTimeout(TimeoutError):
-    """Raised when no reply arrived in time; the command may still be processed later."""
-
-
-class NoWorker(RuntimeError):
-    """Raised when the command could not be routed: no worker has declared the queue yet."""
+__all__ = ["NoWorker", "ReplyTimeout", "SubreqClient"]
 
 
 class SubreqClient:
@@ -36,17 +24,7 @@ class SubreqClient:
 
     def __init__(self, url: str, *, timeout: float = 10.0) -> None:
         self.timeout = timeout
-        self._connection = connect(url, name="subreq-client")
-        self._channel: BlockingChannel = self._connection.channel()
-        self._channel.confirm_delivery()
-        self._replies: dict[str, dict[str, Any]] = {}
-        self._channel.basic_consume(REPLY_TO, self._on_reply, auto_ack=True)
-
-    def _on_reply(
-        self, _ch: BlockingChannel, _m: Basic.Deliver, props: BasicProperties, body: bytes
-    ) -> None:
-        if props.correlation_id:
-            self._replies[props.correlation_id] = orjson.loads(body)
+        self._broker = RpcConnection(url, name="subreq-client")
 
     def publish(
         self,
@@ -57,38 +35,19 @@ class SubreqClient:
         correlation_id: str | None = None,
         reply: bool = True,
     ) -> str:
-        """Publish a command (confirmed by the broker); returns its correlation id."""
+        """Publish a command (confirmed by the broker); returns its correlation id.
+
+        Raises ``NoWorker`` when no worker has declared the command queue yet."""
         message_id = message_id or str(uuid.uuid4())
         correlation_id = correlation_id or message_id
-        try:
-            self._channel.basic_publish(
-                COMMANDS_EXCHANGE,
-                routing_key,
-                orjson.dumps(body),
-                pika.BasicProperties(
-                    content_type="application/json",
-                    delivery_mode=pika.DeliveryMode.Persistent,
-                    message_id=message_id,
-                    correlation_id=correlation_id,
-                    reply_to=REPLY_TO if reply else None,
-                ),
-                mandatory=True,
-            )
-        except UnroutableError:
-            raise NoWorker(
-                "the command could not be routed: start `subreq worker` once so it declares "
-                "the subreq.commands queue"
-            ) from None
+        self._broker.publish(
+            routing_key, orjson.dumps(body), message_id, correlation_id, reply=reply
+        )
         return correlation_id
 
     def wait(self, correlation_id: str, timeout: float | None = None) -> dict[str, Any]:
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while correlation_id not in self._replies:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ReplyTimeout(f"no reply to {correlation_id} within the timeout")
-            self._connection.process_data_events(time_limit=min(remaining, 0.1))
-        return self._replies.pop(correlation_id)
+        """The reply to ``correlation_id``; ``ReplyTimeout`` when none came in time."""
+        return self._broker.wait(correlation_id, self.timeout if timeout is None else timeout)
 
     def call(
         self,
@@ -182,8 +141,7 @@ class SubreqClient:
         return self.call("request.list", body)
 
     def close(self) -> None:
-        if self._connection.is_open:
-            self._connection.close()
+        self._broker.close()
 
     def __enter__(self) -> SubreqClient:
         return self

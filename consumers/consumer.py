@@ -1,60 +1,34 @@
 """The command consumer: deliveries in, one transaction per batch, replies out, then acks.
 
-The broker I/O stays on the connection's thread; the database work runs on one
-worker thread and hands its results back with ``add_callback_threadsafe``, so
-heartbeats keep flowing however long a transaction waits on a lock. A message
-is acknowledged only after its transaction committed and its reply (and, for an
-unusable message, its dead-letter copy) was published.
+It runs on ``consumers.amqp.loop``: broker I/O on the connection's thread, the
+database work on one worker thread, so heartbeats keep flowing however long a
+transaction waits on a lock. A message is acknowledged only after its transaction
+committed and its reply (and, for an unusable message, its confirmed dead-letter
+copy) was published; ``settle_batch`` decides those steps without a broker.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
-from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
-from pika.exceptions import AMQPError
-from pika.spec import Basic, BasicProperties
-
-from consumers.amqp import (
-    COMMANDS_QUEUE,
-    DEAD_QUEUE,
-    bury,
-    declare_topology,
-    publish_queued,
-    run_connected,
-)
+from consumers.amqp.deliveries import Ack, Action, Bury, Delivery, Reply, Requeue
+from consumers.amqp.loop import Apply, DeliveryLoop
 from consumers.metrics import COMMANDS, LATENCY
 from workflow.app.service import CommandService, Outcome
 from workflow.contract.messages import COMMANDS as COMMAND_NAMES
+from workflow.contract.names import COMMANDS_QUEUE, DEAD_QUEUE, REPLY_SUFFIX, ROUTING_KEY_HEADER
 from workflow.errors import TransientError
 
 log = logging.getLogger(__name__)
 
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
 """In-process retries of a batch that met a database failure, before it is requeued."""
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    tag: int
-    routing_key: str
-    properties: BasicProperties
-    body: bytes
-    received: float = field(default_factory=time.monotonic)
-
-    @property
-    def deliveries(self) -> int:
-        """How often the broker delivered it (quorum queues count in x-delivery-count)."""
-        headers = self.properties.headers or {}
-        count = headers.get("x-delivery-count", 0)
-        return (count if isinstance(count, int) else 0) + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +81,54 @@ def _observe(delivery: Delivery, outcome: Outcome) -> None:
         log.debug("command handled", extra=context)
 
 
+def settle_batch(
+    batch: Sequence[Delivery], result: Sequence[Outcome] | Failed, max_deliveries: int
+) -> list[Action]:
+    """What to tell the broker about a batch, in order.
+
+    Handled: each unusable command buried (confirmed) before anything else of it, each
+    reply queued, then one ack for the whole batch, which writes the replies with it.
+    Failed: each delivery requeued, or, once delivered ``max_deliveries`` times, buried
+    with the reason and acknowledged, so an outage ends in the dead letters, not a loop.
+    """
+    if isinstance(result, Failed):
+        actions: list[Action] = []
+        for delivery in batch:
+            if delivery.deliveries >= max_deliveries:
+                reason = f"gave up after {delivery.deliveries} deliveries: {result.reason}"
+                actions += [_buried(delivery, reason), Ack(delivery.tag)]
+            else:
+                actions.append(Requeue(delivery.tag))
+        return actions
+    actions = []
+    for delivery, outcome in zip(batch, result, strict=True):
+        if outcome.invalid:
+            actions.append(_buried(delivery, outcome.error_reason or "invalid message"))
+        reply = _reply(delivery, outcome)
+        if reply is not None:
+            actions.append(reply)
+    actions.append(Ack(batch[-1].tag, multiple=True))
+    return actions
+
+
+def _buried(delivery: Delivery, reason: str) -> Bury:
+    """A copy in the dead letters, original body and properties kept, with its routing key
+    (the copy travels on the default exchange)."""
+    return Bury(DEAD_QUEUE, delivery, reason, ((ROUTING_KEY_HEADER, delivery.routing_key),))
+
+
+def _reply(delivery: Delivery, outcome: Outcome) -> Reply | None:
+    props = delivery.properties
+    if not props.reply_to or not outcome.reply:
+        return None
+    return Reply(
+        props.reply_to,
+        outcome.reply,
+        props.correlation_id or props.message_id,
+        delivery.routing_key + REPLY_SUFFIX,
+    )
+
+
 class CommandConsumer:
     """Consumes ``subreq.commands`` until ``stop`` is set, reconnecting on broker loss."""
 
@@ -130,100 +152,48 @@ class CommandConsumer:
         self.max_deliveries = max_deliveries
         self.retry_delays = tuple(retry_delays)
         self.on_commit = on_commit
-        self.ready = threading.Event()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="subreq-db")
-        self._buffer: list[Delivery] = []
-        self._in_flight: Future[list[Outcome] | Failed] | None = None
-
-    # --- connection life -------------------------------------------------------
+        self._loop = DeliveryLoop(
+            url,
+            self,
+            name="subreq-commands",
+            queue=COMMANDS_QUEUE,
+            prefetch=self.prefetch,
+            stop=stop,
+            work_thread="subreq-db",
+            poll=0.05,
+            finish_held=True,  # a stop finishes every delivery in hand
+            announce=(
+                f"consuming {COMMANDS_QUEUE} (prefetch {self.prefetch}, batch {self.batch_size})"
+            ),
+        )
+        self.ready = self._loop.ready
 
     def run(self) -> None:
-        try:
-            run_connected(
-                self.url,
-                name="subreq-commands",
-                stop=self.stop,
-                session=self._session,
-                after=self._drop_in_hand,
-            )
-        finally:
-            self._executor.shutdown(wait=True)
+        self._loop.run()
 
-    def _drop_in_hand(self) -> None:
-        """Acks for a dead channel would close the new one (406): forget them. The broker
-        redelivers those messages and the idempotency records answer them."""
-        if self._in_flight is not None:
-            self._in_flight.result()  # the transaction itself finishes either way
-        self._in_flight = None
-        self._buffer.clear()
-        self.ready.clear()
+    # --- what the loop asks of it ----------------------------------------------
 
-    def _session(self, connection: BlockingConnection) -> None:
-        channel = connection.channel()
-        declare_topology(channel)
-        channel.basic_qos(prefetch_count=self.prefetch)
-        dead = connection.channel()
-        dead.confirm_delivery()
-        tag = channel.basic_consume(COMMANDS_QUEUE, self._on_message)
-        self.ready.set()
-        log.info(
-            "consuming %s (prefetch %d, batch %d)", COMMANDS_QUEUE, self.prefetch, self.batch_size
-        )
-        while not self.stop.is_set():
-            self._gather(connection)
-            self._dispatch(connection, channel, dead)
-            # Returns as soon as a delivery or the batch's result arrives; a zero limit
-            # only when a batch can start now, so this thread never spins.
-            idle = self._in_flight is not None or not self._buffer
-            connection.process_data_events(time_limit=0.05 if idle else 0)
-        channel.basic_cancel(tag)  # deliveries not yet handed to us go back to the queue
-        while self._buffer or self._in_flight is not None:  # finish what is in hand
-            connection.process_data_events(time_limit=0.01)
-            self._dispatch(connection, channel, dead)
-        connection.close()
+    @staticmethod
+    def hold(delivery: Delivery) -> Delivery:
+        return delivery
 
-    def _gather(self, connection: BlockingConnection) -> None:
-        """Before a batch starts, read what the socket already holds: deliveries of a burst
-        trickle in, and a batch of the first one alone would make the rest wait for it."""
-        if self._in_flight is not None or not self._buffer:
-            return
-        while len(self._buffer) < self.batch_size:
-            before = len(self._buffer)
-            connection.process_data_events(time_limit=0)
-            if len(self._buffer) == before:
-                return
+    def take(self, held: list[Delivery], read: Callable[[], None]) -> list[Delivery] | None:
+        """The next batch. Before it starts, read what the socket already holds: deliveries
+        of a burst trickle in, and a batch of the first one alone would make the rest wait."""
+        while len(held) < self.batch_size:
+            before = len(held)
+            read()
+            if len(held) == before:
+                break
+        batch = held[: self.batch_size]
+        del held[: self.batch_size]
+        return batch
 
-    def _on_message(
-        self,
-        _channel: BlockingChannel,
-        method: Basic.Deliver,
-        properties: BasicProperties,
-        body: bytes,
-    ) -> None:
-        self._buffer.append(Delivery(method.delivery_tag, method.routing_key, properties, body))
+    @staticmethod
+    def due_in(_held: list[Delivery]) -> float:
+        return 0.0  # a batch may always start
 
-    # --- batches ---------------------------------------------------------------
-
-    def _dispatch(
-        self, connection: BlockingConnection, channel: BlockingChannel, dead: BlockingChannel
-    ) -> None:
-        if self._in_flight is not None or not self._buffer:
-            return
-        batch, self._buffer = self._buffer[: self.batch_size], self._buffer[self.batch_size :]
-        future = self._executor.submit(self._process, batch)
-        self._in_flight = future
-
-        def finished(_: Future[Any]) -> None:
-            # A connection that died meanwhile refuses the callback: the broker
-            # redelivers the batch, and the stored replies answer it.
-            with contextlib.suppress(AMQPError):
-                connection.add_callback_threadsafe(
-                    lambda: self._finish(channel, dead, batch, future)
-                )
-
-        future.add_done_callback(finished)
-
-    def _process(self, batch: list[Delivery]) -> list[Outcome] | Failed:
+    def work(self, batch: list[Delivery]) -> list[Outcome] | Failed:
         """On the database thread: the batch in one transaction, retried with backoff."""
         items = [(d.routing_key, d.body, d.properties.message_id) for d in batch]
         for delay in (*self.retry_delays, None):
@@ -240,32 +210,23 @@ class CommandConsumer:
             return outcomes
         raise AssertionError("unreachable")
 
-    def _finish(
+    def settle(
         self,
-        channel: BlockingChannel,
-        dead: BlockingChannel,
         batch: list[Delivery],
-        future: Future[list[Outcome] | Failed],
+        result: Future[list[Outcome] | Failed],
+        _held: list[Delivery],
+        apply: Apply,
     ) -> None:
         """On the connection thread: publish what the batch produced, then settle it."""
-        self._in_flight = None
-        if not channel.is_open:
-            return
         try:
-            result = future.result()
+            outcomes = result.result()
         except Exception:  # a bug, not bad input: isolate the message that triggers it
             log.exception("batch failed; handling its commands one by one")
-            result = [self._one(d) for d in batch]
-        if isinstance(result, Failed):
-            self._requeue_or_bury(channel, dead, batch, result.reason)
-            return
-        for delivery, outcome in zip(batch, result, strict=True):
-            if outcome.invalid:
-                self._bury(dead, delivery, outcome.error_reason or "invalid message")
-            self._reply(channel, delivery, outcome)
-        channel.basic_ack(batch[-1].tag, multiple=True)
-        for delivery, outcome in zip(batch, result, strict=True):
-            _observe(delivery, outcome)
+            outcomes = [self._one(d) for d in batch]
+        apply(settle_batch(batch, outcomes, self.max_deliveries))
+        if not isinstance(outcomes, Failed):
+            for delivery, outcome in zip(batch, outcomes, strict=True):
+                _observe(delivery, outcome)
 
     def _one(self, delivery: Delivery) -> Outcome:
         try:
@@ -275,45 +236,3 @@ class CommandConsumer:
         except Exception as exc:
             log.exception("command %s failed", delivery.properties.message_id)
             return Outcome(b"", invalid=True, error_reason=f"internal error: {exc!r}"[:500])
-
-    def _requeue_or_bury(
-        self, channel: BlockingChannel, dead: BlockingChannel, batch: list[Delivery], reason: str
-    ) -> None:
-        for delivery in batch:
-            if delivery.deliveries >= self.max_deliveries:
-                self._bury(
-                    dead, delivery, f"gave up after {delivery.deliveries} deliveries: {reason}"
-                )
-                channel.basic_ack(delivery.tag)
-            else:
-                channel.basic_nack(delivery.tag, requeue=True)
-
-    # --- publishing ------------------------------------------------------------
-
-    def _reply(self, channel: BlockingChannel, delivery: Delivery, outcome: Outcome) -> None:
-        props = delivery.properties
-        if not props.reply_to or not outcome.reply:
-            return
-        publish_queued(  # written with the batch's ack, which follows the replies
-            channel,
-            "",
-            props.reply_to,
-            outcome.reply,
-            BasicProperties(
-                content_type="application/json",
-                correlation_id=props.correlation_id or props.message_id,
-                type=f"{delivery.routing_key}.reply",
-            ),
-        )
-
-    @staticmethod
-    def _bury(dead: BlockingChannel, delivery: Delivery, reason: str) -> None:
-        """A confirmed copy in the dead letters, original body and properties kept."""
-        bury(
-            dead,
-            DEAD_QUEUE,
-            delivery.body,
-            delivery.properties,
-            reason,
-            **{"x-subreq-routing-key": delivery.routing_key},
-        )

@@ -19,23 +19,20 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Generator, Iterable, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Callable, Iterable
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pika.adapters.blocking_connection import BlockingChannel
-from pika.exceptions import AMQPError, NackError, UnroutableError
-from pika.spec import Basic, BasicProperties
-
-from consumers.amqp import COMMANDS_EXCHANGE, DEAD_QUEUE, ERROR_HEADER, connect, copy_properties
-
-ROUTING_KEY_HEADER = "x-subreq-routing-key"
-"""Set by the consumer on the copies it dead-letters (they travel on the default exchange)."""
-
-REPLAYS_HEADER = "x-subreq-replays"
-"""How often a command was replayed: the next dead-lettering keeps it, for the record."""
+from consumers.amqp.deadqueue import dead_queue
+from consumers.amqp.publishing import Properties, copy_properties
+from workflow.contract.names import (
+    DELIVERY_COUNT_HEADER,
+    ERROR_HEADER,
+    REPLAYS_HEADER,
+    ROUTING_KEY_HEADER,
+)
 
 DROPPED_HEADERS = frozenset(
     {
@@ -48,19 +45,10 @@ DROPPED_HEADERS = frozenset(
         "x-last-death-exchange",
         "x-last-death-queue",
         "x-last-death-reason",
-        "x-delivery-count",
+        DELIVERY_COUNT_HEADER,
     }
 )
 """Headers that describe the death, not the command: a replay starts without them."""
-
-IDLE_SECONDS = 1.0
-"""How long to wait for one more delivery before concluding that the queue is read."""
-
-MAX_PREFETCH = 65535  # prefetch_count is a 16-bit field; 0 means unlimited
-
-
-class DeadLetterError(Exception):
-    """Raised when the broker cannot be reached or refuses a republished dead letter."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +56,13 @@ class DeadLetter:
     """One dead-lettered command, as it sits in the queue."""
 
     routing_key: str
-    properties: BasicProperties
+    properties: Properties
     body: bytes
 
     @classmethod
-    def of(cls, method: Basic.Deliver, properties: BasicProperties, body: bytes) -> DeadLetter:
-        return cls(original_routing_key(method.routing_key, properties), properties, body)
+    def of(cls, delivered: str, properties: Properties, body: bytes) -> DeadLetter:
+        """The dead letter as read, under its command's own routing key."""
+        return cls(original_routing_key(delivered, properties), properties, body)
 
     @property
     def headers(self) -> dict[str, Any]:
@@ -140,7 +129,7 @@ def describe(letter: DeadLetter) -> str:
     return "\n".join(lines)
 
 
-def original_routing_key(delivered: str, properties: BasicProperties) -> str:
+def original_routing_key(delivered: str, properties: Properties) -> str:
     """The command's own routing key, wherever the dead letter came from.
 
     The consumer's copies carry it in ``x-subreq-routing-key``; the broker's own dead
@@ -166,7 +155,7 @@ def _text(value: object) -> str | None:
     return str(value)
 
 
-def replay_properties(letter: DeadLetter) -> BasicProperties:
+def replay_properties(letter: DeadLetter) -> Properties:
     """The original properties, without the death's headers, persistent, one replay more.
 
     ``user_id`` is dropped because the broker checks it against the replaying user, and
@@ -178,57 +167,10 @@ def replay_properties(letter: DeadLetter) -> BasicProperties:
     return copy_properties(letter.properties, headers)
 
 
-@contextmanager
-def _dead_queue(url: str) -> Iterator[tuple[BlockingChannel, int]]:
-    """A channel on the broker, and how many dead letters are ready now."""
-    try:
-        connection = connect(url, name="subreq-dlq")
-    except Exception as exc:  # pika's handshake timeout is no AMQPError
-        raise DeadLetterError(f"cannot reach the broker at SUBREQ_AMQP_URL: {exc!r}") from None
-    try:
-        channel = connection.channel()
-        try:
-            ready = channel.queue_declare(DEAD_QUEUE, passive=True).method.message_count
-        except AMQPError:
-            raise DeadLetterError(
-                f"{DEAD_QUEUE} is not declared: start `subreq worker` once"
-            ) from None
-        yield channel, ready
-    finally:
-        if connection.is_open:
-            connection.close()  # anything still unacknowledged goes back to the queue
-
-
-def _held(
-    channel: BlockingChannel, ready: int, limit: int | None
-) -> Generator[tuple[int, DeadLetter], None, None]:
-    """Deliveries (tag, letter) up to ``limit`` of the ``ready`` ones, held unacknowledged;
-    whatever the caller leaves unacknowledged is requeued, in order, when it finishes."""
-    wanted = ready if limit is None else min(ready, limit)
-    if wanted == 0:
-        return
-    channel.basic_qos(prefetch_count=wanted if wanted <= MAX_PREFETCH else 0)
-    seen = 0
-    try:
-        for method, properties, body in channel.consume(
-            DEAD_QUEUE, inactivity_timeout=IDLE_SECONDS
-        ):
-            if method is None:  # fewer than counted: someone else took some
-                break
-            yield method.delivery_tag, DeadLetter.of(method, properties, body)
-            seen += 1
-            if seen >= wanted:
-                break
-    finally:
-        if channel.is_open:
-            channel.cancel()  # requeues deliveries prefetched but not yet yielded
-            channel.basic_nack(delivery_tag=0, multiple=True, requeue=True)
-
-
 def peek(url: str, limit: int | None = None) -> list[DeadLetter]:
     """The dead letters in queue order (at most ``limit``), all left in the queue."""
-    with _dead_queue(url) as (channel, ready), closing(_held(channel, ready, limit)) as held:
-        return [letter for _, letter in held]
+    with dead_queue(url) as queue, closing(queue.held(limit)) as held:
+        return [DeadLetter.of(key, properties, body) for _, key, properties, body in held]
 
 
 @dataclass(frozen=True)
@@ -241,25 +183,16 @@ class Replayed:
 def replay(url: str, select: Callable[[DeadLetter], bool]) -> Replayed:
     """Republish every dead letter ``select`` accepts, each acknowledged after its confirm."""
     done: list[DeadLetter] = []
-    with _dead_queue(url) as (channel, ready), closing(_held(channel, ready, None)) as held:
-        channel.confirm_delivery()
-        for tag, letter in held:
+    with dead_queue(url) as queue, closing(queue.held(None)) as held:
+        queue.confirm()
+        for tag, key, properties, body in held:
+            letter = DeadLetter.of(key, properties, body)
             if not select(letter):
                 continue
-            try:
-                channel.basic_publish(
-                    COMMANDS_EXCHANGE,
-                    letter.routing_key,
-                    letter.body,
-                    replay_properties(letter),
-                    mandatory=True,
-                )
-            except UnroutableError:
-                reason = f"{COMMANDS_EXCHANGE} routed {letter.routing_key} to no queue"
-                return Replayed(done, f"{reason}: start `subreq worker` once")
-            except NackError:
-                return Replayed(done, f"the broker refused {letter.message_id or 'a message'}")
-            channel.basic_ack(tag)
+            failure = queue.republish(letter.routing_key, letter.body, replay_properties(letter))
+            if failure is not None:
+                return Replayed(done, failure)
+            queue.ack(tag)
             done.append(letter)
     return Replayed(done)
 

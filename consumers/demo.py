@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from pika.adapters.blocking_connection import BlockingChannel
-from pika.spec import Basic, BasicProperties
 
-from consumers.amqp import EVENTS_EXCHANGE, connect, unreachable
+from consumers.amqp.connection import unreachable
+from consumers.amqp.tap import EventTap
 from consumers.client import SubreqClient
 from consumers.worker import Worker, WorkerOptions
+from workflow.errors import SubreqError
 from workflow.notifications.deliveries import recent
 from workflow.notifications.mailconfig import parse_smtp_url
 from workflow.ops.reports import notifications_requested, reading
@@ -40,41 +40,8 @@ CHANGES = [
 ]
 
 
-class BrokerUnreachable(RuntimeError):
+class BrokerUnreachable(SubreqError, RuntimeError):
     """Raised when the demo cannot reach RabbitMQ; the message says how to start one."""
-
-
-class EventTap:
-    """A private queue bound to every event, read between the demo's steps."""
-
-    def __init__(self, url: str) -> None:
-        self.connection = connect(url, name="subreq-demo-events")
-        self.channel = self.connection.channel()
-        self.channel.exchange_declare(EVENTS_EXCHANGE, exchange_type="topic", durable=True)
-        queue = self.channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
-        self.channel.queue_bind(queue, EVENTS_EXCHANGE, routing_key="#")
-        self.seen: list[dict[str, Any]] = []
-        self.channel.basic_consume(queue, self._on_event, auto_ack=True)
-
-    def _on_event(
-        self, _ch: BlockingChannel, _m: Basic.Deliver, _p: BasicProperties, body: bytes
-    ) -> None:
-        self.seen.append(orjson.loads(body))
-
-    def drain(self, quiet: float = 0.3, limit: float = 3.0) -> list[dict[str, Any]]:
-        """Events until none came for ``quiet`` seconds (the relay publishes in ms)."""
-        start = last = time.monotonic()
-        count = len(self.seen)
-        while time.monotonic() - last < quiet and time.monotonic() - start < limit:
-            self.connection.process_data_events(time_limit=0.05)
-            if len(self.seen) != count:
-                count, last = len(self.seen), time.monotonic()
-        events, self.seen = self.seen, []
-        return events
-
-    def close(self) -> None:
-        if self.connection.is_open:
-            self.connection.close()
 
 
 def describe_event(event: dict[str, Any]) -> str:

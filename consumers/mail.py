@@ -31,6 +31,7 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Protocol
 
+from workflow.errors import SubreqError
 from workflow.notifications.mailconfig import SmtpServer
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ HEADER_LIMIT = 300
 """Characters kept of a display name or subject; nobody reads further in a header."""
 
 
-class DeliveryError(Exception):
+class DeliveryError(SubreqError):
     """Raised when a mail could not be handed over; ``reason`` is what gets recorded."""
 
     permanent = False

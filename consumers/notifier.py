@@ -1,9 +1,9 @@
 """The email notifier: ``notification.requested`` events in, one email each out (R16-R18).
 
-It consumes its own quorum queue (``subreq.notifications``). Broker I/O stays on
-the connection's thread; claiming, rendering, SMTP and recording run one at a
-time on a worker thread, and the verdict comes back through
-``add_callback_threadsafe`` -- so heartbeats flow during a slow SMTP server.
+It consumes its own quorum queue (``subreq.notifications``) on
+``consumers.amqp.loop``: broker I/O stays on the connection's thread; claiming,
+rendering, SMTP and recording run one at a time on a worker thread, so heartbeats
+flow during a slow SMTP server.
 
 A delivery is acknowledged only when its outcome is recorded: sent (with
 ``notification.sent`` in the outbox), already handled by someone else, or failed
@@ -16,30 +16,21 @@ and tries again with exponential backoff, the others going on meanwhile; after
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.headerregistry import Address
 from typing import Literal
 
-from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
-from pika.exceptions import AMQPError
-from pika.spec import Basic, BasicProperties
-
-from consumers.amqp import (
-    NOTIFICATIONS_DEAD_QUEUE,
-    NOTIFICATIONS_QUEUE,
-    bury,
-    declare_topology,
-    run_connected,
-)
+from consumers.amqp.deliveries import Ack, Action, Bury, Delivery, Later
+from consumers.amqp.loop import Apply, DeliveryLoop
 from consumers.mail import DeliveryError, Mailer, Outgoing, Permanent, build_message, recipient
 from consumers.metrics import NOTIFICATIONS
+from workflow.contract.names import NOTIFICATIONS_DEAD_QUEUE, NOTIFICATIONS_QUEUE
 from workflow.errors import TransientError
 from workflow.notifications import deliveries
 from workflow.notifications.deliveries import BadNotice, Claim, ClaimStatus, Notice, parse_notice
@@ -79,9 +70,7 @@ class Sent:
 class InHand:
     """A delivery not yet settled, and what this process knows about it."""
 
-    tag: int
-    properties: BasicProperties
-    body: bytes
+    delivery: Delivery
     due: float = 0.0
     token: str | None = None  # our last claim, so a retry may take it over at once
     unrecorded: Sent | None = None  # sent, but the "sent" commit failed: never resend
@@ -93,6 +82,16 @@ class Verdict:
     settle: Literal["ack", "later", "dead"]
     reason: str = ""
     delay: float = 0.0
+
+
+def settle_verdict(delivery: Delivery, verdict: Verdict) -> list[Action]:
+    """What to tell the broker: an ack once the outcome is recorded, nothing yet for a
+    retry, and for a notification given up a confirmed dead-letter copy before the ack."""
+    if verdict.settle == "later":
+        return [Later(verdict.delay)]
+    if verdict.settle == "dead":
+        return [Bury(NOTIFICATIONS_DEAD_QUEUE, delivery, verdict.reason), Ack(delivery.tag)]
+    return [Ack(delivery.tag)]
 
 
 class Notifier:
@@ -122,114 +121,63 @@ class Notifier:
         self.retry = retry or RetryPolicy()
         self.stale_after = stale_after
         self.clock = clock
-        self.ready = threading.Event()
         self.sent = 0
         self.dead = 0
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="subreq-mail")
-        self._in_hand: list[InHand] = []
-        self._in_flight: Future[Verdict] | None = None
-
-    # --- connection life -------------------------------------------------------------
+        self._loop = DeliveryLoop(
+            url,
+            self,
+            name="subreq-notifier",
+            queue=NOTIFICATIONS_QUEUE,
+            prefetch=prefetch,
+            stop=stop,
+            work_thread="subreq-mail",
+            poll=0.1,
+            finish_held=False,  # what waits for a retry goes back to the queue
+            announce=f"delivering {NOTIFICATIONS_QUEUE} (prefetch {prefetch})",
+        )
+        self.ready = self._loop.ready
 
     def run(self) -> None:
         try:
-            run_connected(
-                self.url,
-                name="subreq-notifier",
-                stop=self.stop,
-                session=self._session,
-                after=self._drop_in_hand,
-            )
+            self._loop.run()
         finally:
-            self._executor.shutdown(wait=True)
             self.mailer.close()
 
-    def _drop_in_hand(self) -> None:
-        """Unacked messages of a dead channel come back from the broker; the delivery
-        records make sure the ones already sent are not sent again."""
-        if self._in_flight is not None:
-            self._in_flight.result()
-        self._in_flight = None
-        self._in_hand.clear()
-        self.ready.clear()
+    # --- what the loop asks of it ----------------------------------------------------
 
-    def _session(self, connection: BlockingConnection) -> None:
-        channel = connection.channel()
-        declare_topology(channel)
-        channel.basic_qos(prefetch_count=self.prefetch)
-        dead = connection.channel()
-        dead.confirm_delivery()
-        tag = channel.basic_consume(NOTIFICATIONS_QUEUE, self._on_message)
-        self.ready.set()
-        log.info("delivering %s (prefetch %d)", NOTIFICATIONS_QUEUE, self.prefetch)
-        while not self.stop.is_set():
-            connection.process_data_events(time_limit=self._idle_time())
-            self._dispatch(connection, channel, dead)
-        channel.basic_cancel(tag)
-        while self._in_flight is not None:  # let the mail in hand finish and settle
-            connection.process_data_events(time_limit=0.01)
-        connection.close()  # messages waiting for a retry go back to the queue
+    @staticmethod
+    def hold(delivery: Delivery) -> InHand:
+        return InHand(delivery)
 
-    def _on_message(
-        self,
-        _channel: BlockingChannel,
-        method: Basic.Deliver,
-        properties: BasicProperties,
-        body: bytes,
+    @staticmethod
+    def take(held: list[InHand], _read: Callable[[], None]) -> InHand | None:
+        """The delivery due soonest, once it is due: one at a time."""
+        item = min(held, key=lambda x: x.due)
+        if item.due > time.monotonic():
+            return None
+        held.remove(item)
+        return item
+
+    @staticmethod
+    def due_in(held: list[InHand]) -> float:
+        return min(item.due for item in held) - time.monotonic()
+
+    def settle(
+        self, item: InHand, result: Future[Verdict], held: list[InHand], apply: Apply
     ) -> None:
-        self._in_hand.append(InHand(method.delivery_tag, properties, body))
-
-    def _idle_time(self) -> float:
-        """How long to wait for broker I/O: until the next retry is due, at most 0.1 s."""
-        if self._in_flight is not None or not self._in_hand:
-            return 0.1
-        soonest = min(item.due for item in self._in_hand)
-        return max(0.0, min(0.1, soonest - time.monotonic()))
+        """On the connection thread: acknowledge, keep for later, or dead-letter."""
+        actions = settle_verdict(item.delivery, result.result())
+        apply(actions)
+        for action in actions:
+            if isinstance(action, Later):
+                item.due = time.monotonic() + action.delay
+                held.append(item)
+            elif isinstance(action, Bury):
+                self.dead += 1
 
     # --- one delivery at a time ------------------------------------------------------
 
-    def _dispatch(
-        self, connection: BlockingConnection, channel: BlockingChannel, dead: BlockingChannel
-    ) -> None:
-        if self._in_flight is not None or not self._in_hand:
-            return
-        item = min(self._in_hand, key=lambda x: x.due)
-        if item.due > time.monotonic():
-            return
-        self._in_hand.remove(item)
-        future = self._executor.submit(self._attempt, item)
-        self._in_flight = future
-
-        def finished(_: Future[Verdict]) -> None:
-            with contextlib.suppress(AMQPError):
-                connection.add_callback_threadsafe(
-                    lambda: self._settle(channel, dead, item, future)
-                )
-
-        future.add_done_callback(finished)
-
-    def _settle(
-        self,
-        channel: BlockingChannel,
-        dead: BlockingChannel,
-        item: InHand,
-        future: Future[Verdict],
-    ) -> None:
-        """On the connection thread: acknowledge, keep for later, or dead-letter."""
-        self._in_flight = None
-        if not channel.is_open:
-            return
-        verdict = future.result()
-        if verdict.settle == "later":
-            item.due = time.monotonic() + verdict.delay
-            self._in_hand.append(item)
-            return
-        if verdict.settle == "dead":
-            self._bury(dead, item, verdict.reason)
-            self.dead += 1
-        channel.basic_ack(item.tag)
-
-    def _attempt(self, item: InHand) -> Verdict:
+    def work(self, item: InHand) -> Verdict:
         """On the worker thread. Never raises: whatever happens becomes a verdict."""
         try:
             verdict = self._deliver(item)
@@ -248,9 +196,9 @@ class Notifier:
         if item.unrecorded is not None:
             return self._record(item, item.unrecorded)
         try:
-            notice = parse_notice(item.body)
+            notice = parse_notice(item.delivery.body)
         except BadNotice as exc:
-            log.warning("notifier: unusable event %s: %s", item.properties.message_id, exc)
+            log.warning("notifier: unusable event %s: %s", item.delivery.properties.message_id, exc)
             NOTIFICATIONS.labels("failed").inc()
             return Verdict("dead", f"not a notification.requested event: {exc}")
         claim = deliveries.claim(self.db, notice, self.clock(), self.stale_after, item.token)
@@ -344,8 +292,3 @@ class Notifier:
                 self.on_commit()
         item.unrecorded = None
         return Verdict("ack")
-
-    @staticmethod
-    def _bury(dead: BlockingChannel, item: InHand, reason: str) -> None:
-        """A confirmed copy in the dead letters, original body and properties kept."""
-        bury(dead, NOTIFICATIONS_DEAD_QUEUE, item.body, item.properties, reason)

@@ -10,20 +10,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
 
-import pika
-from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
-
-from consumers.amqp import (
-    EVENTS_EXCHANGE,
-    Backoff,
-    declare_topology,
-    publish_queued,
-    run_connected,
-)
+from consumers.amqp.connection import Backoff, Connection, run_connected
+from consumers.amqp.publishing import publish_events
+from consumers.amqp.topology import declare_topology
 from consumers.metrics import EVENTS
-from workflow.app.outbox import PendingEvent, relay_batch
+from workflow.app.outbox import relay_batch
 from workflow.errors import TransientError
 from workflow.ops.retention import prune
 from workflow.persistence.database import Database
@@ -65,7 +57,7 @@ class OutboxRelay:
             after=self.ready.clear,
         )
 
-    def _session(self, connection: BlockingConnection) -> None:
+    def _session(self, connection: Connection) -> None:
         channel = connection.channel()
         declare_topology(channel)
         channel.tx_select()
@@ -74,7 +66,7 @@ class OutboxRelay:
         while not self.stop.is_set():
             try:
                 sent = relay_batch(
-                    self.db, lambda events: self._publish(channel, events), self.batch_size
+                    self.db, lambda events: publish_events(channel, events), self.batch_size
                 )
             except TransientError as exc:
                 delay = db_backoff.next()
@@ -88,7 +80,7 @@ class OutboxRelay:
             if sent < self.batch_size:
                 self._idle(connection)
         # Drain what is committed before stopping, so a clean stop leaves no backlog.
-        while relay_batch(self.db, lambda events: self._publish(channel, events), self.batch_size):
+        while relay_batch(self.db, lambda events: publish_events(channel, events), self.batch_size):
             pass
 
     def _housekeeping(self) -> None:
@@ -104,7 +96,7 @@ class OutboxRelay:
         if removed:
             log.info("pruned %d rows past retention", removed)
 
-    def _idle(self, connection: BlockingConnection) -> None:
+    def _idle(self, connection: Connection) -> None:
         """Wait for a wake-up or the idle interval, keeping the connection serviced."""
         deadline = time.monotonic() + self.idle_seconds
         while not self.stop.is_set() and not self.wake.is_set():
@@ -113,22 +105,3 @@ class OutboxRelay:
                 break
             connection.process_data_events(time_limit=min(remaining, 0.05))
         self.wake.clear()
-
-    @staticmethod
-    def _publish(channel: BlockingChannel, events: Sequence[PendingEvent]) -> None:
-        """Returns once the broker committed the whole batch; any failure raises, and the
-        database transaction that claimed the rows rolls back."""
-        for event in events:
-            publish_queued(  # all written by tx.commit
-                channel,
-                EVENTS_EXCHANGE,
-                event.type,
-                event.payload,
-                pika.BasicProperties(
-                    content_type="application/json",
-                    delivery_mode=pika.DeliveryMode.Persistent,
-                    message_id=event.event_id,
-                    type=event.type,
-                ),
-            )
-        channel.tx_commit()

@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from consumers.amqp import Backoff
+from consumers.amqp.connection import Backoff
 from workflow.errors import TransientError
 from workflow.ops.deadlines import Sweeper, sweep_interval
 

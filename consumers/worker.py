@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from types import FrameType
 
-from consumers.amqp import parameters
+from consumers.amqp import patches
+from consumers.amqp.connection import parameters
 from consumers.consumer import CommandConsumer
 from consumers.mail import make_mailer
 from consumers.metrics import serve
@@ -52,6 +53,7 @@ class Worker:
     its own thread (and broker connection)."""
 
     def __init__(self, settings: Settings, options: WorkerOptions | None = None) -> None:
+        patches.apply()  # pika's workarounds, for this process's loops (see the module)
         self.options = options or WorkerOptions()
         parameters(settings.amqp_url)  # a bad URL fails here, naming the variable
         self.db = Database(settings.database_url)

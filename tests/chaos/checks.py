@@ -19,12 +19,12 @@ from typing import Any
 
 import orjson
 
-from consumers.amqp import COMMANDS_QUEUE, DEAD_QUEUE, NOTIFICATIONS_DEAD_QUEUE
 from tests.chaos.faults import PendingWatch
 from tests.chaos.publisher import ResilientClient
 from tests.chaos.smtp import MailSink
 from tests.chaos.stack import Stack
 from tests.chaos.workload import Workload
+from workflow.contract.names import COMMANDS_QUEUE, DEAD_QUEUE, NOTIFICATIONS_DEAD_QUEUE
 
 SHOW = 5  # examples shown per problem
 

@@ -21,7 +21,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.exceptions import AMQPError, ChannelClosedByBroker, UnroutableError
 from pika.spec import Basic, BasicProperties
 
-from consumers.amqp import COMMANDS_EXCHANGE, EVENTS_EXCHANGE
+from workflow.contract.names import COMMANDS_EXCHANGE, EVENTS_EXCHANGE
 
 RECONNECT_FOR = 90.0  # seconds a reconnect keeps trying before the harness gives up
 

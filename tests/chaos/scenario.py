@@ -13,7 +13,6 @@ from types import TracebackType
 
 import pytest
 
-from consumers.amqp import COMMANDS_QUEUE, NOTIFICATIONS_QUEUE
 from tests.chaos.checks import Verdict, settle, verify
 from tests.chaos.faults import Fault, PendingWatch, WorkerKiller
 from tests.chaos.figures import report
@@ -23,6 +22,7 @@ from tests.chaos.smtp import MailSink
 from tests.chaos.stack import Stack
 from tests.chaos.workload import Workload
 from tests.integration.helpers import wait_until
+from workflow.contract.names import COMMANDS_QUEUE, NOTIFICATIONS_QUEUE
 from workflow.domain.catalog import Catalog
 
 WORKER_FLAGS = ("--prefetch", "50", "--batch", "20")

@@ -27,12 +27,12 @@ from typing import Any
 import orjson
 import pytest
 
-from consumers.amqp import COMMANDS_QUEUE
 from tests.chaos.figures import report
 from tests.chaos.publisher import ResilientClient
 from tests.chaos.stack import Stack
 from tests.integration.helpers import account, member, wait_until
 from workflow.app.service import CommandService
+from workflow.contract.names import COMMANDS_QUEUE
 from workflow.domain.catalog import Catalog
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres, pytest.mark.slow]

@@ -10,11 +10,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from consumers.amqp import COMMANDS_QUEUE
 from tests.chaos.conftest import chaos_stack
 from tests.chaos.publisher import ResilientClient
 from tests.chaos.stack import libpq, rabbitmqctl
 from tests.integration.helpers import wait_until
+from workflow.contract.names import COMMANDS_QUEUE
 from workflow.domain.catalog import Catalog
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres]

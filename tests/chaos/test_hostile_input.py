@@ -29,7 +29,6 @@ from hypothesis import HealthCheck, Phase, example, given, seed, settings
 from pika.exceptions import AMQPError, ChannelClosedByBroker
 from pika.spec import Basic, BasicProperties
 
-from consumers.amqp import COMMANDS_EXCHANGE, COMMANDS_QUEUE, DEAD_QUEUE, ERROR_HEADER
 from tests.chaos.figures import report
 from tests.chaos.hostile import (
     EXPLICIT,
@@ -43,6 +42,7 @@ from tests.chaos.sizes import Sizes
 from tests.chaos.stack import Stack
 from tests.integration.helpers import wait_until
 from workflow.app.parsing import dedupe_key
+from workflow.contract.names import COMMANDS_EXCHANGE, COMMANDS_QUEUE, DEAD_QUEUE, ERROR_HEADER
 from workflow.domain.catalog import Catalog
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres, pytest.mark.slow]

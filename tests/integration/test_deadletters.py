@@ -19,19 +19,21 @@ import pytest
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from typer.testing import CliRunner
 
-from consumers.amqp import (
+from consumers.amqp.connection import connect
+from consumers.amqp.topology import declare_topology
+from consumers.cli import app
+from consumers.deadletters import peek, replay
+from tests import services
+from tests.integration.helpers import SEATS
+from workflow.contract.names import (
     COMMANDS_EXCHANGE,
     COMMANDS_QUEUE,
     DEAD_EXCHANGE,
     DEAD_QUEUE,
     ERROR_HEADER,
-    connect,
-    declare_topology,
+    REPLAYS_HEADER,
+    ROUTING_KEY_HEADER,
 )
-from consumers.cli import app
-from consumers.deadletters import REPLAYS_HEADER, ROUTING_KEY_HEADER, peek, replay
-from tests import services
-from tests.integration.helpers import SEATS
 
 SUBMIT = {"account_id": "acme", "actor_id": "acme-admin", "changes": SEATS}
 REPLY_TO = "amq.rabbitmq.reply-to.g1hkABNyYWJiaXRAbG9jYWxob3N0AAAAAAAAAAAAAAAAAAAA.dGVzdA=="

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from consumers.amqp import connect, declare_topology
+from consumers.amqp.connection import connect
+from consumers.amqp.topology import declare_topology
 from consumers.cli import app
 from consumers.health import broker_checks
 from tests import services

@@ -11,16 +11,16 @@ from pathlib import Path
 import pika
 import pytest
 
-from consumers.amqp import (
+from consumers.amqp.connection import connect
+from consumers.client import SubreqClient
+from consumers.worker import Worker, WorkerOptions
+from tests.integration.helpers import SEATS, account, member
+from workflow.contract.names import (
     COMMANDS_QUEUE,
     DEAD_QUEUE,
     NOTIFICATIONS_DEAD_QUEUE,
     NOTIFICATIONS_QUEUE,
-    connect,
 )
-from consumers.client import SubreqClient
-from consumers.worker import Worker, WorkerOptions
-from tests.integration.helpers import SEATS, account, member
 from workflow.persistence.database import Database
 from workflow.persistence.migrate import upgrade
 from workflow.settings import Settings

@@ -18,12 +18,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from consumers import amqp, deadletters
 from consumers.cli import app
 from tests.integration.helpers import events, member
 from workflow.app.service import CommandService
 from workflow.contract import asyncapi as spec
-from workflow.contract import envelopes, examples
+from workflow.contract import envelopes, examples, names
 from workflow.contract.messages import COMMANDS, Event, Reply
 from workflow.contract.names import EVENT_TYPES
 from workflow.domain.catalog import load_catalog
@@ -87,17 +86,17 @@ def test_every_command_and_event_has_a_channel(doc: dict[str, Any]) -> None:
     addresses = {channel["address"] for channel in doc["channels"].values()}
     assert set(COMMANDS) <= addresses
     assert set(EVENT_TYPES) <= addresses
-    assert amqp.DEAD_QUEUE in addresses
+    assert names.DEAD_QUEUE in addresses
     assert None in addresses, "the reply channel's address is the command's reply_to"
 
 
-def test_the_names_are_those_of_consumers_amqp(doc: dict[str, Any]) -> None:
-    assert spec.COMMANDS_EXCHANGE == amqp.COMMANDS_EXCHANGE
-    assert spec.EVENTS_EXCHANGE == amqp.EVENTS_EXCHANGE
-    assert spec.COMMANDS_QUEUE == amqp.COMMANDS_QUEUE
-    assert spec.DEAD_QUEUE == amqp.DEAD_QUEUE
-    assert envelopes.ERROR_HEADER == amqp.ERROR_HEADER
-    assert envelopes.ROUTING_KEY_HEADER == deadletters.ROUTING_KEY_HEADER
+def test_the_names_are_those_of_the_contract(doc: dict[str, Any]) -> None:
+    assert spec.COMMANDS_EXCHANGE == names.COMMANDS_EXCHANGE
+    assert spec.EVENTS_EXCHANGE == names.EVENTS_EXCHANGE
+    assert spec.COMMANDS_QUEUE == names.COMMANDS_QUEUE
+    assert spec.DEAD_QUEUE == names.DEAD_QUEUE
+    assert envelopes.ERROR_HEADER == names.ERROR_HEADER
+    assert envelopes.ROUTING_KEY_HEADER == names.ROUTING_KEY_HEADER
     exchanges = {}
     for channel in doc["channels"].values():
         binding = channel.get("bindings")
@@ -107,11 +106,11 @@ def test_the_names_are_those_of_consumers_amqp(doc: dict[str, Any]) -> None:
         if binding["is"] == "routingKey":
             exchanges[channel["address"]] = binding["exchange"]
         else:
-            assert binding["queue"]["name"] == channel["address"] == amqp.DEAD_QUEUE
+            assert binding["queue"]["name"] == channel["address"] == names.DEAD_QUEUE
     for key in COMMANDS:
-        assert exchanges[key]["name"] == amqp.COMMANDS_EXCHANGE
+        assert exchanges[key]["name"] == names.COMMANDS_EXCHANGE
     for type_ in EVENT_TYPES:
-        assert exchanges[type_]["name"] == amqp.EVENTS_EXCHANGE
+        assert exchanges[type_]["name"] == names.EVENTS_EXCHANGE
     for exchange in exchanges.values():
         assert (exchange["type"], exchange["durable"]) == ("topic", True)
 

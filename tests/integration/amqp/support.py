@@ -26,19 +26,19 @@ from pika.exceptions import AMQPError
 from pika.spec import Basic, BasicProperties
 from sqlalchemy import func, select, text
 
-from consumers.amqp import (
+from consumers.amqp.topology import declare_topology
+from consumers.consumer import CommandConsumer
+from consumers.worker import Worker, WorkerOptions
+from tests.integration.helpers import account, member, wait_until
+from workflow.app.service import CommandService
+from workflow.contract.names import (
     COMMANDS_EXCHANGE,
     COMMANDS_QUEUE,
     DEAD_QUEUE,
     EVENTS_EXCHANGE,
     NOTIFICATIONS_DEAD_QUEUE,
     NOTIFICATIONS_QUEUE,
-    declare_topology,
 )
-from consumers.consumer import CommandConsumer
-from consumers.worker import Worker, WorkerOptions
-from tests.integration.helpers import account, member, wait_until
-from workflow.app.service import CommandService
 from workflow.domain.catalog import Catalog
 from workflow.persistence.database import Database
 from workflow.persistence.tables import metadata

@@ -15,7 +15,6 @@ import pytest
 from pika.exceptions import AMQPError
 from pika.spec import Basic, BasicProperties
 
-from consumers.amqp import COMMANDS_EXCHANGE, DEAD_QUEUE
 from tests.integration.amqp.conftest import SpawnWorker
 from tests.integration.amqp.support import (
     Broker,
@@ -28,6 +27,7 @@ from tests.integration.amqp.support import (
     url_of,
     wait_until,
 )
+from workflow.contract.names import COMMANDS_EXCHANGE, DEAD_QUEUE
 from workflow.domain.catalog import Catalog
 from workflow.persistence.database import Database
 

@@ -10,7 +10,6 @@ from typing import Any
 import orjson
 import pytest
 
-from consumers.amqp import DEAD_QUEUE, ERROR_HEADER
 from consumers.consumer import CommandConsumer
 from tests.integration.amqp.support import (
     SEATS,
@@ -26,6 +25,7 @@ from tests.integration.amqp.support import (
 from tests.integration.helpers import account, member
 from workflow.app.parsing import MAX_BODY_BYTES
 from workflow.app.service import CommandService, Outcome
+from workflow.contract.names import DEAD_QUEUE, ERROR_HEADER
 from workflow.domain.catalog import Catalog
 from workflow.persistence.database import Database
 

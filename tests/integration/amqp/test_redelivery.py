@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from consumers.amqp import DEAD_QUEUE
 from consumers.consumer import CommandConsumer
 from tests.integration.amqp.conftest import SpawnWorker
 from tests.integration.amqp.support import (
@@ -26,6 +25,7 @@ from tests.integration.amqp.support import (
     wait_until,
 )
 from workflow.app.service import CommandService, Outcome
+from workflow.contract.names import DEAD_QUEUE
 from workflow.domain.catalog import Catalog
 from workflow.persistence.database import Database
 

@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-from consumers.amqp import DEAD_QUEUE
 from tests.integration.amqp.conftest import SpawnWorker
 from tests.integration.amqp.support import (
     Broker,
@@ -20,6 +19,7 @@ from tests.integration.amqp.support import (
     url_of,
     wait_until,
 )
+from workflow.contract.names import DEAD_QUEUE
 from workflow.domain.catalog import Catalog
 from workflow.persistence.database import Database
 

@@ -11,15 +11,11 @@ from typing import Any, TypeVar
 import pika
 from sqlalchemy import func, select
 
-from consumers.amqp import (
-    EVENTS_EXCHANGE,
-    NOTIFICATIONS_DEAD_QUEUE,
-    NOTIFICATIONS_QUEUE,
-    connect,
-    declare_topology,
-)
+from consumers.amqp.connection import connect
+from consumers.amqp.topology import declare_topology
 from consumers.notifier import RetryPolicy
 from consumers.worker import Worker, WorkerOptions
+from workflow.contract.names import EVENTS_EXCHANGE, NOTIFICATIONS_DEAD_QUEUE, NOTIFICATIONS_QUEUE
 from workflow.persistence.database import Database
 from workflow.persistence.tables import notification_deliveries
 from workflow.settings import Settings

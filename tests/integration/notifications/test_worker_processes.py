@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from consumers.amqp import NOTIFICATIONS_QUEUE
 from tests.integration.helpers import events, seed, submit, wait_until
 from tests.integration.notifications.smtp import SmtpServer
 from tests.integration.notifications.support import Queues, url_of
 from workflow.app.service import CommandService
+from workflow.contract.names import NOTIFICATIONS_QUEUE
 from workflow.domain.catalog import Catalog
 from workflow.persistence.database import Database
 

@@ -1,0 +1,26 @@
+"""Errors of the broker edge: subreq's own, rooted in ``SubreqError``, and pika's
+``AMQPError`` for the modules of ``consumers`` that catch it without importing pika."""
+
+from __future__ import annotations
+
+from pika.exceptions import AMQPError
+
+from workflow.errors import SubreqError
+
+__all__ = ["AMQPError", "DeadLetterError", "NoWorker", "ReplyTimeout", "UnsupportedPika"]
+
+
+class ReplyTimeout(SubreqError, TimeoutError):
+    """Raised when no reply arrived in time; the command may still be processed later."""
+
+
+class NoWorker(SubreqError, RuntimeError):
+    """Raised when the command could not be routed: no worker has declared the queue yet."""
+
+
+class DeadLetterError(SubreqError):
+    """Raised when the broker cannot be reached or refuses a republished dead letter."""
+
+
+class UnsupportedPika(SubreqError, RuntimeError):
+    """Raised when the installed pika is not a version the workarounds were written for."""

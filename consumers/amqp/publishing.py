@@ -1,0 +1,92 @@
+"""Publishing: batches written in a few socket calls, and confirmed dead-letter copies."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from typing import Any, TypeAlias
+
+import pika
+from pika.adapters.blocking_connection import BlockingChannel
+from pika.spec import BasicProperties
+
+from workflow.app.outbox import PendingEvent
+from workflow.contract.names import DROPPED_HEADERS_HEADER, ERROR_HEADER, EVENTS_EXCHANGE
+
+Properties: TypeAlias = BasicProperties
+"""pika's message properties, for annotations outside this package."""
+
+
+def publish_queued(
+    channel: BlockingChannel,
+    exchange: str,
+    routing_key: str,
+    body: bytes,
+    properties: BasicProperties,
+) -> None:
+    """Publish without writing the socket yet: the channel's next blocking call (an ack, a
+    ``tx.commit``, ``process_data_events``) sends a whole batch in a few ``send()`` calls,
+    where ``BlockingChannel.basic_publish`` makes one per message. Not for a channel in
+    confirm mode, whose publishes must wait for their confirms."""
+    channel._impl.basic_publish(  # the non-blocking channel under every BlockingChannel
+        exchange=exchange, routing_key=routing_key, body=body, properties=properties
+    )
+
+
+def publish_events(channel: BlockingChannel, events: Sequence[PendingEvent]) -> None:
+    """The relay's batch, on a channel in transaction mode: returns once the broker committed
+    all of it; any failure raises, and the database transaction that claimed the rows rolls
+    back."""
+    for event in events:
+        publish_queued(  # all written by tx.commit
+            channel,
+            EVENTS_EXCHANGE,
+            event.type,
+            event.payload,
+            BasicProperties(
+                content_type="application/json",
+                delivery_mode=pika.DeliveryMode.Persistent,
+                message_id=event.event_id,
+                type=event.type,
+            ),
+        )
+    channel.tx_commit()
+
+
+def copy_properties(props: BasicProperties, headers: dict[str, Any]) -> BasicProperties:
+    """The original properties, persistent, with ``headers``: for dead letters and replays."""
+    return BasicProperties(
+        content_type=props.content_type,
+        content_encoding=props.content_encoding,
+        headers=headers,
+        delivery_mode=pika.DeliveryMode.Persistent,
+        priority=props.priority,
+        correlation_id=props.correlation_id,
+        reply_to=props.reply_to,
+        message_id=props.message_id,
+        timestamp=props.timestamp,
+        type=props.type,
+        app_id=props.app_id,
+    )
+
+
+def bury(
+    channel: BlockingChannel,
+    queue: str,
+    body: bytes,
+    props: BasicProperties,
+    reason: str,
+    **headers: Any,
+) -> None:
+    """A copy in a dead-letter queue with the reason in ``x-subreq-error``; on a confirming
+    channel this returns only once the broker has it."""
+    kept = dict(props.headers or {})
+    kept[ERROR_HEADER] = reason[:1000]
+    kept.update(headers)
+    try:
+        channel.basic_publish("", queue, body, copy_properties(props, kept), mandatory=True)
+    except (struct.error, OverflowError, TypeError, ValueError):
+        # A header pika decoded but cannot encode again (e.g. a double beyond 2**63):
+        # the copy keeps the body, the reason and the message's identity, not the headers.
+        ours = {ERROR_HEADER: reason[:1000], DROPPED_HEADERS_HEADER: True, **headers}
+        channel.basic_publish("", queue, body, copy_properties(props, ours), mandatory=True)
