@@ -2,12 +2,12 @@
 
 ``docs/asyncapi.yaml`` is this module's output (``subreq asyncapi > docs/asyncapi.yaml``)
 and a test keeps the two equal, so the published description cannot drift from the code
-that validates the messages: payload schemas come from ``workflow.contract.messages`` (commands
-as the worker validates them) and ``workflow.contract.envelopes`` (replies and events, built from
-the same request and summary models); the examples are ``workflow.contract.examples``. The
-document is written from the side of a system that talks to subreq: it sends commands,
-receives their replies and the events. Pure: the broker names are repeated here because
-this layer may not import ``consumers`` (a test checks they match ``consumers.amqp``).
+that validates the messages: payload schemas come from ``workflow.contract.messages``
+(commands as the worker validates them) and ``workflow.contract.envelopes`` (replies and
+events, built from the same request and summary models); the examples are
+``workflow.contract.examples``, the broker names ``workflow.contract.names`` (which the
+broker edge uses too). The document is written from the side of a system that talks to
+subreq: it sends commands, receives their replies and the events.
 """
 
 from __future__ import annotations
