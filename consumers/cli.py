@@ -16,7 +16,7 @@ from typing import Annotated, Literal, NoReturn
 import orjson
 import typer
 
-from consumers import logs, render
+from consumers import logs, terminal
 from consumers.amqp import patches
 from consumers.amqp.connection import unreachable
 from consumers.amqp.errors import AMQPError
@@ -118,9 +118,9 @@ def requests_list(
     with database() as (_, db), reports.reading(db) as conn:
         views = reports.account_requests(conn, account, state, limit)
     if as_json:
-        typer.echo(render.to_json(views))
+        typer.echo(terminal.to_json(views))
     elif views:
-        typer.echo(render.requests_table(views, datetime.now(UTC)))
+        typer.echo(terminal.requests_table(views, datetime.now(UTC)))
     else:
         typer.echo(f"no {state + ' ' if state else ''}requests for account {account}")
 
@@ -137,10 +137,10 @@ def requests_show(
     if view is None:
         fail(f"no request with id {request_id}", 1)
     if as_json:
-        typer.echo(render.to_json({**view, "notifications": notifications}))
+        typer.echo(terminal.to_json({**view, "notifications": notifications}))
     else:
         now = datetime.now(UTC)
-        typer.echo(render.request_block(view, notifications, now, settings.request_ttl))
+        typer.echo(terminal.request_block(view, notifications, now, settings.request_ttl))
 
 
 DeliveryStatus = Literal["sending", "retrying", "sent", "failed"]
@@ -158,9 +158,9 @@ def notifications_list(
     with database() as (_, db), reports.reading(db) as conn:
         found = reports.deliveries(conn, status, limit)
     if as_json:
-        typer.echo(render.to_json(found))
+        typer.echo(terminal.to_json(found))
     elif found:
-        typer.echo(render.deliveries_table(found))
+        typer.echo(terminal.deliveries_table(found))
     else:
         typer.echo(f"no {status + ' ' if status else ''}notifications")
 
@@ -175,9 +175,9 @@ def audit_list(
     with database() as (_, db), reports.reading(db) as conn:
         entries = reports.audit_entries(conn, account, limit)
     if as_json:
-        typer.echo(render.to_json(entries))
+        typer.echo(terminal.to_json(entries))
     elif entries:
-        typer.echo(render.audit_table(entries))
+        typer.echo(terminal.audit_table(entries))
     else:
         typer.echo("no refused commands")
 
@@ -271,7 +271,7 @@ def send(
                 reply = client.wait(correlation_id, wait)
             except (NoWorker, ReplyTimeout) as exc:
                 fail(str(exc), 1)
-    typer.echo(render.to_json(reply))
+    typer.echo(terminal.to_json(reply))
     if not reply.get("ok"):
         raise typer.Exit(1)
 
@@ -358,7 +358,7 @@ def dlq_list(
     with broker_reported() as settings:
         letters = peek(settings.amqp_url, limit)
     if as_json:
-        typer.echo(render.to_json([letter.as_dict() for letter in letters]))
+        typer.echo(terminal.to_json([letter.as_dict() for letter in letters]))
     elif letters:
         typer.echo("\n\n".join(describe(letter) for letter in letters))
     else:

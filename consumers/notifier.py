@@ -34,7 +34,7 @@ from workflow.contract.names import NOTIFICATIONS_DEAD_QUEUE, NOTIFICATIONS_QUEU
 from workflow.errors import TransientError
 from workflow.notifications import deliveries
 from workflow.notifications.deliveries import BadNotice, Claim, ClaimStatus, Notice, parse_notice
-from workflow.notifications.render import Email, render_email
+from workflow.notifications.texts import Email, render_email
 from workflow.persistence.database import Database
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from typing import Any, get_args
 import pytest
 from typer.testing import CliRunner
 
-from consumers import render
+from consumers import terminal
 from consumers.cli import State, app, one_line
 from workflow.app.service import CommandService, utcnow
 from workflow.contract.names import STATES
@@ -266,10 +266,10 @@ def test_state_choices_are_the_lifecycle_states() -> None:
 
 
 def test_durations_keep_the_two_largest_units() -> None:
-    assert render.duration(timedelta(days=3, hours=4, minutes=59)) == "3d 4h"
-    assert render.duration(timedelta(hours=4, minutes=12)) == "4h 12m"
-    assert render.duration(timedelta(minutes=12, seconds=30)) == "12m"
-    assert render.duration(timedelta(seconds=20)) == "<1m"
+    assert terminal.duration(timedelta(days=3, hours=4, minutes=59)) == "3d 4h"
+    assert terminal.duration(timedelta(hours=4, minutes=12)) == "4h 12m"
+    assert terminal.duration(timedelta(minutes=12, seconds=30)) == "12m"
+    assert terminal.duration(timedelta(seconds=20)) == "<1m"
 
 
 def test_a_catalog_error_fits_on_one_line() -> None:

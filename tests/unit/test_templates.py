@@ -11,8 +11,8 @@ import pytest
 from jinja2 import UndefinedError
 
 from workflow.domain.catalog import load_catalog
-from workflow.notifications import render as notifications
-from workflow.notifications.render import TEMPLATES, pick_locale, render, render_email
+from workflow.notifications import texts as notifications
+from workflow.notifications.texts import TEMPLATES, pick_locale, render, render_email
 
 NOW = datetime(2026, 1, 8, 9, 0, tzinfo=UTC)
 SUMMARY = {

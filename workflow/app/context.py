@@ -11,7 +11,7 @@ from workflow.app.views import request_view
 from workflow.contract.names import EVENT_OF_STATE, NOTIFICATION_REQUESTED
 from workflow.domain.catalog import Catalog
 from workflow.domain.lifecycle import Request
-from workflow.notifications.render import render
+from workflow.notifications.texts import render
 from workflow.persistence.store import Row, Store
 
 

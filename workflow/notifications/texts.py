@@ -5,7 +5,7 @@ mail talks about) next to the rendered ``subject`` and ``text``, so any consumer
 a ready message while the built-in notifier renders the same templates again, with
 their HTML part, at delivery time.
 
-The wording lives in Jinja templates under ``workflow/templates/<locale>/``: one
+The wording lives in Jinja templates under ``workflow/notifications/templates/<locale>/``: one
 ``.txt`` (subject and plain text) and one ``.html`` per notification. Building the
 event runs on the hot path of every command that tells someone something, so the
 environment is built once, templates compile on first use and stay cached, and a
