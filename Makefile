@@ -5,9 +5,19 @@ STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: venv test lint demo bench lock asyncapi clean
+NODE_DIR   := tools/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.installed
+
+.PHONY: venv node test lint demo bench lock asyncapi clean
 
 venv: $(STAMP)
+
+# The AsyncAPI parser and amqplib, pinned by tools/node/package-lock.json.
+node: $(NODE_STAMP)
+
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	npm ci --prefix $(NODE_DIR) --no-audit --no-fund --loglevel=error
+	touch $@
 
 # Re-install only when pyproject.toml is newer than the stamp.
 $(STAMP): pyproject.toml
@@ -20,7 +30,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: venv lint
+test: venv node lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: venv
@@ -40,5 +50,5 @@ asyncapi: venv
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache \
-		.hypothesis .import_linter_cache
+		.hypothesis .import_linter_cache $(NODE_DIR)/node_modules
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
