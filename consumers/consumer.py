@@ -20,10 +20,11 @@ from typing import Any
 from consumers.amqp.deliveries import Ack, Action, Bury, Delivery, Reply, Requeue
 from consumers.amqp.loop import Apply, DeliveryLoop
 from consumers.metrics import COMMANDS, LATENCY
-from workflow.app.service import CommandService, Outcome
+from workflow.app.service import CommandService, Item, Outcome
 from workflow.contract.messages import COMMANDS as COMMAND_NAMES
 from workflow.contract.names import COMMANDS_QUEUE, DEAD_QUEUE, REPLY_SUFFIX, ROUTING_KEY_HEADER
 from workflow.errors import TransientError
+from workflow.telemetry import Context, SpanKind, carried, link_to, messaging, tracer
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,7 @@ def _reply(delivery: Delivery, outcome: Outcome) -> Reply | None:
         outcome.reply,
         props.correlation_id or props.message_id,
         delivery.routing_key + REPLY_SUFFIX,
+        outcome.traceparent,
     )
 
 
@@ -196,9 +198,20 @@ class CommandConsumer:
     def work(self, batch: list[Delivery]) -> list[Outcome] | Failed:
         """On the database thread: the batch in one transaction, retried with backoff."""
         items = [(d.routing_key, d.body, d.properties.message_id) for d in batch]
+        contexts = [carried(d.properties.headers) for d in batch]
+        links = [link for c in contexts if (link := link_to(c)) is not None]
+        with tracer().start_as_current_span(
+            f"process {COMMANDS_QUEUE}",
+            kind=SpanKind.CONSUMER,
+            links=links,
+            attributes={**messaging("process", COMMANDS_QUEUE, None, None), "batch": len(batch)},
+        ):
+            return self._work(items, contexts)
+
+    def _work(self, items: Sequence[Item], contexts: list[Context]) -> list[Outcome] | Failed:
         for delay in (*self.retry_delays, None):
             try:
-                outcomes = self.service.handle_batch(items)
+                outcomes = self.service.handle_batch(items, contexts)
             except TransientError as exc:
                 if delay is None or self.stop.is_set():
                     return Failed(str(exc))

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from opentelemetry import trace
 
 CONTEXT = (
     "command",
@@ -23,7 +24,21 @@ CONTEXT = (
     "batch",
     "duration_ms",
     "error",
+    "trace_id",
+    "span_id",
 )
+
+
+class TraceIds(logging.Filter):
+    """Adds the active span's ``trace_id`` and ``span_id`` to a record, when one records,
+    so a log line can be found from its trace and the other way round."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            record.trace_id = format(span_context.trace_id, "032x")
+            record.span_id = format(span_context.span_id, "016x")
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -60,6 +75,7 @@ class TextFormatter(logging.Formatter):
 def configure(log_format: str = "text", level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.addFilter(TraceIds())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

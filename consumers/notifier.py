@@ -30,12 +30,13 @@ from consumers.amqp.deliveries import Ack, Action, Bury, Delivery, Later
 from consumers.amqp.loop import Apply, DeliveryLoop
 from consumers.mail import DeliveryError, Mailer, Outgoing, Permanent, build_message, recipient
 from consumers.metrics import NOTIFICATIONS
-from workflow.contract.names import NOTIFICATIONS_DEAD_QUEUE, NOTIFICATIONS_QUEUE
+from workflow.contract.names import EVENTS_EXCHANGE, NOTIFICATIONS_DEAD_QUEUE, NOTIFICATIONS_QUEUE
 from workflow.errors import TransientError
 from workflow.notifications import deliveries
 from workflow.notifications.deliveries import BadNotice, Claim, ClaimStatus, Notice, parse_notice
 from workflow.notifications.texts import Email, render_email
 from workflow.persistence.database import Database
+from workflow.telemetry import SpanKind, carried, messaging, tracer
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,20 @@ class Notifier:
     # --- one delivery at a time ------------------------------------------------------
 
     def work(self, item: InHand) -> Verdict:
-        """On the worker thread. Never raises: whatever happens becomes a verdict."""
+        """On the worker thread, in the trace of the command that asked for the email. Never
+        raises: whatever happens becomes a verdict."""
+        props = item.delivery.properties
+        with tracer().start_as_current_span(
+            f"process {NOTIFICATIONS_QUEUE}",
+            context=carried(props.headers),
+            kind=SpanKind.CONSUMER,
+            attributes=messaging(
+                "process", EVENTS_EXCHANGE, item.delivery.routing_key, props.message_id
+            ),
+        ):
+            return self._work(item)
+
+    def _work(self, item: InHand) -> Verdict:
         try:
             verdict = self._deliver(item)
         except TransientError as exc:  # the database: wait for it, the mail is not at fault
@@ -241,7 +255,12 @@ class Notifier:
             self.sender,
             self.clock(),
         )
-        self.mailer.send(message)
+        with tracer().start_as_current_span(
+            "smtp send",
+            kind=SpanKind.CLIENT,
+            attributes={"messaging.message.id": notice.notification_id},
+        ):
+            self.mailer.send(message)
         return str(message["Message-ID"])
 
     @staticmethod

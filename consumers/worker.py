@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from types import FrameType
 
+from consumers import tracing
 from consumers.amqp import patches
 from consumers.amqp.connection import parameters
 from consumers.consumer import CommandConsumer
@@ -54,6 +55,7 @@ class Worker:
 
     def __init__(self, settings: Settings, options: WorkerOptions | None = None) -> None:
         patches.apply()  # pika's workarounds, for this process's loops (see the module)
+        self.tracing = tracing.configure()  # from OTEL_*; nothing unless they ask for it
         self.options = options or WorkerOptions()
         parameters(settings.amqp_url)  # a bad URL fails here, naming the variable
         self.db = Database(settings.database_url)
@@ -151,6 +153,8 @@ class Worker:
         for thread in self._threads:
             thread.join(timeout)
         self.db.dispose()
+        if self.tracing:
+            tracing.shutdown()
 
     def run_until_signalled(self) -> None:
         """SIGTERM/SIGINT finish the batch in hand, ack it, and close cleanly."""

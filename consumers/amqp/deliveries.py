@@ -16,6 +16,7 @@ from pika.spec import BasicProperties
 
 from consumers.amqp.publishing import bury, publish_queued
 from workflow.contract.names import DELIVERY_COUNT_HEADER
+from workflow.telemetry import SpanKind, carried, headers_of, messaging, tracer
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,8 @@ class Reply:
     body: bytes
     correlation_id: str | None
     type: str
+    traceparent: str | None = None
+    """The command's trace, which the reply's publish span continues."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,34 @@ class Later:
 
 
 Action = Ack | Requeue | Bury | Reply | Later
+
+
+def _reply(
+    channel: BlockingChannel,
+    to: str,
+    body: bytes,
+    correlation_id: str | None,
+    type_: str,
+    traceparent: str | None,
+) -> None:
+    """A reply in the command's trace: its publish span's context travels as headers."""
+    properties = BasicProperties(
+        content_type="application/json",
+        correlation_id=correlation_id,
+        type=type_,
+        timestamp=int(time.time()),  # when it was answered, in epoch seconds
+    )
+    if traceparent is None:  # tracing off: no span, no headers
+        publish_queued(channel, "", to, body, properties)
+        return
+    with tracer().start_as_current_span(
+        f"publish {to}",
+        context=carried({"traceparent": traceparent}),
+        kind=SpanKind.PRODUCER,
+        attributes=messaging("publish", "", to, correlation_id),
+    ):
+        properties.headers = headers_of()
+        publish_queued(channel, "", to, body, properties)
 
 
 def apply(actions: Sequence[Action], channel: BlockingChannel, dead: BlockingChannel) -> None:
@@ -93,13 +124,7 @@ def apply(actions: Sequence[Action], channel: BlockingChannel, dead: BlockingCha
                 channel.basic_nack(tag, requeue=True)
             case Bury(queue, delivery, reason, headers):
                 bury(dead, queue, delivery.body, delivery.properties, reason, **dict(headers))
-            case Reply(to, body, correlation_id, type_):
-                properties = BasicProperties(
-                    content_type="application/json",
-                    correlation_id=correlation_id,
-                    type=type_,
-                    timestamp=int(time.time()),  # when it was answered, in epoch seconds
-                )
-                publish_queued(channel, "", to, body, properties)
+            case Reply(to, body, correlation_id, type_, traceparent):
+                _reply(channel, to, body, correlation_id, type_, traceparent)
             case Later():
                 pass  # the consumer that holds the delivery tries it again

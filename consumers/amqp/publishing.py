@@ -12,6 +12,7 @@ from pika.spec import BasicProperties
 
 from workflow.app.outbox import PendingEvent
 from workflow.contract.names import DROPPED_HEADERS_HEADER, ERROR_HEADER, EVENTS_EXCHANGE
+from workflow.telemetry import SpanKind, carried, headers_of, messaging, tracer
 
 Properties: TypeAlias = BasicProperties
 """pika's message properties, for annotations outside this package."""
@@ -36,22 +37,28 @@ def publish_queued(
 def publish_events(channel: BlockingChannel, events: Sequence[PendingEvent]) -> None:
     """The relay's batch, on a channel in transaction mode: returns once the broker committed
     all of it; any failure raises, and the database transaction that claimed the rows rolls
-    back."""
+    back. An event written in a trace is published in it: its publish span continues the
+    stored context, whose ``traceparent`` the event carries as a header."""
     for event in events:
-        publish_queued(  # all written by tx.commit
-            channel,
-            EVENTS_EXCHANGE,
-            event.type,
-            event.payload,
-            BasicProperties(
-                content_type="application/json",
-                delivery_mode=pika.DeliveryMode.Persistent,
-                message_id=event.event_id,
-                type=event.type,
-                timestamp=int(event.occurred_at.timestamp()),  # the event's occurred_at
-            ),
+        properties = BasicProperties(
+            content_type="application/json",
+            delivery_mode=pika.DeliveryMode.Persistent,
+            message_id=event.event_id,
+            type=event.type,
+            timestamp=int(event.occurred_at.timestamp()),  # the event's occurred_at
         )
-    channel.tx_commit()
+        if event.traceparent is None:  # written without a trace (tracing off)
+            publish_queued(channel, EVENTS_EXCHANGE, event.type, event.payload, properties)
+            continue
+        with tracer().start_as_current_span(
+            f"publish {EVENTS_EXCHANGE}",
+            context=carried({"traceparent": event.traceparent}),
+            kind=SpanKind.PRODUCER,
+            attributes=messaging("publish", EVENTS_EXCHANGE, event.type, event.event_id),
+        ):
+            properties.headers = headers_of()
+            publish_queued(channel, EVENTS_EXCHANGE, event.type, event.payload, properties)
+    channel.tx_commit()  # writes them all
 
 
 def copy_properties(props: BasicProperties, headers: dict[str, Any]) -> BasicProperties:

@@ -8,7 +8,7 @@ whether the message belongs in the dead letters.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,12 +21,20 @@ from workflow.app.handlers import HANDLERS
 from workflow.app.handlers.expiry import expire_request
 from workflow.app.parsing import dedupe_key, encode, error_reply, parse
 from workflow.contract.messages import QUERIES
-from workflow.contract.names import PENDING, REQUEST_SUBMIT
+from workflow.contract.names import COMMANDS_EXCHANGE, PENDING, REQUEST_SUBMIT
 from workflow.domain.catalog import Catalog
 from workflow.errors import Conflict, Invalid, Refused
 from workflow.persistence.database import Database
 from workflow.persistence.sqlstore import SqlStore
 from workflow.persistence.store import Store
+from workflow.telemetry import (
+    Context,
+    SpanKind,
+    current_link,
+    current_traceparent,
+    messaging,
+    tracer,
+)
 
 
 def utcnow() -> datetime:
@@ -44,6 +52,8 @@ class Outcome:
     error_code: str | None = None
     account_id: str | None = None
     request_id: str | None = None
+    traceparent: str | None = None
+    """The command's processing span (tracing on): its reply continues that trace."""
 
     def json(self) -> dict[str, Any]:
         return orjson.loads(self.reply)  # type: ignore[no-any-return]
@@ -74,6 +84,9 @@ class Prepared:
     command: Any
     key: str | None
     invalid: Decision | None = None
+    message_id: str | None = None
+    trace: Context | None = None
+    """The trace the message carried (empty: start one); ``None``: the caller's."""
 
 
 class CommandService:
@@ -103,19 +116,26 @@ class CommandService:
         """One command in its own transaction."""
         return self.handle_batch([(routing_key, body, message_id)])[0]
 
-    def handle_batch(self, items: Sequence[Item]) -> list[Outcome]:
+    def handle_batch(
+        self, items: Sequence[Item], traces: Sequence[Context] | None = None
+    ) -> list[Outcome]:
         """Several commands in ONE transaction: loaded in a few queries, written in a few
         statements, each command's changes undone in memory when it is refused so it
         cannot poison the others. When the database refuses the batch at commit (another
         process won a race on an idempotency key or on R11), each command is run again
-        in its own transaction and sees what the winner committed."""
-        commands = [self._prepare(*item) for item in items]
+        in its own transaction and sees what the winner committed. ``traces``: the trace
+        context each message carried, which its processing continues."""
+        traced = traces if traces is not None else [None] * len(items)
+        commands = [self._prepare(*item, trace=t) for item, t in zip(items, traced, strict=True)]
         try:
             with self.db.store() as store:
                 return self._run_batch(store, commands)
         except Conflict:
             if len(commands) > 1:
-                return [self.handle(*item) for item in items]
+                return [
+                    self.handle_batch([item], None if t is None else [t])[0]
+                    for item, t in zip(items, traced, strict=True)
+                ]
         return [self._after_conflict(commands[0])]
 
     def _run_batch(self, store: SqlStore, commands: Sequence[Prepared]) -> list[Outcome]:
@@ -124,7 +144,22 @@ class CommandService:
             (r for c in commands if (r := getattr(c.command, "request_id", None))),
             (c.key for c in commands if c.key is not None),
         )
-        return [self._process(store, c) for c in commands]
+        return [self._traced(store, c) for c in commands]
+
+    def _traced(self, store: SqlStore, prepared: Prepared) -> Outcome:
+        """``_process`` in the message's own trace, linked to the transaction it runs in."""
+        with tracer().start_as_current_span(
+            f"process {prepared.routing_key[:64]}",
+            context=prepared.trace,
+            kind=SpanKind.CONSUMER,
+            links=current_link(),
+            attributes=messaging(
+                "process", COMMANDS_EXCHANGE, prepared.routing_key[:64], prepared.message_id
+            ),
+        ):
+            outcome = self._process(store, prepared)
+            traceparent = current_traceparent()
+        return outcome if traceparent is None else replace(outcome, traceparent=traceparent)
 
     def _after_conflict(self, command: Prepared) -> Outcome:
         try:
@@ -139,13 +174,19 @@ class CommandService:
             return self._answer(store, self.clock(), command, refusal)
 
     def _prepare(
-        self, routing_key: str, body: bytes | str | dict[str, Any], message_id: str | None
+        self,
+        routing_key: str,
+        body: bytes | str | dict[str, Any],
+        message_id: str | None,
+        *,
+        trace: Context | None = None,
     ) -> Prepared:
         try:
             command = parse(routing_key, body)
         except Invalid as exc:
-            return Prepared(routing_key, None, None, exc.decision)
-        return Prepared(routing_key, command, dedupe_key(routing_key, body, message_id))
+            return Prepared(routing_key, None, None, exc.decision, message_id, trace)
+        key = dedupe_key(routing_key, body, message_id)
+        return Prepared(routing_key, command, key, None, message_id, trace)
 
     def _process(self, store: SqlStore, prepared: Prepared) -> Outcome:
         now = self.clock()

@@ -28,6 +28,7 @@ from workflow.errors import SubreqError
 from workflow.persistence.database import Database
 from workflow.persistence.deliveries import FAILED, RETRYING, SENDING, SENT
 from workflow.persistence.sqlstore import SqlStore
+from workflow.telemetry import current_traceparent
 
 ERROR_LIMIT = 1000
 """Characters of an error kept in the record; SMTP servers can be verbose."""
@@ -141,6 +142,7 @@ def claim(
                 "claimed_at": now,
                 "created_at": now,
                 "updated_at": now,
+                "traceparent": current_traceparent(),
             }
         )
         if inserted:

@@ -27,6 +27,7 @@ from workflow.persistence.postgres import PostgresSql
 from workflow.persistence.sql import Sql
 from workflow.persistence.sqlite import SqliteSql
 from workflow.persistence.sqlstore import SqlStore
+from workflow.telemetry import SpanKind, tracer
 
 # SQLSTATEs for which a retry of the whole transaction is the cure.
 RETRYABLE_SQLSTATES = frozenset(
@@ -118,13 +119,23 @@ class Database:
             )
         self.is_postgres = backend == "postgresql"
         self.sql: type[Sql] = PostgresSql if self.is_postgres else SqliteSql
+        self._span_attributes = {
+            "db.system.name": backend,
+            "db.namespace": self.url.database or "",
+            "db.operation.name": "transaction",
+        }
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """Commit on success, roll back on error; database hiccups become TransientError,
         a unique constraint that another transaction won becomes :class:`Conflict`."""
         try:
-            with self.engine.begin() as conn:
+            with (
+                tracer().start_as_current_span(
+                    "transaction", kind=SpanKind.CLIENT, attributes=self._span_attributes
+                ),
+                self.engine.begin() as conn,
+            ):
                 yield conn
         except IntegrityError as exc:
             raise Conflict(str(exc.orig), one_pending=_one_pending_violated(exc)) from exc

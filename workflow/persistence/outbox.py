@@ -25,6 +25,8 @@ class PendingEvent:
     type: str
     payload: bytes
     occurred_at: datetime
+    traceparent: str | None = None
+    """The trace of the command that wrote it, captured then (tracing on)."""
 
 
 class OutboxRecords:
@@ -42,11 +44,18 @@ class OutboxRecords:
             outbox,
             "published_at IS NULL",
             [limit],
-            names=["id", "event_id", "type", "payload", "created_at"],
+            names=["id", "event_id", "type", "payload", "created_at", "traceparent"],
             suffix=f" ORDER BY id LIMIT {self.sql.mark}",
         )
         return [
-            PendingEvent(r["id"], r["event_id"], r["type"], r["payload"].encode(), r["created_at"])
+            PendingEvent(
+                r["id"],
+                r["event_id"],
+                r["type"],
+                r["payload"].encode(),
+                r["created_at"],
+                r["traceparent"],
+            )
             for r in rows
         ]
 

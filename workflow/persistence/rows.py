@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from workflow.domain.ids import new_id
+from workflow.telemetry import current_traceparent
 
 
 def outbox_row(
@@ -36,6 +37,7 @@ def outbox_row(
         "request_id": request_id,
         "payload": orjson.dumps(payload, option=orjson.OPT_UTC_Z).decode(),
         "created_at": at,
+        "traceparent": current_traceparent(),
     }
 
 

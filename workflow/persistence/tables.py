@@ -170,6 +170,8 @@ outbox = Table(
     Column("payload", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("published_at", UTCDateTime),
+    # The trace of the command that wrote the event: the relay's publish continues it.
+    Column("traceparent", String(55)),
     # The relay only ever scans what is left to publish.
     Index(
         "ix_outbox_unpublished",
@@ -204,6 +206,8 @@ notification_deliveries = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False, index=True),
     Column("sent_at", UTCDateTime),
+    # The trace of the notification.requested event the notifier took on.
+    Column("traceparent", String(55)),
 )
 
 __all__ = [
