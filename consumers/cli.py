@@ -134,8 +134,11 @@ def requests_show(
     with database() as (settings, db), reports.reading(db) as conn:
         view = reports.find_request(conn, request_id)
         notifications = reports.request_notifications(conn, request_id)
+        traces = reports.history_trace_ids(conn, request_id)
     if view is None:
         fail(f"no request with id {request_id}", 1)
+    for step, trace_id in zip(view["history"], traces, strict=False):
+        step["trace_id"] = trace_id
     if as_json:
         typer.echo(terminal.to_json({**view, "notifications": notifications}))
     else:

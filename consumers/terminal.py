@@ -125,6 +125,8 @@ def request_block(
 
 
 def history_table(history: Sequence[Mapping[str, Any]]) -> str:
+    """One line per step; a TRACE column when any step was made in a trace."""
+    traced = any(s.get("trace_id") for s in history)
     rows = [
         (
             when(s["at"]),
@@ -132,10 +134,12 @@ def history_table(history: Sequence[Mapping[str, Any]]) -> str:
             s["trigger"],
             s["actor_id"],
             s["reason"],
+            *((s.get("trace_id"),) if traced else ()),
         )
         for s in history
     ]
-    return table(("AT", "TRANSITION", "TRIGGER", "ACTOR", "REASON"), rows, indent="  ")
+    headers = ("AT", "TRANSITION", "TRIGGER", "ACTOR", "REASON", *(("TRACE",) if traced else ()))
+    return table(headers, rows, indent="  ")
 
 
 def delivery_status(delivery: Mapping[str, Any] | None, published_at: datetime | None) -> str:

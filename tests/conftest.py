@@ -13,9 +13,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.util._once import Once
 from sqlalchemy import text
 
 from tests import services
+from tests.integration.notifications.smtp import SmtpServer
 from workflow.app.service import CommandService
 from workflow.domain.catalog import Catalog, load_catalog
 from workflow.persistence.database import Database
@@ -99,3 +105,27 @@ def clock() -> Clock:
 @pytest.fixture
 def service(database: Database, catalog: Catalog, clock: Clock) -> CommandService:
     return CommandService(database, catalog, clock=clock)
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    """A real SMTP server on localhost that keeps what it receives."""
+    server = SmtpServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """The OpenTelemetry SDK installed for this test only, recording into memory; the
+    global provider is put back afterwards, so other tests run with tracing off."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace.set_tracer_provider(provider)
+    yield exporter
+    provider.shutdown()
+    trace._TRACER_PROVIDER = None
+    trace._TRACER_PROVIDER_SET_ONCE = Once()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from typer.testing import CliRunner
 
 from consumers import terminal
@@ -178,6 +179,26 @@ def test_requests_show_tells_the_whole_story(approved: str) -> None:
     assert history[1].split()[-4:] == ["submit", "u2", "new", "hires"]
     assert "pending -> approved" in history[2]
     assert history[2].split()[-4:] == ["approve", "u1", "go", "ahead"]
+
+
+def test_requests_show_prints_the_trace_of_each_history_step(
+    url: str, spans: InMemorySpanExporter
+) -> None:
+    run("db", "upgrade")
+    commands = Commands(url)
+    try:
+        commands.account("a1")
+        request_id = commands.submit("a1")["result"]["request"]["request_id"]
+    finally:
+        commands.db.dispose()
+    [process] = [s for s in spans.get_finished_spans() if s.name == "process request.submit"]
+    trace_id = f"{process.context.trace_id:032x}"
+    out = run("requests", "show", request_id).stdout
+    history = out.split("History\n")[1].split("\n\n")[0].splitlines()
+    assert history[0].split()[-1] == "TRACE"
+    assert history[1].split()[-1] == trace_id
+    shown = json.loads(run("requests", "show", request_id, "--json").stdout)
+    assert [h["trace_id"] for h in shown["history"]] == [trace_id]
 
 
 def test_requests_show_a_pending_request_with_its_expiry(pending: str) -> None:

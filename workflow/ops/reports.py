@@ -30,6 +30,7 @@ __all__ = [
     "deliveries",
     "describe",
     "find_request",
+    "history_trace_ids",
     "notifications_requested",
     "reading",
     "request_notifications",
@@ -47,6 +48,13 @@ def find_request(store: SqlStore, request_id: str) -> dict[str, Any] | None:
     """The request view, or ``None`` when no request has this id."""
     row = store.request(request_id)
     return None if row is None else request_view(store, row)
+
+
+def history_trace_ids(store: SqlStore, request_id: str) -> list[str | None]:
+    """The trace id of each history step of a request (oldest first), where it was traced."""
+    return [
+        None if tp is None else tp.split("-")[1] for tp in store.queries.history_traces(request_id)
+    ]
 
 
 def account_requests(

@@ -27,6 +27,14 @@ class Queries:
             [PENDING, self.sql.value(requests, "created_at", cutoff), limit],
         )
 
+    def history_traces(self, request_id: str) -> list[str | None]:
+        """The ``traceparent`` of each of a request's history steps, oldest first."""
+        return self.sql.scalar_rows(
+            f"SELECT traceparent FROM request_transitions WHERE request_id = {self.sql.mark} "
+            "ORDER BY id",
+            [request_id],
+        )
+
     def pending_backlog(self) -> tuple[int, datetime | None]:
         """How many requests wait for a decision, and since when the oldest does."""
         count, oldest = self.sql.conn.exec_driver_sql(

@@ -31,6 +31,7 @@ from workflow.persistence.sql import Query, Sql
 from workflow.persistence.store import Row
 from workflow.persistence.undo import UndoLog
 from workflow.persistence.writing import REQUEST_UPDATES, write
+from workflow.telemetry import current_traceparent
 
 
 class SqlStore:
@@ -299,6 +300,7 @@ class SqlStore:
                 "actor_id": step.actor_id,
                 "at": step.at,
                 "reason": step.reason,
+                "traceparent": current_traceparent(),
             }
             self._log.append(self.cache.new_history, entry)
             self._log.append(history, history_entry(entry))

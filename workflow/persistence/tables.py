@@ -133,6 +133,8 @@ request_transitions = Table(
     Column("actor_id", String(128)),
     Column("at", UTCDateTime, nullable=False),
     Column("reason", Text),
+    # The trace of the command that made the transition (operators: `requests show`).
+    Column("traceparent", String(55)),
 )
 
 audit_log = Table(

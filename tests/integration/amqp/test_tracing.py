@@ -5,19 +5,14 @@ its in-memory exporter, and an OTLP/HTTP receiver for a ``subreq worker`` proces
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
-from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.util._once import Once
 from sqlalchemy import select
 
 from consumers.worker import Worker, WorkerOptions
@@ -49,28 +44,6 @@ def traceparent(trace_id: str = TRACE_ID, parent: str = PARENT) -> str:
 def trace_of(header: Any) -> str:
     value = header.decode() if isinstance(header, bytes) else str(header)
     return value.split("-")[1]
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    """The SDK installed for this test only: the global provider is put back after it."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    trace._TRACER_PROVIDER_SET_ONCE = Once()
-    trace.set_tracer_provider(provider)
-    yield exporter
-    provider.shutdown()
-    trace._TRACER_PROVIDER = None
-    trace._TRACER_PROVIDER_SET_ONCE = Once()
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 def by_trace(found: tuple[ReadableSpan, ...], trace_id: str) -> list[ReadableSpan]:

@@ -10,18 +10,9 @@ import pytest
 from sqlalchemy import text
 
 from tests import services
-from tests.integration.notifications.smtp import SmtpServer
 from tests.integration.notifications.support import Queues
 from workflow.persistence.database import Database
 from workflow.persistence.tables import metadata
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="package")

@@ -1,4 +1,5 @@
-"""The trace context of each outbox row and delivery record, stored as it is written.
+"""The trace context of each outbox row, delivery record and history step, stored as it
+is written.
 
 Revision ID: 0004
 Revises: 0003
@@ -15,7 +16,7 @@ down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-TABLES = ("outbox", "notification_deliveries")
+TABLES = ("outbox", "notification_deliveries", "request_transitions")
 
 
 def upgrade() -> None:
