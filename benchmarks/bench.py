@@ -32,6 +32,7 @@ from types import FrameType
 
 from benchmarks import ceiling, profile, report, seed, services
 from benchmarks.load import Backlog, BenchError, LoadGenerator, Phase
+from benchmarks.otlp_sink import otlp_sink
 from benchmarks.procs import WorkerDied, WorkerProcess, host_busy_percent, host_cpu
 from benchmarks.report import BenchReport, RunResult
 
@@ -40,7 +41,8 @@ DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "latest.md"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DATABASES = ("postgresql", "sqlite")
-MODES = ("batched", "single", "ceiling")
+MODES = ("batched", "traced", "single", "ceiling")
+"""traced: batched with OpenTelemetry on (every span exported to a local OTLP sink)."""
 
 DEFAULT_SIZES = {
     "commands": 20_000,
@@ -240,17 +242,20 @@ def worker_argv(args: argparse.Namespace, mode: str) -> list[str]:
         argv = [sys.executable, "-m", "benchmarks.ceiling"]
         argv += ["--batch", str(args.batch), "--prefetch", str(args.prefetch)]
         return argv + (["--route-notifications"] if args.route_notifications else [])
-    batch, prefetch = (
-        (args.batch, args.prefetch) if mode == "batched" else (1, args.single_prefetch)
-    )
+    batch, prefetch = (args.batch, args.prefetch) if mode != "single" else (1, args.single_prefetch)
     flags = ["--batch", str(batch), "--prefetch", str(prefetch), *args.worker_loops]
     return [*subreq_command(), "worker", *flags]
 
 
-def worker_env(amqp_url: str, database_url: str, folder: Path) -> dict[str, str]:
-    """The benchmark's services, and nothing else of the caller's SUBREQ_* settings (a
-    SUBREQ_SMTP_URL would send real mail, a SUBREQ_METRICS_PORT could clash)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SUBREQ_")}
+def worker_env(
+    amqp_url: str, database_url: str, folder: Path, otlp_endpoint: str | None = None
+) -> dict[str, str]:
+    """The benchmark's services, and nothing else of the caller's SUBREQ_* or OTEL_*
+    settings (a SUBREQ_SMTP_URL would send real mail, a SUBREQ_METRICS_PORT could clash,
+    an OTEL_* variable would trace a run that should not be); ``otlp_endpoint``: trace."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SUBREQ_", "OTEL_"))}
+    if otlp_endpoint is not None:
+        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=otlp_endpoint, OTEL_SERVICE_NAME="subreq-bench")
     env.update(
         SUBREQ_AMQP_URL=amqp_url,
         SUBREQ_DATABASE_URL=database_url,
@@ -296,11 +301,13 @@ def _run(args: argparse.Namespace, spec: RunSpec, result: RunResult, log: Log) -
             seed.prepare_subreq(database_url, accounts, spec.history)
             outbox_table, processed_table = "outbox", "processed_commands"
         log(f"seeded in {time.perf_counter() - started:.1f}s; starting the {spec.mode} worker")
+        sink = stack.enter_context(otlp_sink()) if spec.mode == "traced" else None
+        otlp = sink.endpoint if sink is not None else None
 
         worker = stack.enter_context(
             WorkerProcess(
                 worker_argv(args, spec.mode),
-                env=worker_env(amqp_url, database_url, folder),
+                env=worker_env(amqp_url, database_url, folder, otlp),
                 log_path=folder / "worker.log",
                 cwd=folder,
                 label=f"{spec.mode} worker",
@@ -371,6 +378,8 @@ def _run(args: argparse.Namespace, spec: RunSpec, result: RunResult, log: Log) -
         ):
             result.rss_samples.append((measured.commands, after.rss_mib))
 
+        if sink is not None:
+            result.spans_exported = sink.spans
         result.backlog = _final_backlog(database_url, spec.mode, backlog)
         result.processed = backlog.count(processed_table)
         result.sent = load.sent

@@ -24,6 +24,7 @@ TARGET_P99_MS = 25.0  # with 50 commands in flight
 TARGET_P99_IN_FLIGHT = 50
 TARGET_SEQUENTIAL_P50_MS = 3.0
 TARGET_HISTORY_RATIO = 0.9  # throughput with history / empty database
+TARGET_TRACING_COST = 0.1  # tracing on may cost at most this share of the throughput
 TARGET_MEMORY_GROWTH_PCT = 10.0
 
 BUSY_HOST_PCT = 20.0  # above this, before the runs, the report warns about other load
@@ -34,7 +35,7 @@ DATABASE_NAMES = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}
 @dataclass
 class RunResult:
     database: str
-    mode: str  # batched | single | ceiling
+    mode: str  # batched | traced | single | ceiling
     history: int = 0
     memory: bool = False
     commands: int = 0
@@ -61,6 +62,7 @@ class RunResult:
     sent: int = 0  # commands sent in all phases (warm-up, sequential, measured)
     events: int = 0  # outbox rows written by the commands of this run
     events_queued: int | None = None  # with --bind-events: events in the bound queue
+    spans_exported: int | None = None  # traced: spans the OTLP sink received
     rss_samples: list[tuple[int, float]] = field(default_factory=list)  # (commands, MiB)
     profile: list[str] = field(default_factory=list)  # with --profile: Markdown summary
     error_samples: list[str] = field(default_factory=list)
@@ -90,6 +92,8 @@ class RunResult:
             found.append(f"{self.backlog} events unpublished when the clock stopped")
         if self.processed != self.sent:
             found.append(f"{self.processed} commands stored as processed, {self.sent} sent")
+        if self.mode == "traced" and not self.spans_exported:
+            found.append("tracing on, but no span reached the OTLP sink")
         if self.events_queued is not None and self.events_queued < self.events:
             found.append(f"{self.events_queued} events queued, {self.events} written")
         return found
@@ -324,6 +328,7 @@ def _ratios(database: str, runs: list[RunResult]) -> list[str]:
         return None
 
     batched, single, ceiling = find("batched"), find("single"), find("ceiling")
+    traced = find("traced")
     pg = database == "postgresql"
     out = [f"## {DATABASE_NAMES.get(database, database)}", ""]
     if batched is None:
@@ -353,6 +358,13 @@ def _ratios(database: str, runs: list[RunResult]) -> list[str]:
                 if pg
                 else ""
             )
+        )
+    if traced is not None:
+        cost = 1 - _ratio(traced.throughput, b)
+        out.append(
+            f"- tracing on (every span exported over OTLP/HTTP to a local sink), "
+            f"{_num(traced.throughput)} commands/s: {_num(100 * cost)}% below tracing off "
+            f"(target ≤ {100 * TARGET_TRACING_COST:g}%){_verdict(cost <= TARGET_TRACING_COST)}"
         )
     if ceiling is not None:
         vs_ceiling = _ratio(b, ceiling.throughput)

@@ -22,7 +22,7 @@ def test_benchmark_runs_at_smoke_size(amqp_url: str, postgres_url: str, tmp_path
             "--databases",
             "postgresql,sqlite",
             "--modes",
-            "batched,ceiling",
+            "batched,traced,ceiling",
             # The session's vhost is used as is (no vhost creation rights needed); fresh
             # databases are created on the server of the session's database.
             "--amqp-url",
@@ -40,8 +40,10 @@ def test_benchmark_runs_at_smoke_size(amqp_url: str, postgres_url: str, tmp_path
 
     assert [(r.database, r.mode) for r in result.runs] == [
         ("postgresql", "batched"),
+        ("postgresql", "traced"),
         ("postgresql", "ceiling"),
         ("sqlite", "batched"),
+        ("sqlite", "traced"),
         ("sqlite", "ceiling"),
     ]
     for run in result.runs:
@@ -54,6 +56,8 @@ def test_benchmark_runs_at_smoke_size(amqp_url: str, postgres_url: str, tmp_path
         assert run.processed == run.sent == args.warmup + args.sequential + args.commands
         assert run.events > 0, context
         assert not run.problems, run.problems
+        if run.mode == "traced":
+            assert run.spans_exported, context  # the traced worker really exported spans
     assert result.ok
 
     report.write(result, Path(args.output))

@@ -25,11 +25,12 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from consumers import tracing
 from workflow.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("policies", "workflow", "consumers")
-SERVICES = ("rabbitmq", "postgres", "mailpit", "migrate", "worker")
+SERVICES = ("rabbitmq", "postgres", "mailpit", "jaeger", "migrate", "worker")
 PREFIX = "SUBREQ_"
 CONTRACT_VARIABLES = (
     "SUBREQ_AMQP_URL",
@@ -161,6 +162,22 @@ def test_the_worker_sets_every_contract_variable_to_a_valid_value(
     settings = load_settings()  # every value parses, as the worker will parse it
     assert settings.database_url.startswith("postgresql+psycopg://")
     assert settings.smtp_url == "smtp://mailpit:1025"
+
+
+def test_the_worker_exports_its_traces_to_the_jaeger_service(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """The OTLP/HTTP endpoint the worker's OTEL_* variables name is the port Jaeger serves
+    OTLP on, which consumers.tracing turns into an exporting tracer provider."""
+    env = environment(services["worker"])
+    endpoint = urlsplit(env["OTEL_EXPORTER_OTLP_ENDPOINT"])
+    assert (endpoint.scheme, endpoint.hostname, endpoint.port) == ("http", "jaeger", 4318)
+    jaeger = services["jaeger"]
+    assert environment(jaeger)["COLLECTOR_OTLP_ENABLED"] == "true"
+    assert any(str(p).startswith("4318:") for p in jaeger["ports"])
+    assert "jaeger" in services["worker"]["depends_on"]
+    assert tracing.wanted(env)
+    assert env["OTEL_SERVICE_NAME"] == "subreq-worker"
 
 
 def test_the_urls_name_the_compose_services_and_their_credentials(
