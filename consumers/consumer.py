@@ -236,7 +236,14 @@ class CommandConsumer:
         except Exception:  # a bug, not bad input: isolate the message that triggers it
             log.exception("batch failed; handling its commands one by one")
             outcomes = [self._one(d) for d in batch]
-        apply(settle_batch(batch, outcomes, self.max_deliveries))
+        links = [link for d in batch if (link := link_to(carried(d.properties.headers)))]
+        with tracer().start_as_current_span(
+            f"settle {COMMANDS_QUEUE}",
+            kind=SpanKind.CLIENT,
+            links=links,
+            attributes={**messaging("settle", COMMANDS_QUEUE, None, None), "batch": len(batch)},
+        ):
+            apply(settle_batch(batch, outcomes, self.max_deliveries))
         if not isinstance(outcomes, Failed):
             for delivery, outcome in zip(batch, outcomes, strict=True):
                 _observe(delivery, outcome)

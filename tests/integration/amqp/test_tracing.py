@@ -125,6 +125,9 @@ def test_one_command_with_a_traceparent_is_one_trace_from_consume_to_smtp(
     assert transactions[0].attributes["db.system.name"] in ("sqlite", "postgresql")
     linked = {link.context.span_id for link in process.links}
     assert any(s.context.span_id in linked for s in transactions)
+    # The acks and replies of the batch: one settle span, linked to the message too.
+    settles = [s for s in finished if s.name == "settle subreq.commands"]
+    assert any(f"{link.context.trace_id:032x}" == TRACE_ID for s in settles for link in s.links)
     # The stored contexts: the outbox rows and the delivery record carry the trace.
     with database.engine.connect() as conn:
         stored = conn.execute(select(outbox.c.type, outbox.c.traceparent)).all()
