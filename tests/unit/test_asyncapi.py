@@ -95,8 +95,6 @@ def test_the_names_are_those_of_the_contract(doc: dict[str, Any]) -> None:
     assert spec.EVENTS_EXCHANGE == names.EVENTS_EXCHANGE
     assert spec.COMMANDS_QUEUE == names.COMMANDS_QUEUE
     assert spec.DEAD_QUEUE == names.DEAD_QUEUE
-    assert envelopes.ERROR_HEADER == names.ERROR_HEADER
-    assert envelopes.ROUTING_KEY_HEADER == names.ROUTING_KEY_HEADER
     exchanges = {}
     for channel in doc["channels"].values():
         binding = channel.get("bindings")
@@ -118,8 +116,8 @@ def test_the_names_are_those_of_the_contract(doc: dict[str, Any]) -> None:
 # --- structure ----------------------------------------------------------------------------
 
 
-def test_the_document_is_asyncapi_3(doc: dict[str, Any]) -> None:
-    assert doc["asyncapi"] == "3.0.0"
+def test_the_document_is_asyncapi_3_1(doc: dict[str, Any]) -> None:
+    assert doc["asyncapi"] == "3.1.0"
     assert {"info", "servers", "channels", "operations", "components"} <= set(doc)
     assert doc["servers"]["broker"]["protocol"] == "amqp"
     for name in doc["channels"]:
@@ -182,20 +180,60 @@ def test_the_examples_fit_the_models_of_their_schemas() -> None:
         Event.model_validate(event)
 
 
-def test_the_example_headers_fit_the_property_models(doc: dict[str, Any]) -> None:
-    models = {
-        f"{spec.SCHEMAS}{model.__name__}": model
-        for model in (
-            envelopes.CommandProperties,
-            envelopes.ReplyProperties,
-            envelopes.EventProperties,
-            envelopes.DeadLetterProperties,
-        )
-    }
-    for message in doc["components"]["messages"].values():
-        model = models[message["headers"]["$ref"]]
+def test_only_the_dead_letter_has_headers_and_no_property_is_called_a_header(
+    doc: dict[str, Any],
+) -> None:
+    """AMQP properties are not headers: a generator would put them in the headers table."""
+    amqp_properties = {"message_id", "correlation_id", "reply_to", "type", "timestamp"}
+    for name, message in doc["components"]["messages"].items():
+        if name == "deadLetter":
+            headers = resolve(doc, message["headers"]["$ref"])
+            assert not amqp_properties & set(headers["properties"]), name
+            assert {
+                names.ERROR_HEADER,
+                names.ROUTING_KEY_HEADER,
+                names.DROPPED_HEADERS_HEADER,
+                names.REPLAYS_HEADER,
+                names.DELIVERY_COUNT_HEADER,
+                "x-death",
+            } <= set(headers["properties"])
+            for example in message["examples"]:
+                envelopes.DeadLetterHeaders.model_validate(example["headers"])
+                assert not amqp_properties & set(example["headers"]), name
+            continue
+        assert "headers" not in message, name
         for example in message["examples"]:
-            model.model_validate(example["headers"])
+            assert "headers" not in example, name
+
+
+def test_replies_and_events_state_their_properties(doc: dict[str, Any]) -> None:
+    messages = doc["components"]["messages"]
+    for key in COMMANDS:
+        reply = messages[f"{spec.camel(key)}Reply"]
+        assert reply["bindings"]["amqp"]["messageType"] == key + names.REPLY_SUFFIX
+        correlation = resolve(doc, reply["correlationId"]["$ref"])
+        assert correlation["location"] == "$message.header#/correlation_id"
+        assert "absent when the command had neither" in correlation["description"]
+        for prop in ("content_type", "correlation_id", "type", "timestamp"):
+            assert f"| `{prop}` |" in reply["description"], (key, prop)
+    for type_ in EVENT_TYPES:
+        event = messages[spec.camel(type_)]
+        assert event["bindings"]["amqp"]["messageType"] == type_
+        for prop in ("content_type", "message_id", "type", "timestamp", "delivery_mode"):
+            assert f"| `{prop}` |" in event["description"], (type_, prop)
+    for name, operation in doc["operations"].items():
+        if name != "receiveDeadLetters" and operation["action"] == "receive":
+            assert operation["bindings"]["amqp"]["timestamp"] is True, name
+
+
+def test_the_bindings_use_the_servers_vhost(doc: dict[str, Any]) -> None:
+    server = doc["servers"]["broker"]
+    assert server["pathname"] == "/{vhost}"
+    assert server["host"] == "{host}:{port}"
+    assert set(server["variables"]) == {"host", "port", "vhost"}
+    for name, binding in doc["components"]["channelBindings"].items():
+        amqp = binding["amqp"]
+        assert (amqp.get("exchange") or amqp["queue"])["vhost"] == "{vhost}", name
 
 
 @pytest.fixture

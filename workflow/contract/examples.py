@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from workflow.contract.names import ERROR_HEADER, ROUTING_KEY_HEADER
+
 AT = "2026-01-05T09:00:00Z"
 DECIDED_AT = "2026-01-06T14:30:00Z"
 REQUEST_ID = "0b4f5c2e-8a1d-4e7b-9f3a-6c2d1e0f9a8b"
@@ -318,4 +320,14 @@ EVENT_EXAMPLES: dict[str, dict[str, Any]] = {
         "notification.sent",
         {k: _NOTIFICATION[k] for k in ("notification_id", "recipient")},
     ),
+}
+
+DEAD_LETTER_EXAMPLE: dict[str, Any] = {
+    "name": "schema_violation",
+    "summary": "A request.submit without changes, as the consumer dead-letters it.",
+    "headers": {
+        ERROR_HEADER: "changes: Field required",
+        ROUTING_KEY_HEADER: "request.submit",
+    },
+    "payload": {"account_id": "acme", "actor_id": "acme-admin"},
 }
