@@ -225,6 +225,8 @@ class NotificationRequested(EventEnvelope):
 class NotificationDelivery(BaseModel):
     notification_id: str
     recipient: Recipient
+    template: str
+    message_id: str = Field(description="The Message-ID of the email that was sent.")
 
 
 class NotificationSent(EventEnvelope):
