@@ -5,6 +5,7 @@ Each story below runs the command examples through the real CommandService on SQ
 delivery record and the consumer's dead-lettering where an example needs them. What came
 out must equal the documented example once the ids the service generated (request,
 event and notification ids) are replaced by the example's: same shape, same values.
+The AMQP properties replies and events are published with are the documented ones.
 """
 
 from __future__ import annotations
@@ -20,12 +21,20 @@ import pika
 import pytest
 
 from consumers.amqp.deliveries import Bury, Delivery, apply
+from consumers.amqp.publishing import publish_events
 from consumers.consumer import settle_batch
 from consumers.mail import message_id
 from tests.integration.helpers import events, member
+from workflow.app.outbox import relay_batch
 from workflow.app.service import CommandService
-from workflow.contract import examples
-from workflow.contract.names import DEAD_QUEUE, REPLY_TO, ROUTING_KEY_HEADER
+from workflow.contract import examples, properties
+from workflow.contract.names import (
+    DEAD_QUEUE,
+    EVENTS_EXCHANGE,
+    REPLY_SUFFIX,
+    REPLY_TO,
+    ROUTING_KEY_HEADER,
+)
 from workflow.domain.catalog import load_catalog
 from workflow.notifications import deliveries
 from workflow.notifications.mailconfig import parse_mail_from
@@ -90,6 +99,30 @@ def story(tmp_path: Path) -> Iterator[Callable[[], Story]]:
     yield make
     for each in made:
         each.db.dispose()
+
+
+class Channel:
+    """Records what subreq publishes on it, as the broker would receive it."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, str, bytes, pika.BasicProperties]] = []
+        self._impl = self
+
+    def basic_publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: pika.BasicProperties,
+        mandatory: bool = False,
+    ) -> None:
+        self.published.append((exchange, routing_key, body, properties))
+
+    def basic_ack(self, tag: int, multiple: bool = False) -> None:
+        pass
+
+    def tx_commit(self) -> None:
+        pass
 
 
 def same_but_ids(real: Any, documented: Any) -> Any:
@@ -200,24 +233,6 @@ def test_the_dead_letter_example_is_what_the_consumer_buried(story: Callable[[],
     actions = settle_batch([delivery], [outcome], max_deliveries=5)
     assert any(isinstance(action, Bury) for action in actions)
 
-    class Channel:
-        def __init__(self) -> None:
-            self.published: list[tuple[str, str, bytes, pika.BasicProperties]] = []
-            self._impl = self
-
-        def basic_publish(
-            self,
-            exchange: str,
-            routing_key: str,
-            body: bytes,
-            properties: pika.BasicProperties,
-            mandatory: bool = False,
-        ) -> None:
-            self.published.append((exchange, routing_key, body, properties))
-
-        def basic_ack(self, tag: int, multiple: bool = False) -> None:
-            pass
-
     channel, dead = Channel(), Channel()
     apply(actions, channel, dead)  # type: ignore[arg-type]
     [(_, queue, buried, kept)] = dead.published
@@ -225,3 +240,54 @@ def test_the_dead_letter_example_is_what_the_consumer_buried(story: Callable[[],
     assert orjson.loads(buried) == documented["payload"]
     assert kept.headers == documented["headers"]
     assert (kept.message_id, kept.reply_to) == (properties.message_id, properties.reply_to)
+
+
+def _set(props: pika.BasicProperties) -> dict[str, Any]:
+    return {name: value for name, value in vars(props).items() if value is not None}
+
+
+def _documented(amqp: tuple[properties.Property, ...]) -> set[str]:
+    return {p.name for p in amqp}
+
+
+@pytest.mark.parametrize(
+    ("message_id", "correlation_id", "expected"),
+    [("m-1", "c-1", "c-1"), ("m-1", None, "m-1"), (None, None, None)],
+)
+def test_a_reply_carries_the_documented_properties(
+    story: Callable[[], Story],
+    message_id: str | None,
+    correlation_id: str | None,
+    expected: str | None,
+) -> None:
+    """correlation_id: the command's, else its message_id, else none at all."""
+    key = "catalog.get"
+    sent = pika.BasicProperties(
+        content_type="application/json",
+        message_id=message_id,
+        correlation_id=correlation_id,
+        reply_to=REPLY_TO,
+    )
+    delivery = Delivery(1, key, sent, b"{}")
+    outcome = story().service.handle(key, b"{}", message_id)
+    channel, dead = Channel(), Channel()
+    apply(settle_batch([delivery], [outcome], max_deliveries=5), channel, dead)  # type: ignore[arg-type]
+    [(exchange, routing_key, _, reply)] = channel.published
+    assert (exchange, routing_key) == ("", REPLY_TO)
+    assert set(_set(reply)) <= _documented(properties.REPLY)
+    assert reply.correlation_id == expected
+    assert (reply.content_type, reply.type) == ("application/json", key + REPLY_SUFFIX)
+
+
+def test_an_event_carries_the_documented_properties(story: Callable[[], Story]) -> None:
+    published = story()
+    published.submit()
+    channel = Channel()
+    assert relay_batch(published.db, lambda batch: publish_events(channel, batch))  # type: ignore[arg-type]
+    assert channel.published
+    for exchange, routing_key, body, props in channel.published:
+        event = orjson.loads(body)
+        assert (exchange, routing_key) == (EVENTS_EXCHANGE, event["type"])
+        assert set(_set(props)) <= _documented(properties.EVENT)
+        assert (props.message_id, props.type) == (event["event_id"], event["type"])
+        assert (props.content_type, props.delivery_mode) == ("application/json", 2)
