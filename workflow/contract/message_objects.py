@@ -37,17 +37,22 @@ CORRELATION_ID_LOCATION = "$message.header#/correlation_id"
 """AsyncAPI's runtime expressions reach only ``$message.header`` and ``$message.payload``;
 this one names the AMQP ``correlation_id`` property, which is not in the headers table."""
 
+NOT_A_HEADER = (
+    "It is a basic property, not an entry of the headers table: AsyncAPI's runtime "
+    "expressions can only name `$message.header` or `$message.payload`, so the location "
+    "names the property under `$message.header`."
+)
+
 CORRELATION = {
     "command": {
-        "description": "The command's AMQP `correlation_id` property (a basic property, not "
-        "an entry of the headers table), copied to its reply; the reply carries the "
-        "`message_id` instead when it is absent.",
+        "description": "The command's AMQP `correlation_id` property, copied to its reply; "
+        "the reply carries the `message_id` instead when it is absent. " + NOT_A_HEADER,
         "location": CORRELATION_ID_LOCATION,
     },
     "reply": {
-        "description": "The reply's AMQP `correlation_id` property (a basic property, not an "
-        "entry of the headers table): the command's `correlation_id`, else its "
-        "`message_id`; absent when the command had neither.",
+        "description": "The reply's AMQP `correlation_id` property: the command's "
+        "`correlation_id`, else its `message_id`; absent when the command had neither. "
+        + NOT_A_HEADER,
         "location": CORRELATION_ID_LOCATION,
     },
 }
