@@ -4,10 +4,13 @@
 and a test keeps the two equal, so the published description cannot drift from the code
 that validates the messages: payload schemas come from ``workflow.contract.messages``
 (commands as the worker validates them) and ``workflow.contract.envelopes`` (replies and
-events, built from the same request and summary models); the examples are
-``workflow.contract.examples``, the broker names ``workflow.contract.names`` (which the
-broker edge uses too). The document is written from the side of a system that talks to
-subreq: it sends commands, receives their replies and the events.
+events, built from the same request and summary models); the message objects are
+``workflow.contract.message_objects``, with the AMQP properties of
+``workflow.contract.properties`` (never headers) and the examples of
+``workflow.contract.examples``; the broker names are ``workflow.contract.names`` (which
+the broker edge uses too). The document is written from the side of a system that talks
+to subreq: it sends commands, receives their replies and the events. Tests check it with
+the official parser and check every example against what the service really produced.
 """
 
 from __future__ import annotations
