@@ -1,8 +1,10 @@
 """Example messages of the wire contract, with the values the test suite uses.
 
 They are the AsyncAPI document's examples. Tests validate each against its model and
-run the command examples through the real service, whose answers must match: the
-summary below is what the built-in catalog prices (5 support seats, 575.00 USD/month).
+its schema, and run the command examples through the real service (with the clock at
+``AT``, ``DECIDED_AT``, ...): every reply, event and dead letter it produces must equal
+its example but for the ids it generated. The summary below is what the built-in
+catalog prices (5 support seats, 575.00 USD/month).
 """
 
 from __future__ import annotations
