@@ -9,18 +9,19 @@ from typing import Any
 
 
 class ErrorCode(StrEnum):
-    """Error codes of the wire contract; the order is the order of precedence."""
+    """Error codes of the wire contract, in the contract's order, which is the order of
+    precedence: a refusal with several codes carries the first of them."""
 
     INVALID_MESSAGE = "invalid_message"
     UNKNOWN_ACCOUNT = "unknown_account"
     UNKNOWN_MEMBER = "unknown_member"
-    NOT_FOUND = "not_found"
-    FORBIDDEN = "forbidden"
     NOT_ELIGIBLE = "not_eligible"
-    INVALID_STATE = "invalid_state"
-    REQUEST_PENDING = "request_pending"
+    FORBIDDEN = "forbidden"
     OUT_OF_SCOPE = "out_of_scope"
     INVALID_CHANGE = "invalid_change"
+    REQUEST_PENDING = "request_pending"
+    NOT_FOUND = "not_found"
+    INVALID_STATE = "invalid_state"
 
 
 @dataclass(frozen=True, slots=True)

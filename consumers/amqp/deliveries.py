@@ -95,7 +95,10 @@ def apply(actions: Sequence[Action], channel: BlockingChannel, dead: BlockingCha
                 bury(dead, queue, delivery.body, delivery.properties, reason, **dict(headers))
             case Reply(to, body, correlation_id, type_):
                 properties = BasicProperties(
-                    content_type="application/json", correlation_id=correlation_id, type=type_
+                    content_type="application/json",
+                    correlation_id=correlation_id,
+                    type=type_,
+                    timestamp=int(time.time()),  # when it was answered, in epoch seconds
                 )
                 publish_queued(channel, "", to, body, properties)
             case Later():

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Generic, Protocol, TypeVar
 
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
@@ -113,7 +113,9 @@ class DeliveryLoop(Generic[Held, Unit, Result]):
         """Acks for a dead channel would close the new one (406): forget them. The broker
         redelivers those messages, and idempotency makes that harmless."""
         if self._in_flight is not None:
-            self._in_flight.result()  # the work itself finishes either way
+            # The work itself finishes either way; a failure of it was the settle step's
+            # to report, and must not end the reconnect loop.
+            wait([self._in_flight])
         self._in_flight = None
         self._held.clear()
         self.ready.clear()

@@ -48,6 +48,7 @@ def publish_events(channel: BlockingChannel, events: Sequence[PendingEvent]) -> 
                 delivery_mode=pika.DeliveryMode.Persistent,
                 message_id=event.event_id,
                 type=event.type,
+                timestamp=int(event.occurred_at.timestamp()),  # the event's occurred_at
             ),
         )
     channel.tx_commit()

@@ -188,10 +188,12 @@ TEMPLATES: dict[str, st.SearchStrategy[dict[str, Any]]] = {
         {"account_id": ids, "actor_id": ids},
         optional={"state": st.sampled_from(["pending", "approved", "all"]) | texts},
     ),
+    "catalog.get": st.fixed_dictionaries({}, optional={"account_id": ids}),
 }
 
 
-# The same commands within the schema: every lookup misses, so each must be refused.
+# The same commands within the schema: every lookup misses, so each must be refused (but
+# catalog.get, a query that looks nothing up and changes nothing).
 short_ids = st.one_of(
     st.sampled_from(SQLISH + UNICODE_EDGES + CRLF[1:3] + NUL),
     st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=30),
@@ -257,6 +259,7 @@ SCHEMA_VALID: dict[str, st.SearchStrategy[dict[str, Any]]] = {
         {"account_id": short_ids, "actor_id": short_ids},
         optional={"state": st.sampled_from(["pending", "approved"])},
     ),
+    "catalog.get": st.just({}),
 }
 
 

@@ -84,6 +84,27 @@ def test_code_follows_contract_precedence_not_insertion_order() -> None:
     assert len(decision.denials) == 3
 
 
+def test_error_codes_are_in_the_order_the_contract_lists_them() -> None:
+    """contract.md, Replies: the top-level code is the one listed first (domain.md,
+    clarifications, second edition)."""
+    assert [str(code) for code in ErrorCode] == [
+        "invalid_message",
+        "unknown_account",
+        "unknown_member",
+        "not_eligible",
+        "forbidden",
+        "out_of_scope",
+        "invalid_change",
+        "request_pending",
+        "not_found",
+        "invalid_state",
+    ]
+    both = Decision.deny("R1", ErrorCode.FORBIDDEN, "not you") + Decision.deny(
+        "R5", ErrorCode.NOT_ELIGIBLE, "self-service"
+    )
+    assert both.code is ErrorCode.NOT_ELIGIBLE
+
+
 def test_message_joins_the_reasons_of_the_leading_code_only() -> None:
     decision = (
         Decision.deny("R9", ErrorCode.INVALID_CHANGE, "first")

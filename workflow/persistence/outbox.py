@@ -24,6 +24,7 @@ class PendingEvent:
     event_id: str
     type: str
     payload: bytes
+    occurred_at: datetime
 
 
 class OutboxRecords:
@@ -41,11 +42,12 @@ class OutboxRecords:
             outbox,
             "published_at IS NULL",
             [limit],
-            names=["id", "event_id", "type", "payload"],
+            names=["id", "event_id", "type", "payload", "created_at"],
             suffix=f" ORDER BY id LIMIT {self.sql.mark}",
         )
         return [
-            PendingEvent(r["id"], r["event_id"], r["type"], r["payload"].encode()) for r in rows
+            PendingEvent(r["id"], r["event_id"], r["type"], r["payload"].encode(), r["created_at"])
+            for r in rows
         ]
 
     def mark_published(self, ids: Sequence[int], at: datetime) -> None:

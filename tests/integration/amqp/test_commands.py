@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -92,6 +93,8 @@ class Conversation:
         )
         assert reply.correlation_id == correlation_id
         assert reply.properties.content_type == "application/json"
+        # Contract, 2nd edition: the AMQP timestamp property (epoch seconds) of the answer.
+        assert abs(reply.properties.timestamp - time.time()) < 60
         assert reply.routing_key == self.client.reply_queue
         assert len(self.client.replies_to(correlation_id)) == 1
         body_ = reply.json()

@@ -58,6 +58,8 @@ def assert_event_envelope(message: Message) -> dict[str, Any]:
     assert message.properties.delivery_mode == 2, "events must be persistent"
     assert message.properties.content_type == "application/json"
     assert_utc(event["occurred_at"])
+    occurred = datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00"))
+    assert message.properties.timestamp == int(occurred.timestamp())  # contract, 2nd edition
     return event
 
 
