@@ -11,6 +11,7 @@ The AMQP properties replies and events are published with are the documented one
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -277,6 +278,9 @@ def test_a_reply_carries_the_documented_properties(
     assert set(_set(reply)) <= _documented(properties.REPLY)
     assert reply.correlation_id == expected
     assert (reply.content_type, reply.type) == ("application/json", key + REPLY_SUFFIX)
+    absent = {"correlation_id"} if expected is None else set()
+    assert set(_set(reply)) == _documented(properties.REPLY) - absent
+    assert abs(reply.timestamp - time.time()) < 60
 
 
 def test_an_event_carries_the_documented_properties(story: Callable[[], Story]) -> None:
@@ -291,3 +295,5 @@ def test_an_event_carries_the_documented_properties(story: Callable[[], Story]) 
         assert set(_set(props)) <= _documented(properties.EVENT)
         assert (props.message_id, props.type) == (event["event_id"], event["type"])
         assert (props.content_type, props.delivery_mode) == ("application/json", 2)
+        assert set(_set(props)) == _documented(properties.EVENT)
+        assert props.timestamp == int(_at(event["occurred_at"]).timestamp())

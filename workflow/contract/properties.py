@@ -60,14 +60,14 @@ REPLY = (
         "duplicate command carries the `correlation_id` of the delivery it answers.",
     ),
     Property("type", "The command's routing key followed by `.reply`."),
-    Property("timestamp", "When the reply was published, in seconds since the epoch."),
+    Property("timestamp", "When the command was answered, in seconds since the epoch."),
 )
 
 EVENT = (
     CONTENT_TYPE,
     Property("message_id", "The `event_id` of the body: dedupe on it (redelivery happens)."),
     Property("type", "The event type, as the routing key and the body's `type`."),
-    Property("timestamp", "When the event was published, in seconds since the epoch."),
+    Property("timestamp", "The event's `occurred_at`, in seconds since the epoch."),
     Property("delivery_mode", "`2` (persistent)."),
 )
 
