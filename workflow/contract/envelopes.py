@@ -3,7 +3,7 @@
 ``workflow.contract.messages`` validates what comes in (commands) and holds the shared shapes
 (the request view, the summary); these models spell out, from those same shapes, what
 goes out: the successful reply of every command, the error reply, every event type's
-``data``, and the AMQP properties each carries. The AsyncAPI document is generated from
+``data``, and the headers of a dead letter. The AsyncAPI document is generated from
 them, and tests validate the service's real replies and events against them.
 """
 
@@ -12,7 +12,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from policies.decision import ErrorCode
 from workflow.contract.messages import (
@@ -22,7 +23,13 @@ from workflow.contract.messages import (
     SubscriptionView,
     Summary,
 )
-from workflow.contract.names import ERROR_HEADER, ROUTING_KEY_HEADER
+from workflow.contract.names import (
+    DELIVERY_COUNT_HEADER,
+    DROPPED_HEADERS_HEADER,
+    ERROR_HEADER,
+    REPLAYS_HEADER,
+    ROUTING_KEY_HEADER,
+)
 
 
 class Detail(BaseModel):
@@ -218,6 +225,8 @@ class NotificationRequested(EventEnvelope):
 class NotificationDelivery(BaseModel):
     notification_id: str
     recipient: Recipient
+    template: str
+    message_id: str = Field(description="The Message-ID of the email that was sent.")
 
 
 class NotificationSent(EventEnvelope):
@@ -235,55 +244,51 @@ EVENTS: dict[str, type[EventEnvelope]] = {
 }
 
 
-class Properties(BaseModel):
-    """AMQP basic properties (AsyncAPI calls them headers; they are not the headers table)."""
+def _absent_not_null(schema: dict[str, Any]) -> None:
+    """A header is absent, never null: no ``default: null`` beside a ``type``."""
+    for field in schema.get("properties", {}).values():
+        field.pop("default", None)
 
-    content_type: Literal["application/json"]
 
+class DeadLetterHeaders(BaseModel):
+    """The headers table of a dead letter: the command's own headers, kept, and why it died.
+    The command's AMQP properties (`message_id`, `correlation_id`, `reply_to`, ...) stay
+    properties."""
 
-class CommandProperties(Properties):
-    message_id: str | None = Field(
+    model_config = ConfigDict(extra="allow", json_schema_extra=_absent_not_null)
+
+    x_subreq_error: str | SkipJsonSchema[None] = Field(
         None,
-        description="Idempotency key: the same key processed twice has one effect and the "
-        "stored reply is sent again. Without it, request.submit, request.decide and "
-        "request.cancel are deduplicated by a hash of routing key and body for "
-        "SUBREQ_DEDUPE_WINDOW.",
+        alias=ERROR_HEADER,
+        description="Why subreq could not process it (at most 1000 characters). Absent when "
+        "the broker itself dead-lettered it (see x-death).",
     )
-    reply_to: str | None = Field(
-        None, description="Queue to reply to (default exchange); none: no reply."
+    x_subreq_routing_key: str | SkipJsonSchema[None] = Field(
+        None,
+        alias=ROUTING_KEY_HEADER,
+        description="The routing key the command was published with (subreq's copy travels "
+        "on the default exchange). Absent when the broker dead-lettered it, which keeps the "
+        "command's own routing key.",
     )
-    correlation_id: str | None = Field(
-        None, description="Copied to the reply; message_id is used when it is absent."
+    x_subreq_dropped_headers: bool | SkipJsonSchema[None] = Field(
+        None,
+        alias=DROPPED_HEADERS_HEADER,
+        description="true when the command's own headers could not be encoded again and "
+        "were left out of the copy.",
     )
-    delivery_mode: Literal[1, 2] = Field(2, description="2 (persistent) recommended.")
-
-
-class ReplyProperties(Properties):
-    correlation_id: str = Field(description="The command's correlation_id, else its message_id.")
-    type: str = Field(description="The command's routing key followed by .reply.")
-
-
-class EventProperties(Properties):
-    message_id: str = Field(description="The event_id.")
-    type: str = Field(description="The event type, as the routing key.")
-    delivery_mode: Literal[2]
-
-
-class DeadLetterProperties(BaseModel):
-    """The original command's properties and headers, plus why it died."""
-
-    x_subreq_error: str | None = Field(
-        None, alias=ERROR_HEADER, description="Why subreq could not process it."
+    x_subreq_replays: int | SkipJsonSchema[None] = Field(
+        None,
+        alias=REPLAYS_HEADER,
+        description="How often `subreq dlq replay` republished it before it died again.",
     )
-    x_subreq_routing_key: str | None = Field(
-        None, alias=ROUTING_KEY_HEADER, description="The command's routing key."
-    )
-    x_death: list[dict[str, Any]] | None = Field(
+    x_death: list[dict[str, Any]] | SkipJsonSchema[None] = Field(
         None,
         alias="x-death",
-        description="Set by the broker when the queue's delivery limit dead-lettered it; "
-        "the routing key is then the command's own.",
+        description="Set by the broker when it dead-lettered the command itself (the "
+        "command queue's delivery limit): reason, queue, count, time of each death.",
     )
-    message_id: str | None = None
-    correlation_id: str | None = None
-    reply_to: str | None = None
+    x_delivery_count: int | SkipJsonSchema[None] = Field(
+        None,
+        alias=DELIVERY_COUNT_HEADER,
+        description="Set by the quorum command queue: how often it had been redelivered.",
+    )

@@ -1,16 +1,27 @@
 """Example messages of the wire contract, with the values the test suite uses.
 
 They are the AsyncAPI document's examples. Tests validate each against its model and
-run the command examples through the real service, whose answers must match: the
-summary below is what the built-in catalog prices (5 support seats, 575.00 USD/month).
+its schema, and run the command examples through the real service (with the clock at
+``AT``, ``DECIDED_AT``, ...): every reply, event and dead letter it produces must equal
+its example but for the ids it generated. The summary below is what the built-in
+catalog prices (5 support seats, 575.00 USD/month).
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
+
+from workflow.contract.names import ERROR_HEADER, EVENT_OF_STATE, ROUTING_KEY_HEADER
 
 AT = "2026-01-05T09:00:00Z"
 DECIDED_AT = "2026-01-06T14:30:00Z"
+EXPIRED_AT = "2026-02-04T09:15:00Z"
+"""A sweep a quarter of an hour after the default SUBREQ_REQUEST_TTL (30 days) ran out."""
+SENT_AT = "2026-01-05T09:00:05Z"
+REJECTION = {"decision": "reject", "comment": "not this quarter"}
+VOIDING_UPSERT = {"type": "self_service"}
+"""What makes the example account ineligible, so its pending request is voided (R6)."""
 REQUEST_ID = "0b4f5c2e-8a1d-4e7b-9f3a-6c2d1e0f9a8b"
 SEATS = [{"type": "add_seats", "product": "support", "quantity": 5}]
 SUBSCRIPTION: dict[str, Any] = {
@@ -82,8 +93,25 @@ SUBMITTED = {
 }
 
 
+STEPS: dict[str, tuple[str, str | None, str, str]] = {
+    "approved": ("approve", "acme-owner", DECIDED_AT, "go ahead"),
+    "rejected": ("reject", "acme-owner", DECIDED_AT, REJECTION["comment"]),
+    "cancelled": ("cancel", "acme-admin", DECIDED_AT, "not needed"),
+    "expired": ("expire", None, EXPIRED_AT, "nobody decided within 30d"),
+    "voided": (
+        "void",
+        None,
+        DECIDED_AT,
+        "account acme is self-service: its owner or a billing admin changes the "
+        "subscription directly, so requests are not available",
+    ),
+}
+"""How the example request leaves ``pending``: trigger, actor, time and reason (a
+decision's or cancellation's reason is also its ``comment``)."""
+
+
 def request_view(state: str = "pending") -> dict[str, Any]:
-    """The example request, pending or decided by the owner."""
+    """The example request, pending or after the step of ``STEPS`` that ends in ``state``."""
     view: dict[str, Any] = {
         "request_id": REQUEST_ID,
         "account_id": "acme",
@@ -101,83 +129,125 @@ def request_view(state: str = "pending") -> dict[str, Any]:
     }
     if state == "pending":
         return view
-    trigger = {"approved": "approve", "rejected": "reject"}[state]
-    decided = {
+    trigger, actor, at, reason = STEPS[state]
+    step = {
         "from": "pending",
         "to": state,
         "trigger": trigger,
-        "actor_id": "acme-owner",
-        "at": DECIDED_AT,
-        "reason": "go ahead",
+        "actor_id": actor,
+        "at": at,
+        "reason": reason,
     }
     return {
         **view,
         "state": state,
-        "decided_at": DECIDED_AT,
-        "decided_by": "acme-owner",
-        "comment": "go ahead",
-        "history": [SUBMITTED, decided],
+        "decided_at": at,
+        "decided_by": actor,
+        "comment": reason if actor is not None else None,
+        "history": [SUBMITTED, step],
     }
 
 
-def _prices(monthly: str, annual: str) -> dict[str, str]:
-    return {"monthly": monthly, "annual": annual}
-
-
-SUPPORT = {
-    "id": "support",
-    "name": "Support",
-    "addable": False,
-    "plans": [
-        {
-            "id": "team",
-            "name": "Team",
-            "prices": {
-                "EUR": _prices("25.00", "240.00"),
-                "GBP": _prices("20.00", "192.00"),
-                "USD": _prices("25.00", "240.00"),
-            },
-        },
-        {
-            "id": "growth",
-            "name": "Growth",
-            "prices": {
-                "EUR": _prices("65.00", "624.00"),
-                "GBP": _prices("55.00", "528.00"),
-                "USD": _prices("69.00", "662.40"),
-            },
-        },
-        {
-            "id": "professional",
-            "name": "Professional",
-            "prices": {
-                "EUR": _prices("109.00", "1046.40"),
-                "GBP": _prices("92.00", "883.20"),
-                "USD": _prices("115.00", "1104.00"),
-            },
-        },
-        {
-            "id": "enterprise",
-            "name": "Enterprise",
-            "prices": {
-                "EUR": _prices("159.00", "1526.40"),
-                "GBP": _prices("135.00", "1296.00"),
-                "USD": _prices("169.00", "1622.40"),
-            },
-        },
-        {
-            "id": "enterprise_plus",
-            "name": "Enterprise Plus",
-            "prices": {
-                "EUR": _prices("199.00", "1910.40"),
-                "GBP": _prices("172.00", "1651.20"),
-                "USD": _prices("215.00", "2064.00"),
-            },
-        },
-    ],
+CURRENCIES = ("EUR", "GBP", "USD")
+PLAN_NAMES = {
+    "team": "Team",
+    "growth": "Growth",
+    "professional": "Professional",
+    "enterprise": "Enterprise",
+    "enterprise_plus": "Enterprise Plus",
 }
-"""The built-in catalog's first product as ``catalog.get`` answers it (the example shows
-only this one of its products)."""
+CATALOG_PRICES: dict[str, tuple[str, bool, dict[str, tuple[str, str, str]]]] = {
+    "support": (
+        "Support",
+        False,
+        {
+            "team": ("25.00", "20.00", "25.00"),
+            "growth": ("65.00", "55.00", "69.00"),
+            "professional": ("109.00", "92.00", "115.00"),
+            "enterprise": ("159.00", "135.00", "169.00"),
+            "enterprise_plus": ("199.00", "172.00", "215.00"),
+        },
+    ),
+    "suite": (
+        "Suite",
+        False,
+        {
+            "team": ("65.00", "55.00", "69.00"),
+            "growth": ("109.00", "92.00", "115.00"),
+            "professional": ("139.00", "119.00", "149.00"),
+            "enterprise": ("205.00", "175.00", "219.00"),
+            "enterprise_plus": ("269.00", "229.00", "289.00"),
+        },
+    ),
+    "guide": (
+        "Guide",
+        True,
+        {
+            "professional": ("45.00", "39.00", "49.00"),
+            "enterprise": ("75.00", "63.00", "79.00"),
+            "enterprise_plus": ("95.00", "79.00", "99.00"),
+        },
+    ),
+    "explore": (
+        "Explore",
+        True,
+        {
+            "professional": ("27.00", "23.00", "29.00"),
+            "enterprise": ("45.00", "39.00", "49.00"),
+            "enterprise_plus": ("65.00", "55.00", "69.00"),
+        },
+    ),
+    "collaboration": (
+        "Collaboration",
+        True,
+        {
+            "growth": ("37.00", "31.00", "39.00"),
+            "professional": ("45.00", "39.00", "49.00"),
+            "enterprise": ("55.00", "47.00", "59.00"),
+        },
+    ),
+    "productivity_pack": (
+        "Productivity Pack",
+        True,
+        {
+            "professional": ("23.00", "20.00", "25.00"),
+            "enterprise": ("33.00", "28.00", "35.00"),
+        },
+    ),
+}
+"""The built-in catalog as ``catalog.get`` answers it: per product its name, whether a
+request may add it, and each plan's monthly per-seat price in EUR, GBP and USD. A seat
+billed annually costs twelve months less 20 %."""
+
+
+def _cycle_prices(monthly: str) -> dict[str, str]:
+    annual = (Decimal(monthly) * 12 * Decimal("0.8")).quantize(Decimal("0.01"))
+    return {"monthly": monthly, "annual": str(annual)}
+
+
+CATALOG: dict[str, Any] = {
+    "products": [
+        {
+            "id": product,
+            "name": name,
+            "addable": addable,
+            "plans": [
+                {
+                    "id": plan,
+                    "name": PLAN_NAMES[plan],
+                    "prices": {
+                        currency: _cycle_prices(price)
+                        for currency, price in zip(CURRENCIES, prices, strict=True)
+                    },
+                }
+                for plan, prices in plans.items()
+            ],
+        }
+        for product, (name, addable, plans) in CATALOG_PRICES.items()
+    ],
+    "currencies": list(CURRENCIES),
+    "billing_cycles": ["monthly", "annual"],
+}
 
 
 def _ok(result: dict[str, Any]) -> dict[str, Any]:
@@ -191,18 +261,10 @@ REPLY_EXAMPLES: dict[str, dict[str, Any]] = {
     "request.preview": _ok({"summary": SUMMARY}),
     "request.submit": _ok({"request": request_view()}),
     "request.decide": _ok({"request": request_view("approved")}),
-    "request.cancel": _ok({"request": {**request_view(), "state": "cancelled"}}),
+    "request.cancel": _ok({"request": request_view("cancelled")}),
     "request.get": _ok({"request": request_view()}),
     "request.list": _ok({"requests": [request_view()]}),
-    "catalog.get": _ok(
-        {
-            "catalog": {
-                "products": [SUPPORT],
-                "currencies": ["EUR", "GBP", "USD"],
-                "billing_cycles": ["monthly", "annual"],
-            }
-        }
-    ),
+    "catalog.get": _ok({"catalog": CATALOG}),
 }
 
 ERROR_EXAMPLES: dict[str, dict[str, Any]] = {
@@ -240,7 +302,7 @@ ERROR_EXAMPLES: dict[str, dict[str, Any]] = {
     },
 }
 
-_NOTIFICATION = {
+_NOTIFICATION: dict[str, Any] = {
     "notification_id": "5d7e9a10-3c4b-4f2a-8e6d-1b0c9a8f7e6d",
     "template": "request_submitted",
     "locale": "en",
@@ -252,8 +314,42 @@ _NOTIFICATION = {
     "subject": "Acme Admin asks to change the subscription of Acme Inc.",
     "text": "Hello Acme Owner,\n\nAcme Admin asked for these changes to the subscription of "
     "Acme Inc.:\n\n  - Add 5 seats to Support (Professional): +575.00 USD\n\n"
-    "Additional cost: 575.00 USD per month.\n",
+    "Additional cost: 575.00 USD per month.\n\nNote from Acme Admin: new hires\n\n"
+    "As the account owner or a billing admin, you can approve or reject the\n"
+    "request. Nothing changes until one of you does.\n\n-- \n"
+    f"subreq, subscription change requests\nReference: {REQUEST_ID}",
+    "context": {
+        "recipient": "Acme Owner",
+        "to_requester": False,
+        "account": "Acme Inc.",
+        "request_id": REQUEST_ID,
+        "requester": "Acme Admin",
+        "actor": None,
+        "note": "new hires",
+        "comment": None,
+        "reason": None,
+        "lines": [
+            {
+                "kind": "add_seats",
+                "description": "Add 5 seats to Support (Professional)",
+                "product": "Support",
+                "plan": "Professional",
+                "from_plan": "Professional",
+                "seats": 15,
+                "added": 5,
+                "cost": "575.00",
+            }
+        ],
+        "total": "575.00",
+        "currency": "USD",
+        "period": "month",
+        "created_at": AT,
+        "at": AT,
+        "pending_seconds": 0,
+        "expires_at": None,
+    },
 }
+"""The owner's notice of the example submit (the first notification.requested it causes)."""
 
 
 def _event(n: int, type_: str, data: dict[str, Any], at: str = AT) -> dict[str, Any]:
@@ -267,41 +363,18 @@ def _event(n: int, type_: str, data: dict[str, Any], at: str = AT) -> dict[str, 
     }
 
 
-def _request_event(n: int, type_: str, state: str, at: str = DECIDED_AT) -> dict[str, Any]:
-    view = request_view("approved" if state == "approved" else "rejected")
-    if state not in ("approved", "rejected"):
-        reasons = {
-            "cancelled": "not needed",
-            "expired": "no decision in 30 days",
-            "voided": "the account is no longer sales-assisted",
-        }
-        trigger = {"cancelled": "cancel", "expired": "expire", "voided": "void"}[state]
-        actor = {"cancelled": "acme-admin"}.get(state)
-        step = {
-            "from": "pending",
-            "to": state,
-            "trigger": trigger,
-            "actor_id": actor,
-            "at": at,
-            "reason": reasons[state],
-        }
-        view = {
-            **request_view(),
-            "state": state,
-            "decided_at": at,
-            "decided_by": actor,
-            "history": [SUBMITTED, step],
-        }
-    return _event(n, type_, {"request": view}, at)
+def _request_event(n: int, state: str) -> dict[str, Any]:
+    at = STEPS[state][2] if state in STEPS else AT
+    return _event(n, EVENT_OF_STATE[state], {"request": request_view(state)}, at)
 
 
 EVENT_EXAMPLES: dict[str, dict[str, Any]] = {
-    "request.submitted": _event(1, "request.submitted", {"request": request_view()}),
-    "request.approved": _request_event(2, "request.approved", "approved"),
-    "request.rejected": _request_event(3, "request.rejected", "rejected"),
-    "request.cancelled": _request_event(4, "request.cancelled", "cancelled"),
-    "request.expired": _request_event(5, "request.expired", "expired"),
-    "request.voided": _request_event(6, "request.voided", "voided"),
+    "request.submitted": _request_event(1, "pending"),
+    "request.approved": _request_event(2, "approved"),
+    "request.rejected": _request_event(3, "rejected"),
+    "request.cancelled": _request_event(4, "cancelled"),
+    "request.expired": _request_event(5, "expired"),
+    "request.voided": _request_event(6, "voided"),
     "subscription.changed": _event(
         7,
         "subscription.changed",
@@ -316,6 +389,20 @@ EVENT_EXAMPLES: dict[str, dict[str, Any]] = {
     "notification.sent": _event(
         9,
         "notification.sent",
-        {k: _NOTIFICATION[k] for k in ("notification_id", "recipient")},
+        {
+            **{k: _NOTIFICATION[k] for k in ("notification_id", "recipient", "template")},
+            "message_id": f"<{_NOTIFICATION['notification_id']}@subreq.invalid>",
+        },
+        SENT_AT,
     ),
+}
+
+DEAD_LETTER_EXAMPLE: dict[str, Any] = {
+    "name": "schema_violation",
+    "summary": "A request.submit without changes, as the consumer dead-letters it.",
+    "headers": {
+        ERROR_HEADER: "changes: Field required",
+        ROUTING_KEY_HEADER: "request.submit",
+    },
+    "payload": {"account_id": "acme", "actor_id": "acme-admin"},
 }
