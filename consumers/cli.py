@@ -321,7 +321,7 @@ def health(
 
 @app.command()
 def asyncapi(as_json: JsonFlag = False) -> None:
-    """Print the AsyncAPI 3.0 description of the wire contract (docs/asyncapi.yaml)."""
+    """Print the AsyncAPI 3.1.0 description of the wire contract (docs/asyncapi.yaml)."""
     from workflow.contract.asyncapi import document, to_json, to_yaml
 
     doc = document()

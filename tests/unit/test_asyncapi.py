@@ -174,7 +174,7 @@ def test_the_examples_fit_the_models_of_their_schemas() -> None:
         Event.model_validate(event)
 
 
-def test_only_the_dead_letter_has_headers_and_no_property_is_called_a_header(
+def test_headers_are_real_headers_and_no_property_is_called_a_header(
     doc: dict[str, Any],
 ) -> None:
     """AMQP properties are not headers: a generator would put them in the headers table."""
@@ -195,7 +195,9 @@ def test_only_the_dead_letter_has_headers_and_no_property_is_called_a_header(
                 envelopes.DeadLetterHeaders.model_validate(example["headers"])
                 assert not amqp_properties & set(example["headers"]), name
             continue
-        assert "headers" not in message, name
+        # The others' only headers are the W3C Trace Context (contract additions: tracing).
+        headers = resolve(doc, message["headers"]["$ref"])
+        assert set(headers["properties"]) == {"traceparent", "tracestate"}, name
         for example in message["examples"]:
             assert "headers" not in example, name
 

@@ -29,7 +29,14 @@ from workflow.contract.bindings import (
     operation_binding,
     queue_binding,
 )
-from workflow.contract.envelopes import EVENTS, REPLIES, DeadLetterHeaders, ErrorReply
+from workflow.contract.envelopes import (
+    EVENTS,
+    REPLIES,
+    CommandHeaders,
+    DeadLetterHeaders,
+    ErrorReply,
+    TracedHeaders,
+)
 from workflow.contract.message_objects import CORRELATION, SCHEMAS, camel, messages, ref
 from workflow.contract.messages import COMMANDS
 from workflow.contract.names import (
@@ -69,6 +76,8 @@ def _schemas() -> dict[str, Any]:
         (ErrorReply, "serialization"),
         *((model, "serialization") for model in dict.fromkeys(EVENTS.values())),
         (DeadLetterHeaders, "serialization"),
+        (CommandHeaders, "validation"),
+        (TracedHeaders, "serialization"),
     ]
     _, definitions = models_json_schema(models, ref_template=SCHEMAS + "{model}")
     schemas: dict[str, Any] = _drop_discriminators(definitions.get("$defs", {}))

@@ -250,6 +250,39 @@ def _absent_not_null(schema: dict[str, Any]) -> None:
         field.pop("default", None)
 
 
+TRACEPARENT = Field(
+    None,
+    pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+    description="W3C Trace Context: version-trace id-parent span id-flags.",
+)
+
+
+class CommandHeaders(BaseModel):
+    """Optional headers of a command: a W3C Trace Context, which the worker continues (a
+    malformed one is ignored and a new trace starts; the command is never refused for it).
+    Any other header is ignored."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra=_absent_not_null)
+
+    traceparent: str | SkipJsonSchema[None] = TRACEPARENT
+    tracestate: str | SkipJsonSchema[None] = Field(
+        None, description="W3C Trace Context: vendor-specific trace state."
+    )
+
+
+class TracedHeaders(BaseModel):
+    """Headers of a reply or an event: its trace (the command's), when the worker traces
+    (OpenTelemetry configured by OTEL_* variables); absent otherwise."""
+
+    model_config = ConfigDict(json_schema_extra=_absent_not_null)
+
+    traceparent: str | SkipJsonSchema[None] = TRACEPARENT
+    tracestate: str | SkipJsonSchema[None] = Field(
+        None,
+        description="W3C Trace Context: vendor-specific trace state, when the command had one.",
+    )
+
+
 class DeadLetterHeaders(BaseModel):
     """The headers table of a dead letter: the command's own headers, kept, and why it died.
     The command's AMQP properties (`message_id`, `correlation_id`, `reply_to`, ...) stay

@@ -79,10 +79,12 @@ def command_message(key: str) -> dict[str, Any]:
         "title": f"{key} command",
         "summary": COMMAND_SUMMARIES[key],
         "description": _described(
-            "Unknown body fields are ignored and never grant anything. No headers are needed.",
+            "Unknown body fields are ignored and never grant anything. No headers are needed; "
+            "a `traceparent` (W3C Trace Context) is continued.",
             properties.COMMAND,
         ),
         "contentType": JSON,
+        "headers": ref(SCHEMAS + "CommandHeaders"),
         "payload": ref(SCHEMAS + COMMANDS[key].__name__),
         "correlationId": ref(CORRELATION_IDS + "command"),
         "examples": [{"name": key, "payload": COMMAND_EXAMPLES[key]}],
@@ -118,10 +120,11 @@ def reply_message(key: str) -> dict[str, Any]:
         "summary": f"The answer to {key}: {model.__name__} or ErrorReply.",
         "description": _described(
             "Published to the default exchange with routing key = the command's `reply_to`. "
-            "No headers.",
+            "Its only header is `traceparent`, when the worker traces.",
             properties.REPLY,
         ),
         "contentType": JSON,
+        "headers": ref(SCHEMAS + "TracedHeaders"),
         "payload": {"oneOf": [ref(SCHEMAS + model.__name__), ref(SCHEMAS + "ErrorReply")]},
         "correlationId": ref(CORRELATION_IDS + "reply"),
         "bindings": message_binding(key + REPLY_SUFFIX),
@@ -136,10 +139,12 @@ def event_message(type_: str) -> dict[str, Any]:
         "summary": EVENT_SUMMARIES[type_],
         "description": _described(
             "Published from the transactional outbox, so only after the change committed. "
-            "No headers.",
+            "Its only header is `traceparent` (the trace of the command that caused it), when "
+            "the worker traces.",
             properties.EVENT,
         ),
         "contentType": JSON,
+        "headers": ref(SCHEMAS + "TracedHeaders"),
         "payload": ref(SCHEMAS + EVENTS[type_].__name__),
         "bindings": message_binding(type_),
         "examples": [{"name": type_, "payload": EVENT_EXAMPLES[type_]}],
