@@ -154,9 +154,11 @@ class CountingService(CommandService):
         super().__init__(*args, **kwargs)
         self.attempts = 0
 
-    def handle_batch(self, items: Sequence[tuple[str, Any, str | None]]) -> list[Outcome]:
+    def handle_batch(
+        self, items: Sequence[tuple[str, Any, str | None]], traces: Any = None
+    ) -> list[Outcome]:
         self.attempts += 1
-        return super().handle_batch(items)
+        return super().handle_batch(items, traces)
 
 
 @pytest.fixture

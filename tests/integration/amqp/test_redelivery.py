@@ -41,8 +41,10 @@ class RecordingService(CommandService):
         super().__init__(*args, **kwargs)
         self.handled: list[tuple[str | None, Outcome]] = []
 
-    def handle_batch(self, items: Sequence[tuple[str, Any, str | None]]) -> list[Outcome]:
-        outcomes = super().handle_batch(items)
+    def handle_batch(
+        self, items: Sequence[tuple[str, Any, str | None]], traces: Any = None
+    ) -> list[Outcome]:
+        outcomes = super().handle_batch(items, traces)
         self.handled.extend(
             (message_id, o) for (_, _, message_id), o in zip(items, outcomes, strict=True)
         )
