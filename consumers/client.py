@@ -54,12 +54,16 @@ from workflow.contract.envelopes import (
 )
 from workflow.contract.messages import AccountType, BillingCycle, RequestView, Role, State, Summary
 
-__all__ = [  # the refusals too, so integrators import from one module
+__all__ = [  # the results and refusals too, so integrators import from one module
+    "AccountUpserted",
+    "CatalogView",
     "ChangeItem",
     "Forbidden",
     "InvalidChange",
     "InvalidMessage",
     "InvalidState",
+    "MemberRemoved",
+    "MemberUpserted",
     "NoWorker",
     "NotEligible",
     "NotFound",
@@ -67,8 +71,10 @@ __all__ = [  # the refusals too, so integrators import from one module
     "Refusal",
     "ReplyTimeout",
     "RequestPending",
+    "RequestView",
     "SubreqClient",
     "Subscription",
+    "Summary",
     "UnexpectedReply",
     "UnknownAccount",
     "UnknownMember",
