@@ -86,9 +86,7 @@ def main(url: str) -> None:
 
         # guide: refusals
         try:
-            client.submit(
-                ACCOUNT, ADMIN, [{"type": "add_seats", "product": "support", "quantity": 1}]
-            )
+            client.submit(ACCOUNT, ADMIN, changes)  # while the first is pending
         except RequestPending as refused:
             print(f"refused: {refused.code}: pending request {refused.request_id}")
         try:
