@@ -188,6 +188,7 @@ TEMPLATES: dict[str, st.SearchStrategy[dict[str, Any]]] = {
         {"account_id": ids, "actor_id": ids},
         optional={"state": st.sampled_from(["pending", "approved", "all"]) | texts},
     ),
+    "catalog.get": st.just({}),
 }
 
 
@@ -257,6 +258,7 @@ SCHEMA_VALID: dict[str, st.SearchStrategy[dict[str, Any]]] = {
         {"account_id": short_ids, "actor_id": short_ids},
         optional={"state": st.sampled_from(["pending", "approved"])},
     ),
+    "catalog.get": st.just({}),  # no fields: any JSON object is one
 }
 
 

@@ -232,6 +232,8 @@ class Judge:
             self.violation("reply is not a JSON reply", message, repr(raw[:200]))
             return
         if ok:
+            if message.routing_key == "catalog.get":
+                return  # a query of no fields: any JSON object asks it, and it changes nothing
             if message.routing_key != "account.upsert":
                 self.violation("hostile command accepted", message, repr(raw[:300]))
             else:
