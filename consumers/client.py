@@ -4,6 +4,8 @@ Each method publishes its command (confirmed by the broker), waits for the reply
 returns the reply's ``result`` parsed into the contract's pydantic models
 (``workflow.contract.envelopes``); a refusal raises the ``Refusal`` subclass of its code
 (``consumers.replies``). ``call``, ``publish`` and ``wait`` stay for raw reply dicts.
+Inputs are typed dicts and ``Literal``s rather than models, so the contract's JSON is
+written as it is and still type-checked.
 
 Replies come through RabbitMQ's direct reply-to, so the client declares no queue of its
 own; anything it does is plain AMQP and JSON, as any language's client would do it.
