@@ -29,6 +29,7 @@ $(STAMP): pyproject.toml
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/mypy --strict docs/examples/python_client.py  # the guide's example, typed as shown
 
 test: venv node lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

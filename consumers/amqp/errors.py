@@ -11,7 +11,12 @@ __all__ = ["AMQPError", "DeadLetterError", "NoWorker", "ReplyTimeout", "Unsuppor
 
 
 class ReplyTimeout(SubreqError, TimeoutError):
-    """Raised when no reply arrived in time; the command may still be processed later."""
+    """Raised when no reply arrived in time; the command may still be processed later, so
+    a retry must reuse its ``message_id`` (when known, it is this error's)."""
+
+    def __init__(self, message: str, *, message_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message_id = message_id
 
 
 class NoWorker(SubreqError, RuntimeError):

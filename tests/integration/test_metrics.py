@@ -12,7 +12,7 @@ import pika
 import pytest
 
 from consumers.amqp.connection import connect
-from consumers.client import SubreqClient
+from consumers.client import Forbidden, SubreqClient
 from consumers.worker import Worker, WorkerOptions
 from tests.integration.helpers import SEATS, account, member
 from workflow.contract.names import (
@@ -72,8 +72,9 @@ def test_metrics_count_outcomes_and_read_state(worker: Worker, amqp_url: str) ->
         assert client.call("member.upsert", member("m-owner", "owner", "metrics"))["ok"]
         assert client.call("member.upsert", member("m-admin", "admin", "metrics"))["ok"]
         assert client.call("member.upsert", member("m-agent", "agent", "metrics"))["ok"]
-        assert client.submit("metrics", "m-admin", SEATS)["ok"]
-        assert client.submit("metrics", "m-agent", SEATS)["error"]["code"] == "forbidden"
+        assert client.submit("metrics", "m-admin", SEATS).state == "pending"
+        with pytest.raises(Forbidden):
+            client.submit("metrics", "m-agent", SEATS)
         client.publish("no.such.command", {"x": 1}, reply=False)
     ok = 'subreq_commands_total{command="request.submit",outcome="ok"}'
     forbidden = 'subreq_commands_total{command="request.submit",outcome="forbidden"}'

@@ -251,21 +251,27 @@ def test_project_client_drives_the_whole_workflow(
 ) -> None:
     """``SubreqClient`` (direct reply-to) against a running worker: its per-command methods."""
     with running_worker(amqp_url, url_of(database), relay=False), SubreqClient(amqp_url) as sub:
-        assert sub.upsert_account(
-            "beta", "Beta Inc.", "sales_assisted", True, account("beta")["subscription"]
-        )["ok"]
+        assert (
+            sub.upsert_account(
+                "beta", "Beta Inc.", "sales_assisted", True, account("beta")["subscription"]
+            ).account_id
+            == "beta"
+        )
         for user, role in [("owner", "owner"), ("admin", "admin"), ("temp", "agent")]:
-            assert sub.upsert_member(
-                "beta", f"beta-{user}", user.title(), f"{user}@beta.example", role
-            )["ok"]
-        assert sub.remove_member("beta", "beta-temp")["result"]["account_id"] == "beta"
-        assert sub.preview("beta", "beta-admin", SEATS)["result"]["summary"]["lines"]
-        first = sub.submit("beta", "beta-admin", SEATS, note="n")["result"]["request"]
-        assert sub.get(first["request_id"], "beta-owner")["result"]["request"] == first
-        assert sub.cancel(first["request_id"], "beta-admin", "changed my mind")["ok"]
-        second = sub.submit("beta", "beta-admin", GUIDE)["result"]["request"]
-        rejected = sub.decide(second["request_id"], "beta-owner", "reject", "too expensive")
-        assert rejected["result"]["request"]["state"] == "rejected"
-        states = [r["state"] for r in sub.list("beta", "beta-owner")["result"]["requests"]]
+            assert (
+                sub.upsert_member(
+                    "beta", f"beta-{user}", user.title(), f"{user}@beta.example", role
+                ).user_id
+                == f"beta-{user}"
+            )
+        assert sub.remove_member("beta", "beta-temp").account_id == "beta"
+        assert sub.preview("beta", "beta-admin", SEATS).lines
+        first = sub.submit("beta", "beta-admin", SEATS, note="n")
+        assert sub.get_request(first.request_id, "beta-owner") == first
+        assert sub.cancel(first.request_id, "beta-admin", "changed my mind").state == "cancelled"
+        second = sub.submit("beta", "beta-admin", GUIDE)
+        rejected = sub.decide(second.request_id, "beta-owner", "reject", "too expensive")
+        assert rejected.state == "rejected"
+        states = [r.state for r in sub.list_requests("beta", "beta-owner")]
         assert states == ["rejected", "cancelled"]
-        assert sub.list("beta", "beta-owner", state="pending")["result"]["requests"] == []
+        assert sub.list_requests("beta", "beta-owner", state="pending") == []
