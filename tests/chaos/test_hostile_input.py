@@ -40,6 +40,7 @@ from tests.chaos.hostile import (
 )
 from tests.chaos.sizes import Sizes
 from tests.chaos.stack import Stack
+from tests.contract import ERROR_CODES
 from tests.integration.helpers import wait_until
 from workflow.app.parsing import dedupe_key
 from workflow.contract.names import (
@@ -54,18 +55,7 @@ from workflow.domain.catalog import Catalog
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres, pytest.mark.slow]
 
-REFUSALS = {
-    "invalid_message",
-    "unknown_account",
-    "unknown_member",
-    "not_eligible",
-    "forbidden",
-    "out_of_scope",
-    "invalid_change",
-    "request_pending",
-    "not_found",
-    "invalid_state",
-}
+REFUSALS = frozenset(ERROR_CODES)
 REPLY_TIMEOUT = 10.0
 RSS_GROWTH_MIB = 64  # allowed growth over the warmed-up worker
 RSS_LIMIT_MIB = 400  # absolute bound

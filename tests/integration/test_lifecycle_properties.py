@@ -43,6 +43,7 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import Connection, delete, func, select
 
+from tests.contract import ERROR_CODES
 from workflow.app.service import CommandService, Outcome
 from workflow.domain.catalog import Catalog, load_catalog
 from workflow.persistence import tables as t
@@ -128,20 +129,7 @@ EVENT_OF_STATE = {
 FINAL_STATES = frozenset({"approved", "rejected", "cancelled", "expired", "voided"})
 BODY_DEDUPED = frozenset({"request.submit", "request.decide", "request.cancel"})
 DEDUPE_WINDOW = timedelta(minutes=10)  # CommandService's default
-# The contract's list of error codes, in its order: the top-level code is the first listed.
-PRECEDENCE = [
-    "invalid_message",
-    "unknown_account",
-    "unknown_member",
-    "not_eligible",
-    "forbidden",
-    "out_of_scope",
-    "invalid_change",
-    "request_pending",
-    "not_found",
-    "invalid_state",
-]
-"""Error codes, highest precedence first: a reply carries the first of its denials."""
+PRECEDENCE = list(ERROR_CODES)
 
 
 def _leading(codes: set[str]) -> str:

@@ -1,4 +1,5 @@
-"""The ``subreq`` command line: the worker, sending commands, migrations and reports.
+"""The ``subreq`` command line: the worker, sending commands, migrations and reports
+(the dead-letter commands are in ``dlq.py``, how failures end in ``exits.py``).
 
 Settings are read when a command needs them, not at start, so ``--help`` and ``diagram``
 work whatever the environment holds. Every expected failure ends as one line on stderr:
@@ -8,24 +9,24 @@ exit 2 for configuration to fix, 1 for a database that is unreachable or lacks a
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Literal, NoReturn
+from typing import Annotated, Literal
 
 import orjson
 import typer
 
 from consumers import logs, terminal
-from consumers.amqp import patches
 from consumers.amqp.connection import unreachable
 from consumers.amqp.errors import AMQPError
+from consumers.cli.dlq import dlq_app
+from consumers.cli.exits import JsonFlag, database, fail, one_line, reported
 from workflow.domain.lifecycle import mermaid
-from workflow.errors import ConfigurationError, SubreqError
+from workflow.errors import ConfigurationError
 from workflow.ops import reports
 from workflow.persistence import migrate
-from workflow.persistence.database import Database
-from workflow.settings import Settings, load_settings
+from workflow.settings import load_settings
+
+__all__ = ["State", "app", "main", "one_line"]
 
 State = Literal["pending", "approved", "rejected", "cancelled", "expired", "voided"]
 """The stored states (``workflow.domain.lifecycle.STATES``), spelled out for ``--help``."""
@@ -44,48 +45,8 @@ notifications_app = typer.Typer(help="Read what the email notifier did.", no_arg
 app.add_typer(db_app, name="db")
 app.add_typer(requests_app, name="requests")
 app.add_typer(audit_app, name="audit")
-dlq_app = typer.Typer(
-    help="Inspect and replay dead-lettered commands (subreq.commands.dead).",
-    no_args_is_help=True,
-)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(notifications_app, name="notifications")
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
-
-
-def fail(message: str, code: int) -> NoReturn:
-    typer.echo(f"subreq: {one_line(message)}", err=True)
-    raise typer.Exit(code)
-
-
-def one_line(message: str) -> str:
-    """A catalog error lists one problem per line; the terminal gets them on one."""
-    return "; ".join(part.strip() for part in message.splitlines() if part.strip())
-
-
-@contextmanager
-def reported() -> Iterator[None]:
-    """Expected failures become one line and an exit code, never a traceback."""
-    try:
-        yield
-    except ConfigurationError as exc:
-        fail(str(exc), 2)
-    except SubreqError as exc:
-        fail(str(exc), 1)
-
-
-@contextmanager
-def database() -> Iterator[tuple[Settings, Database]]:
-    """The settings and the database they name, released at the end of the command."""
-    with reported():
-        settings = load_settings()
-        db = Database(settings.database_url, pool_size=1)
-        try:
-            with reports.database_errors(db):
-                yield settings, db
-        finally:
-            db.dispose()
 
 
 @db_app.command("upgrade")
@@ -326,95 +287,6 @@ def asyncapi(as_json: JsonFlag = False) -> None:
 
     doc = document()
     typer.echo(to_json(doc) if as_json else to_yaml(doc), nl=False)
-
-
-@contextmanager
-def broker_reported() -> Iterator[Settings]:
-    """Settings for a broker command; broker failures become one line and exit 1."""
-    from consumers.amqp.errors import DeadLetterError
-
-    with reported():
-        settings = load_settings()
-        patches.apply()  # dead letters may carry header values pika cannot decode alone
-        try:
-            yield settings
-        except DeadLetterError as exc:
-            fail(str(exc), 1)
-        except AMQPError as exc:
-            fail(f"broker failure: {exc!r}", 1)
-
-
-@dlq_app.command("list")
-def dlq_list(
-    limit: Annotated[
-        int, typer.Option(min=1, max=65535, help="At most this many, oldest first.")
-    ] = 50,
-    as_json: JsonFlag = False,
-) -> None:
-    """Show dead-lettered commands without removing them: routing key, message_id, why.
-
-    They are held unacknowledged while read, then all requeued in their order: they come
-    back marked redelivered, and nothing else changes.
-    """
-    from consumers.deadletters import describe, peek
-
-    with broker_reported() as settings:
-        letters = peek(settings.amqp_url, limit)
-    if as_json:
-        typer.echo(terminal.to_json([letter.as_dict() for letter in letters]))
-    elif letters:
-        typer.echo("\n\n".join(describe(letter) for letter in letters))
-    else:
-        typer.echo("no dead letters")
-
-
-@dlq_app.command("replay")
-def dlq_replay(
-    replay_all: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
-    message_id: Annotated[
-        str | None, typer.Option("--message-id", help="Replay the dead letters with this id.")
-    ] = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-) -> None:
-    """Republish dead letters to subreq.commands with their routing key and properties.
-
-    Each leaves the dead letters only once the broker confirmed its copy; its message_id
-    is kept, so a command that did commit earlier is answered again, not run twice.
-    """
-    from consumers.deadletters import DeadLetter, describe, matching, peek, replay
-
-    if replay_all == (message_id is not None):
-        fail("give either --all or --message-id ID", 2)
-
-    def wanted(letter: DeadLetter) -> bool:
-        return replay_all or letter.message_id == message_id
-
-    shown: list[DeadLetter] = []
-    with broker_reported() as settings:
-        select: Callable[[DeadLetter], bool] = wanted
-        if not yes:
-            # Shown, then replayed on a new connection: held messages must not wait on a
-            # person (no heartbeats while the prompt blocks), so the replay takes exactly
-            # what was shown, matched by fingerprint, not what arrived since.
-            shown = [letter for letter in peek(settings.amqp_url) if wanted(letter)]
-            if not shown:
-                fail(_nothing_to_replay(message_id), 1)
-            typer.echo("\n\n".join(describe(letter) for letter in shown) + "\n")
-            typer.confirm(f"Replay these {len(shown)} to subreq.commands?", abort=True)
-            select = matching(shown)
-        result = replay(settings.amqp_url, select)
-    for letter in result.replayed:
-        typer.echo(f"replayed {letter.routing_key} (message_id {letter.message_id or '-'})")
-    if result.failure:
-        fail(f"stopped: {result.failure}", 1)
-    if not result.replayed:
-        fail(_nothing_to_replay(message_id), 1)
-    if shown and len(result.replayed) < len(shown):
-        fail(f"{len(shown) - len(result.replayed)} of them had left the queue meanwhile", 1)
-
-
-def _nothing_to_replay(message_id: str | None) -> str:
-    return f"no dead letter with message_id {message_id}" if message_id else "no dead letters"
 
 
 def main() -> None:
