@@ -15,7 +15,7 @@ from typing import Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, SpanKind, Tracer
+from opentelemetry.trace import Link, SpanKind, Tracer, TracerProvider
 
 __all__ = [
     "Context",
@@ -37,9 +37,17 @@ TRACE_HEADERS = ("traceparent", "tracestate")
 SYSTEM = "rabbitmq"
 
 
+_current: list[tuple[TracerProvider, Tracer]] = []
+
+
 def tracer() -> Tracer:
-    """The proxy tracer: it follows whichever provider is installed, even a later one."""
-    return trace.get_tracer("subreq")
+    """subreq's tracer of the provider installed now (a proxy until one is), created once
+    per provider: asking the SDK's provider for it costs more than many spans' worth. The
+    provider is held, so a provider installed later is never mistaken for it."""
+    provider = trace.get_tracer_provider()
+    if not _current or _current[0][0] is not provider:
+        _current[:] = [(provider, provider.get_tracer("subreq"))]
+    return _current[0][1]
 
 
 def carried(carrier: Mapping[str, Any] | None) -> Context:
