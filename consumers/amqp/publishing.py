@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from itertools import groupby
 from typing import Any, TypeAlias
 
 import pika
@@ -37,28 +38,48 @@ def publish_queued(
 def publish_events(channel: BlockingChannel, events: Sequence[PendingEvent]) -> None:
     """The relay's batch, on a channel in transaction mode: returns once the broker committed
     all of it; any failure raises, and the database transaction that claimed the rows rolls
-    back. An event written in a trace is published in it: its publish span continues the
-    stored context, whose ``traceparent`` the event carries as a header."""
-    for event in events:
-        properties = BasicProperties(
-            content_type="application/json",
-            delivery_mode=pika.DeliveryMode.Persistent,
-            message_id=event.event_id,
-            type=event.type,
-            timestamp=int(event.occurred_at.timestamp()),  # the event's occurred_at
-        )
-        if event.traceparent is None:  # written without a trace (tracing off)
-            publish_queued(channel, EVENTS_EXCHANGE, event.type, event.payload, properties)
+    back. Events written in a trace are published in it: the events one command wrote
+    (adjacent in the outbox) share one publish span continuing the stored context, whose
+    ``traceparent`` each of them carries as a header."""
+    for traceparent, group in groupby(events, key=lambda event: event.traceparent):
+        same_trace = list(group)
+        if traceparent is None:  # written without a trace (tracing off)
+            for event in same_trace:
+                _publish_event(channel, event, None)
             continue
+        first = same_trace[0]
+        attributes: dict[str, str | int] = {
+            **messaging("publish", EVENTS_EXCHANGE, first.type, first.event_id)
+        }
+        if len(same_trace) > 1:
+            attributes = {
+                **messaging("publish", EVENTS_EXCHANGE, None, None),
+                "messaging.batch.message_count": len(same_trace),
+            }
         with tracer().start_as_current_span(
             f"publish {EVENTS_EXCHANGE}",
-            context=carried({"traceparent": event.traceparent}),
+            context=carried({"traceparent": traceparent}),
             kind=SpanKind.PRODUCER,
-            attributes=messaging("publish", EVENTS_EXCHANGE, event.type, event.event_id),
+            attributes=attributes,
         ):
-            properties.headers = headers_of()
-            publish_queued(channel, EVENTS_EXCHANGE, event.type, event.payload, properties)
+            headers = headers_of()
+            for event in same_trace:
+                _publish_event(channel, event, headers)
     channel.tx_commit()  # writes them all
+
+
+def _publish_event(
+    channel: BlockingChannel, event: PendingEvent, headers: dict[str, str] | None
+) -> None:
+    properties = BasicProperties(
+        content_type="application/json",
+        delivery_mode=pika.DeliveryMode.Persistent,
+        message_id=event.event_id,
+        type=event.type,
+        timestamp=int(event.occurred_at.timestamp()),  # the event's occurred_at
+        headers=headers,
+    )
+    publish_queued(channel, EVENTS_EXCHANGE, event.type, event.payload, properties)
 
 
 def copy_properties(props: BasicProperties, headers: dict[str, Any]) -> BasicProperties:
