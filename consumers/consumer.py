@@ -236,7 +236,14 @@ class CommandConsumer:
         except Exception:  # a bug, not bad input: isolate the message that triggers it
             log.exception("batch failed; handling its commands one by one")
             outcomes = [self._one(d) for d in batch]
-        links = [link for d in batch if (link := link_to(carried(d.properties.headers)))]
+        # Linked to each command's processing span: no header is parsed again, and with
+        # tracing off there is nothing to link (no outcome carries a traceparent).
+        processed = [] if isinstance(outcomes, Failed) else outcomes
+        links = [
+            link
+            for o in processed
+            if o.traceparent and (link := link_to(carried({"traceparent": o.traceparent})))
+        ]
         with tracer().start_as_current_span(
             f"settle {COMMANDS_QUEUE}",
             kind=SpanKind.CLIENT,

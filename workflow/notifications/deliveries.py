@@ -166,7 +166,7 @@ def mark_sent(db: Database, notice: Notice, token: str, now: datetime, message_i
         # The account lock first, as every command takes it: the event's outbox id then
         # follows those of the request's events committed before it, and the relay, which
         # publishes in id order, keeps the request's events in order.
-        store.account(notice.account_id, lock=True)
+        store.lock_account(notice.account_id)
         done = store.deliveries.settle(
             notice.notification_id,
             token,

@@ -174,6 +174,18 @@ class SqlStore:
             self.preload([account_id], [], [])
         return self.cache.accounts[account_id]
 
+    def lock_account(self, account_id: str) -> None:
+        """Only the account's lock, as a command takes it, for a write outside the command
+        path that must be ordered with the account's commands; nothing else is read."""
+        sql = self.sql
+        sql.select(
+            t.accounts,
+            f"account_id = {sql.mark}",
+            [account_id],
+            names=["account_id"],
+            suffix=sql.lock_rows,
+        )
+
     def save_account(self, values: Mapping[str, Any], *, exists: bool) -> None:
         account_id = values["account_id"]
         current = self.cache.accounts.get(account_id)
