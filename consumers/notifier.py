@@ -1,42 +1,51 @@
-"""The email notifier: ``notification.requested`` events in, one email each out (R16-R18).
+"""The email notifier: due delivery records in, one email each out (R16-R18).
 
-It consumes its own quorum queue (``subreq.notifications``) on
-``consumers.amqp.loop``: broker I/O stays on the connection's thread; claiming,
-rendering, SMTP and recording run one at a time on a worker thread, so heartbeats
-flow during a slow SMTP server.
+It reads no broker queue. Commands write a ``pending`` delivery record beside each
+``notification.requested`` event (which is still published for other consumers); the
+notifier claims due records from the database and sends them over a pool of SMTP
+connections, one thread each, each connection reused from mail to mail:
 
-A delivery is acknowledged only when its outcome is recorded: sent (with
-``notification.sent`` in the outbox), already handled by someone else, or failed
-for good (then a copy goes to ``subreq.notifications.dead`` with the reason in
-``x-subreq-error`` first). A failure a retry may cure keeps the message in hand
-and tries again with exponential backoff, the others going on meanwhile; after
-``RetryPolicy.attempts`` attempts it is dead-lettered too. See
-``workflow.notifications.deliveries`` for why a message is never sent twice.
+- one *exchange* thread (the caller of :meth:`Notifier.run`) talks to the database: in
+  one transaction it records every outcome the senders finished since the last one and
+  claims as many due records as the senders can take (two per connection, so none waits
+  for a claim), then waits for the next outcome or, idle, polls every ``poll`` seconds;
+- ``connections`` sender threads build each email (``consumers.outgoing.build_email``) and
+  hand it to their own SMTP connection.
+
+The email window (the server said 250, the record does not say ``sent`` yet) is one
+outcome's wait for the exchange in progress plus the next commit: milliseconds. A
+process killed in it sends those mails again once their claims' lease (``stale_after``)
+ends; claimed mails not yet handed over are sent once, after the lease.
+
+A failure a retry may cure (server away, busy, 4xx) records ``retrying`` with an
+exponential backoff; after ``RetryPolicy.attempts`` attempts, or at once for a
+permanent one (5xx, an unusable address, a template error), the record says ``failed``
+with the reason and a copy of the notification goes to ``subreq.notifications.dead`` with
+the reason in ``x-subreq-error`` (confirmed by the broker, else tried again later). When
+the database is away, outcomes stay in hand (a sent mail is never sent again for it) and
+the exchange is tried again with backoff.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.headerregistry import Address
-from typing import Literal
 
-from consumers.amqp.deliveries import Ack, Action, Bury, Delivery, Later
-from consumers.amqp.loop import Apply, DeliveryLoop
-from consumers.mail import DeliveryError, Mailer, Outgoing, Permanent, build_message, recipient
+from consumers.amqp.letters import Letter, dead_letter
+from consumers.mail import DeliveryError, Mailer
 from consumers.metrics import NOTIFICATIONS
-from workflow.contract.names import EVENTS_EXCHANGE, NOTIFICATIONS_DEAD_QUEUE, NOTIFICATIONS_QUEUE
+from consumers.outgoing import build_email
 from workflow.errors import TransientError
 from workflow.notifications import deliveries
-from workflow.notifications.deliveries import BadNotice, Claim, ClaimStatus, Notice, parse_notice
-from workflow.notifications.texts import Email, render_email
+from workflow.notifications.deliveries import Claimed, Outcome
 from workflow.persistence.database import Database
-from workflow.telemetry import SpanKind, carried, messaging, tracer
+from workflow.telemetry import SpanKind, carried, current_traceparent, tracer
 
 log = logging.getLogger(__name__)
 
@@ -58,256 +67,249 @@ class RetryPolicy:
         return float(min(self.ceiling, self.first * 2 ** max(0, attempt - 1)))
 
 
-@dataclass(frozen=True)
-class Sent:
-    """Handed to the SMTP server; what recording it needs."""
+REPORT_BATCH = 100
+"""Dead-letter copies made per look."""
 
-    notice: Notice
-    token: str
-    message_id: str
-
-
-@dataclass
-class InHand:
-    """A delivery not yet settled, and what this process knows about it."""
-
-    delivery: Delivery
-    due: float = 0.0
-    token: str | None = None  # our last claim, so a retry may take it over at once
-    unrecorded: Sent | None = None  # sent, but the "sent" commit failed: never resend
-    database_failures: int = 0
-
-
-@dataclass(frozen=True)
-class Verdict:
-    settle: Literal["ack", "later", "dead"]
-    reason: str = ""
-    delay: float = 0.0
-
-
-def settle_verdict(delivery: Delivery, verdict: Verdict) -> list[Action]:
-    """What to tell the broker: an ack once the outcome is recorded, nothing yet for a
-    retry, and for a notification given up a confirmed dead-letter copy before the ack."""
-    if verdict.settle == "later":
-        return [Later(verdict.delay)]
-    if verdict.settle == "dead":
-        return [Bury(NOTIFICATIONS_DEAD_QUEUE, delivery, verdict.reason), Ack(delivery.tag)]
-    return [Ack(delivery.tag)]
+IN_HAND_PER_CONNECTION = 2
+"""Claims held per SMTP connection: one being sent, one ready, so none waits for a claim."""
 
 
 class Notifier:
-    """Delivers until ``stop`` is set, reconnecting to the broker with backoff."""
+    """Delivers until ``stop`` is set; then finishes and records what is in hand."""
 
     def __init__(
         self,
         url: str,
         db: Database,
-        mailer: Mailer,
+        mailers: Callable[[], Mailer],
         sender: Address,
         *,
         stop: threading.Event,
         on_commit: Callable[[], None] | None = None,
-        prefetch: int = 20,
+        wake: threading.Event | None = None,
+        connections: int = 8,
         retry: RetryPolicy | None = None,
         stale_after: timedelta = timedelta(minutes=5),
+        poll: float = 0.2,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.url = url
         self.db = db
-        self.mailer = mailer
+        self.mailers = mailers
         self.sender = sender
         self.stop = stop
         self.on_commit = on_commit
-        self.prefetch = prefetch
+        self.wake = wake or threading.Event()
+        self.connections = connections
         self.retry = retry or RetryPolicy()
         self.stale_after = stale_after
+        self.poll = poll
         self.clock = clock
         self.sent = 0
         self.dead = 0
-        self._loop = DeliveryLoop(
-            url,
-            self,
-            name="subreq-notifier",
-            queue=NOTIFICATIONS_QUEUE,
-            prefetch=prefetch,
-            stop=stop,
-            work_thread="subreq-mail",
-            poll=0.1,
-            finish_held=False,  # what waits for a retry goes back to the queue
-            announce=f"delivering {NOTIFICATIONS_QUEUE} (prefetch {prefetch})",
-        )
-        self.ready = self._loop.ready
+        self.ready = threading.Event()
+        self._work: queue.SimpleQueue[Claimed | None] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self._unreported = True  # at start: failures an earlier process could not report
+
+    # --- the exchange thread ---------------------------------------------------------
 
     def run(self) -> None:
+        senders = [
+            threading.Thread(target=self._sender, name=f"subreq-mail-{n}", daemon=True)
+            for n in range(self.connections)
+        ]
+        for thread in senders:
+            thread.start()
+        log.info("notifier: delivering due notifications over %d connections", self.connections)
+        self.ready.set()
         try:
-            self._loop.run()
+            self._exchange_until_stopped()
         finally:
-            self.mailer.close()
+            for _ in senders:
+                self._work.put(None)
+            for thread in senders:
+                thread.join()
 
-    # --- what the loop asks of it ----------------------------------------------------
+    def _exchange_until_stopped(self) -> None:
+        capacity = IN_HAND_PER_CONNECTION * self.connections
+        in_hand = 0
+        outcomes: list[Outcome] = []
+        failures = 0
+        next_poll = 0.0
+        while True:
+            stopping = self.stop.is_set()
+            if stopping and in_hand == 0 and not outcomes:
+                break
+            if stopping and failures:  # the database is away: what is in hand stays stranded
+                log.warning("notifier: stopping with %d outcomes unrecorded", len(outcomes))
+                break
+            want = 0 if stopping else capacity - in_hand
+            polling = want > 0 and time.monotonic() >= next_poll
+            if outcomes or polling:
+                try:
+                    done = deliveries.exchange(
+                        self.db,
+                        outcomes,
+                        self.clock(),
+                        want=want if polling else 0,
+                        lease=self.stale_after,
+                    )
+                except TransientError as exc:
+                    failures += 1
+                    delay = min(30.0, 0.5 * 2 ** (failures - 1))
+                    log.warning("notifier: %s; trying again in %.1fs", exc, delay)
+                    self.stop.wait(delay)
+                    continue
+                failures = 0
+                in_hand -= len(outcomes)
+                outcomes = []
+                self._settled(done)
+                for claimed in done.claimed:
+                    self._work.put(claimed)
+                in_hand += len(done.claimed)
+                if polling and len(done.claimed) < want:  # nothing more due now: poll later
+                    next_poll = time.monotonic() + self.poll
+                if done.claimed or not polling:
+                    continue
+            if self._unreported and not stopping:
+                self._report_failures()
+            self._wait(outcomes, next_poll, in_hand)
 
-    @staticmethod
-    def hold(delivery: Delivery) -> InHand:
-        return InHand(delivery)
+    def _wait(self, outcomes: list[Outcome], next_poll: float, in_hand: int) -> None:
+        """Until an outcome is in (then every other one already in), a local commit asks
+        for a look, or the next poll."""
+        timeout = max(0.0, next_poll - time.monotonic()) if in_hand == 0 else self.poll
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                outcomes.append(self._done.get(timeout=min(0.05, timeout)))
+                break
+            except queue.Empty:
+                if self.wake.is_set() or self.stop.is_set():
+                    break
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    return
+        if self.wake.is_set():
+            self.wake.clear()
+        while True:
+            try:
+                outcomes.append(self._done.get_nowait())
+            except queue.Empty:
+                return
 
-    @staticmethod
-    def take(held: list[InHand], _read: Callable[[], None]) -> InHand | None:
-        """The delivery due soonest, once it is due: one at a time."""
-        item = min(held, key=lambda x: x.due)
-        if item.due > time.monotonic():
-            return None
-        held.remove(item)
-        return item
+    def _settled(self, done: deliveries.Exchange) -> None:
+        sent = failed = 0
+        for outcome in done.recorded:
+            if outcome.status == "sent":
+                sent += 1
+            elif outcome.status == "failed":
+                failed += 1
+            NOTIFICATIONS.labels(outcome.status.replace("retrying", "retried")).inc()
+        for outcome in done.lost:
+            log.warning(
+                "notification %s: the claim was taken over before its %s was recorded",
+                outcome.claimed.notice.notification_id,
+                outcome.status,
+            )
+        self.sent += sent
+        if failed:
+            self._unreported = True
+        if sent and self.on_commit is not None:
+            self.on_commit()
 
-    @staticmethod
-    def due_in(held: list[InHand]) -> float:
-        return min(item.due for item in held) - time.monotonic()
+    def _report_failures(self) -> None:
+        """A confirmed copy in ``subreq.notifications.dead`` of each notification given up,
+        then the record says so; with the broker away, tried again at the next look."""
+        try:
+            letters = deliveries.unreported_failures(self.db, REPORT_BATCH)
+        except TransientError as exc:
+            log.warning("notifier: cannot read failures to dead-letter: %s", exc)
+            return
+        if not letters:
+            self._unreported = False
+            return
+        try:
+            reported = dead_letter(
+                self.url,
+                [Letter(n.notification_id, n.event_id, body, why) for n, body, why in letters],
+            )
+        except Exception as exc:  # the broker: the records keep them due for a copy
+            log.warning("notifier: dead-lettering %d notifications failed: %s", len(letters), exc)
+            return
+        try:
+            deliveries.mark_reported(self.db, reported)
+        except TransientError as exc:
+            log.warning("notifier: %s; those dead letters may be copied twice", exc)
+            return
+        self.dead += len(reported)
+        self._unreported = len(reported) < len(letters) or len(letters) >= REPORT_BATCH
 
-    def settle(
-        self, item: InHand, result: Future[Verdict], held: list[InHand], apply: Apply
-    ) -> None:
-        """On the connection thread: acknowledge, keep for later, or dead-letter."""
-        actions = settle_verdict(item.delivery, result.result())
-        apply(actions)
-        for action in actions:
-            if isinstance(action, Later):
-                item.due = time.monotonic() + action.delay
-                held.append(item)
-            elif isinstance(action, Bury):
-                self.dead += 1
+    # --- the sender threads -------------------------------------------------------------
 
-    # --- one delivery at a time ------------------------------------------------------
+    def _sender(self) -> None:
+        mailer = self.mailers()
+        try:
+            while (claimed := self._work.get()) is not None:
+                self._done.put(self.attempt(claimed, mailer))
+        finally:
+            mailer.close()
 
-    def work(self, item: InHand) -> Verdict:
-        """On the worker thread, in the trace of the command that asked for the email. Never
-        raises: whatever happens becomes a verdict."""
-        props = item.delivery.properties
+    def attempt(self, claimed: Claimed, mailer: Mailer) -> Outcome:
+        """Build and send one claimed notification, in the trace of the command that asked
+        for it. Never raises: whatever happens becomes an outcome."""
         with tracer().start_as_current_span(
-            f"process {NOTIFICATIONS_QUEUE}",
-            context=carried(props.headers),
-            kind=SpanKind.CONSUMER,
-            attributes=messaging(
-                "process", EVENTS_EXCHANGE, item.delivery.routing_key, props.message_id
-            ),
+            "send notification",
+            context=carried({"traceparent": claimed.traceparent}),
+            kind=SpanKind.INTERNAL,
+            attributes={"messaging.message.id": claimed.notice.notification_id},
         ):
-            return self._work(item)
+            return self._attempt(claimed, mailer)
 
-    def _work(self, item: InHand) -> Verdict:
+    def _attempt(self, claimed: Claimed, mailer: Mailer) -> Outcome:
+        notice = claimed.notice
+        now = self.clock()
+        if now >= claimed.lease_until - self.stale_after / 10:
+            # Waited too long in hand: another notifier may take it over now. Not sending
+            # it keeps it once; the lease ends and it is claimed again.
+            return Outcome(claimed, "retrying", now, error="claim lease ran out", due_at=now)
         try:
-            verdict = self._deliver(item)
-        except TransientError as exc:  # the database: wait for it, the mail is not at fault
-            item.database_failures += 1
-            delay = min(30.0, 0.5 * 2 ** (item.database_failures - 1))
-            log.warning("notifier: %s; trying again in %.1fs", exc, delay)
-            return Verdict("later", str(exc), delay)
-        except Exception as exc:
-            log.exception("notifier: delivery failed unexpectedly")
-            return Verdict("dead", f"internal error: {exc!r}"[:1000])
-        item.database_failures = 0
-        return verdict
-
-    def _deliver(self, item: InHand) -> Verdict:
-        if item.unrecorded is not None:
-            return self._record(item, item.unrecorded)
-        try:
-            notice = parse_notice(item.delivery.body)
-        except BadNotice as exc:
-            log.warning("notifier: unusable event %s: %s", item.delivery.properties.message_id, exc)
-            NOTIFICATIONS.labels("failed").inc()
-            return Verdict("dead", f"not a notification.requested event: {exc}")
-        claim = deliveries.claim(self.db, notice, self.clock(), self.stale_after, item.token)
-        if claim.outcome in (ClaimStatus.SENT, ClaimStatus.FAILED):
-            log.info("notification %s was %s already", notice.notification_id, claim.outcome.value)
-            return Verdict("ack")
-        if claim.outcome is ClaimStatus.BUSY:
-            # Another notifier is sending it now; if that one died, its claim goes stale.
-            assert claim.busy_until is not None
-            wait = (claim.busy_until - self.clock()).total_seconds()
-            return Verdict("later", "claimed by another notifier", min(5.0, max(0.5, wait)))
-        assert claim.token is not None
-        item.token = claim.token
-        try:
-            message_id = self._send(notice)
+            message = build_email(notice, self.sender, now)
+            with tracer().start_as_current_span(
+                "smtp send",
+                kind=SpanKind.CLIENT,
+                attributes={"messaging.message.id": notice.notification_id},
+            ):
+                mailer.send(message)
         except DeliveryError as exc:
-            return self._failed(notice, claim, exc)
+            return self._failed(claimed, exc)
         except Exception as exc:  # a bug: record it rather than leave the claim behind
             log.exception("notification %s failed unexpectedly", notice.notification_id)
-            reason = f"internal error: {exc!r}"[:1000]
-            deliveries.mark_failed(self.db, notice, claim.token, self.clock(), reason)
-            NOTIFICATIONS.labels("failed").inc()
-            return Verdict("dead", reason)
-        item.unrecorded = Sent(notice, claim.token, message_id)
-        return self._record(item, item.unrecorded)
-
-    def _send(self, notice: Notice) -> str:
-        to = recipient(notice.name, notice.email)
-        email = self._render(notice)
-        message = build_message(
-            Outgoing(
-                notice.notification_id,
-                to,
-                email.subject,
-                email.text,
-                email.html,
-                notice.locale,
-                notice.template,
-            ),
-            self.sender,
+            return Outcome(claimed, "failed", self.clock(), error=f"internal error: {exc!r}")
+        return Outcome(
+            claimed,
+            "sent",
             self.clock(),
+            message_id=str(message["Message-ID"]),
+            traceparent=current_traceparent(),
         )
-        with tracer().start_as_current_span(
-            "smtp send",
-            kind=SpanKind.CLIENT,
-            attributes={"messaging.message.id": notice.notification_id},
-        ):
-            self.mailer.send(message)
-        return str(message["Message-ID"])
 
-    @staticmethod
-    def _render(notice: Notice) -> Email:
-        """The templates again, with the HTML part; an event from a producer without a
-        ``context`` is sent as its own subject and text."""
-        if notice.context is None:
-            if not notice.subject or not notice.text:
-                raise Permanent("the event has neither a context nor a subject and text")
-            return Email(notice.subject, notice.text, "")
-        try:
-            return render_email(notice.template, notice.locale, notice.context)
-        except Exception as exc:
-            raise Permanent(
-                f"template {notice.template!r} ({notice.locale}) failed: "
-                f"{type(exc).__name__}: {exc}"
-            ) from None
-
-    def _failed(self, notice: Notice, claim: Claim, exc: DeliveryError) -> Verdict:
-        assert claim.token is not None
-        now = self.clock()
-        if not exc.permanent and claim.attempt < self.retry.attempts:
-            delay = self.retry.delay(claim.attempt)
+    def _failed(self, claimed: Claimed, exc: DeliveryError) -> Outcome:
+        notice, attempt, now = claimed.notice, claimed.attempt, self.clock()
+        if not exc.permanent and attempt < self.retry.attempts:
+            delay = self.retry.delay(attempt)
             log.warning(
                 "notification %s: %s; attempt %d of %d, next in %.1fs",
                 notice.notification_id,
                 exc.reason,
-                claim.attempt,
+                attempt,
                 self.retry.attempts,
                 delay,
             )
-            deliveries.mark_retrying(self.db, notice, claim.token, now, exc.reason)
-            NOTIFICATIONS.labels("retried").inc()
-            return Verdict("later", exc.reason, delay)
-        reason = (
-            exc.reason if exc.permanent else f"gave up after {claim.attempt} attempts: {exc.reason}"
-        )
+            return Outcome(
+                claimed, "retrying", now, error=exc.reason, due_at=now + timedelta(seconds=delay)
+            )
+        reason = exc.reason if exc.permanent else f"gave up after {attempt} attempts: {exc.reason}"
         log.warning("notification %s failed: %s", notice.notification_id, reason)
-        deliveries.mark_failed(self.db, notice, claim.token, now, reason)
-        NOTIFICATIONS.labels("failed").inc()
-        return Verdict("dead", reason)
-
-    def _record(self, item: InHand, sent: Sent) -> Verdict:
-        if deliveries.mark_sent(self.db, sent.notice, sent.token, self.clock(), sent.message_id):
-            self.sent += 1
-            NOTIFICATIONS.labels("sent").inc()
-            if self.on_commit is not None:
-                self.on_commit()
-        item.unrecorded = None
-        return Verdict("ack")
+        return Outcome(claimed, "failed", now, error=reason)

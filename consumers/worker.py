@@ -41,10 +41,10 @@ class WorkerOptions:
     # both on, as the contract says it runs all four loops.
     notify: bool = False
     sweep: bool = False
-    notify_prefetch: int = 20
     notify_retry: RetryPolicy = field(default_factory=RetryPolicy)
     claim_timeout: timedelta = timedelta(minutes=5)
-    """A ``sending`` claim older than this is taken to belong to a notifier that died."""
+    """The lease of a notifier's claim: a ``sending`` record whose lease ended is taken to
+    belong to a notifier that died, and is claimed again."""
     sweep_interval: float | None = None
     """Seconds between sweeps; default: a quarter of the shorter of TTL and reminder."""
 
@@ -81,24 +81,34 @@ class Worker:
             prefetch=self.options.prefetch,
             batch_size=self.options.batch_size,
             max_deliveries=self.options.max_deliveries,
-            on_commit=wake.set,
+            on_commit=self._committed,
         )
+        self._wakes = [wake]
         self.notifier = self._notifier(settings, wake.set) if self.options.notify else None
         self.sweeper = self._sweeper(settings, wake.set) if self.options.sweep else None
         self._threads: list[threading.Thread] = []
         self.metrics_port = settings.metrics_port
 
+    def _committed(self) -> None:
+        """A command batch committed: the relay has events to publish, the notifier maybe
+        emails to send (it also polls, for those other processes' commands wrote)."""
+        for wake in self._wakes:
+            wake.set()
+
     def _notifier(self, settings: Settings, on_commit: Callable[[], None]) -> Notifier:
         """The email notifier; an unusable SUBREQ_SMTP_URL or SUBREQ_MAIL_FROM fails here."""
         smtp = parse_smtp_url(settings.smtp_url) if settings.smtp_url else None
+        mail_wake = threading.Event()
+        self._wakes.append(mail_wake)
         return Notifier(
             settings.amqp_url,
             self.db,
-            make_mailer(smtp, settings.mail_dir),
+            lambda: make_mailer(smtp, settings.mail_dir),
             parse_mail_from(settings.mail_from),
             stop=self.stop_event,
             on_commit=on_commit,
-            prefetch=self.options.notify_prefetch,
+            wake=mail_wake,
+            connections=settings.smtp_connections,
             retry=self.options.notify_retry,
             stale_after=self.options.claim_timeout,
         )

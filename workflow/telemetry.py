@@ -10,9 +10,11 @@ the relay was doing when it sent them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind, Tracer, TracerProvider
@@ -89,6 +91,21 @@ def current_traceparent() -> str | None:
         f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-"
         f"{int(span_context.trace_flags):02x}"
     )
+
+
+@contextmanager
+def within(traceparent: str | None) -> Iterator[None]:
+    """The stored ``traceparent`` as the active context for what is written inside, so a row
+    written for one of many traces in a shared transaction carries its own; nothing to do
+    without one (tracing off)."""
+    if not traceparent:
+        yield
+        return
+    token = otel_context.attach(carried({"traceparent": traceparent}))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def current_link() -> list[Link]:

@@ -1,6 +1,6 @@
 """The contract's exchanges and queues, declared idempotently by every loop at its start.
 
-The command and notification queues are quorum queues with a delivery limit and a
+The command queue is a quorum queue with a delivery limit and a
 dead-letter exchange, because RabbitMQ 3.10 sets no limit by itself and a poison message
 would otherwise loop forever.
 """
@@ -16,10 +16,9 @@ from workflow.contract.names import (
     DEAD_QUEUE,
     DELIVERY_LIMIT,
     EVENTS_EXCHANGE,
-    NOTIFICATION_REQUESTED,
     NOTIFICATIONS_DEAD_EXCHANGE,
     NOTIFICATIONS_DEAD_QUEUE,
-    NOTIFICATIONS_QUEUE,
+    RETIRED_NOTIFICATIONS_QUEUE,
 )
 
 
@@ -29,16 +28,17 @@ def declare_topology(channel: BlockingChannel) -> None:
     channel.exchange_declare(EVENTS_EXCHANGE, exchange_type="topic", durable=True)
     _limited_queue(channel, COMMANDS_QUEUE, DEAD_EXCHANGE, DEAD_QUEUE)
     channel.queue_bind(COMMANDS_QUEUE, COMMANDS_EXCHANGE, routing_key="#")
-    declare_notification_queues(channel)
+    declare_notification_dead_letters(channel)
 
 
-def declare_notification_queues(channel: BlockingChannel) -> None:
-    """The notifier's queue, declared by every loop that declares the topology: the relay
-    must never publish a ``notification.requested`` before the queue that keeps it exists."""
-    _limited_queue(
-        channel, NOTIFICATIONS_QUEUE, NOTIFICATIONS_DEAD_EXCHANGE, NOTIFICATIONS_DEAD_QUEUE
-    )
-    channel.queue_bind(NOTIFICATIONS_QUEUE, EVENTS_EXCHANGE, routing_key=NOTIFICATION_REQUESTED)
+def declare_notification_dead_letters(channel: BlockingChannel) -> None:
+    """Where the notifier copies the notifications it gave up. The notifier reads its work
+    from the database, so nothing is bound to ``notification.requested`` for it; the queue
+    an earlier version fed that way is deleted, or it would fill forever."""
+    channel.exchange_declare(NOTIFICATIONS_DEAD_EXCHANGE, exchange_type="fanout", durable=True)
+    channel.queue_declare(NOTIFICATIONS_DEAD_QUEUE, durable=True)
+    channel.queue_bind(NOTIFICATIONS_DEAD_QUEUE, NOTIFICATIONS_DEAD_EXCHANGE)
+    channel.queue_delete(RETIRED_NOTIFICATIONS_QUEUE)
 
 
 def _limited_queue(

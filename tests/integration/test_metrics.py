@@ -19,7 +19,6 @@ from workflow.contract.names import (
     COMMANDS_QUEUE,
     DEAD_QUEUE,
     NOTIFICATIONS_DEAD_QUEUE,
-    NOTIFICATIONS_QUEUE,
 )
 from workflow.persistence.database import Database
 from workflow.persistence.migrate import upgrade
@@ -37,7 +36,7 @@ def worker(amqp_url: str, tmp_path: Path) -> Iterator[Worker]:
     connection = connect(amqp_url)
     channel = connection.channel()
     # The vhost is the session's: earlier tests may have left commands or notifications.
-    for queue in (COMMANDS_QUEUE, DEAD_QUEUE, NOTIFICATIONS_QUEUE, NOTIFICATIONS_DEAD_QUEUE):
+    for queue in (COMMANDS_QUEUE, DEAD_QUEUE, NOTIFICATIONS_DEAD_QUEUE):
         try:
             channel.queue_purge(queue)
         except pika.exceptions.ChannelClosedByBroker:

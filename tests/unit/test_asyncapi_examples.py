@@ -208,13 +208,15 @@ def test_every_event_example_is_what_the_service_published(story: Callable[[], S
     voided.send("account.upsert", {**COMMANDS["account.upsert"], **examples.VOIDING_UPSERT})
     published.setdefault("request.voided", voided.events()["request.voided"])
 
-    notice = deliveries.parse_notice(orjson.dumps(published["notification.requested"]))
+    wanted = published["notification.requested"]["data"]["notification_id"]
     sent_at = _at(examples.SENT_AT)
-    claim = deliveries.claim(approved.db, notice, sent_at, timedelta(minutes=5))
-    assert claim.token is not None
+    lease = timedelta(minutes=5)
+    claims = deliveries.exchange(approved.db, [], sent_at, want=100, lease=lease).claimed
+    [claim] = [c for c in claims if c.notice.notification_id == wanted]
     sender = parse_mail_from(Settings.model_fields["mail_from"].default)
-    mail_id = message_id(notice.notification_id, sender)
-    assert deliveries.mark_sent(approved.db, notice, claim.token, sent_at, mail_id)
+    mail_id = message_id(claim.notice.notification_id, sender)
+    sent = deliveries.Outcome(claim, "sent", sent_at, message_id=mail_id)
+    assert deliveries.exchange(approved.db, [sent], sent_at, want=0, lease=lease).recorded
     published["notification.sent"] = approved.events()["notification.sent"]
 
     assert set(published) == set(examples.EVENT_EXAMPLES)

@@ -1,4 +1,4 @@
-"""How the command consumer and the notifier settle deliveries, decided and applied
+"""How the command consumer settles deliveries, decided and applied
 without a broker: the decisions are values, and a fake channel records the calls."""
 
 from __future__ import annotations
@@ -8,15 +8,13 @@ from typing import Any, cast
 import pytest
 from pika.spec import BasicProperties
 
-from consumers.amqp.deliveries import Ack, Action, Bury, Delivery, Later, Reply, Requeue, apply
+from consumers.amqp.deliveries import Ack, Action, Bury, Delivery, Reply, Requeue, apply
 from consumers.consumer import Failed, settle_batch
-from consumers.notifier import Verdict, settle_verdict
 from workflow.app.service import Outcome
 from workflow.contract.names import (
     DEAD_QUEUE,
     DELIVERY_COUNT_HEADER,
     ERROR_HEADER,
-    NOTIFICATIONS_DEAD_QUEUE,
     ROUTING_KEY_HEADER,
 )
 
@@ -150,30 +148,3 @@ def test_a_failed_batch_is_requeued_below_the_limit_and_buried_at_it() -> None:
 def test_a_batch_and_its_outcomes_must_match() -> None:
     with pytest.raises(ValueError, match="zip"):
         settle_batch([delivery(1), delivery(2)], [Outcome(b"{}")], max_deliveries=5)
-
-
-# --- the notifier --------------------------------------------------------------------------
-
-
-def test_a_recorded_notification_is_acked() -> None:
-    actions = settle_verdict(delivery(5), Verdict("ack"))
-    assert actions == [Ack(5)]
-    assert applied(actions) == [("channel", "ack", 5, False)]
-
-
-def test_a_notification_to_retry_stays_in_hand_with_nothing_for_the_broker() -> None:
-    actions = settle_verdict(delivery(5), Verdict("later", "smtp busy", 2.5))
-    assert actions == [Later(2.5)]
-    assert applied(actions) == []
-
-
-def test_a_notification_given_up_is_dead_lettered_before_its_ack() -> None:
-    item = delivery(6)
-    actions = settle_verdict(item, Verdict("dead", "550 no such user"))
-    assert actions == [Bury(NOTIFICATIONS_DEAD_QUEUE, item, "550 no such user"), Ack(6)]
-    calls = applied(actions)
-    assert [call[:4] for call in calls] == [
-        ("dead", "publish", "", NOTIFICATIONS_DEAD_QUEUE),
-        ("channel", "ack", 6, False),
-    ]
-    assert calls[0][5].headers == {ERROR_HEADER: "550 no such user"}

@@ -13,9 +13,11 @@ DEAD_QUEUE = "subreq.commands.dead"
 DEAD_EXCHANGE = "subreq.commands.dlx"
 """Where the broker itself sends commands delivered more than ``DELIVERY_LIMIT`` times."""
 
-NOTIFICATIONS_QUEUE = "subreq.notifications"
-"""The email notifier's own queue: every ``notification.requested`` event (R16-R18)."""
+RETIRED_NOTIFICATIONS_QUEUE = "subreq.notifications"
+"""The queue that fed ``notification.requested`` events to the email notifier before it read
+its delivery records from the database; deleted at start, so nothing fills it."""
 NOTIFICATIONS_DEAD_QUEUE = "subreq.notifications.dead"
+"""Copies of the notifications the notifier gave up, with the reason in ``x-subreq-error``."""
 NOTIFICATIONS_DEAD_EXCHANGE = "subreq.notifications.dlx"
 
 REPLY_TO = "amq.rabbitmq.reply-to"

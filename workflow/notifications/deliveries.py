@@ -1,41 +1,42 @@
-"""Delivery records: at most one email per notification, whatever is redelivered (R18).
+"""Delivery records: at most one email per notification (R18), and the notifier's work list.
 
-The notifier *claims* a notification in a committed transaction before it talks
-to the SMTP server, and marks it sent (adding ``notification.sent`` to the outbox)
-in one transaction afterwards. A second copy of the event (broker redelivery, a
-relay that published twice, another notifier) finds the record and sends nothing.
+The command that asks for an email writes its delivery record (``pending``, due at once)
+in its own transaction, beside the ``notification.requested`` event, which is still
+published for other consumers. Notifiers never read that event: they *claim* due records
+in a committed transaction before any SMTP traffic (many at once; rows another notifier is
+claiming are skipped), and record outcomes with the claim token, many per transaction:
+``sent`` with ``notification.sent`` in the outbox, ``retrying`` with the time it is due
+again, or ``failed`` with the reason (and a dead-letter copy, see the notifier). An
+outcome is recorded only while its claim still holds, so a notification is sent and
+reported once however many notifiers share the database.
 
-Email cannot be exactly-once: a process that dies after the server accepted the
-mail and before the "sent" commit leaves a claim that goes stale after
-``stale_after``; the next delivery takes it over and sends once more, with the same
-``Message-ID`` so receivers can tell. Everything else (SMTP down, a rejection, a
-template error) ends with the reason in the record.
+Email cannot be exactly-once. A claim is a lease: a notifier that dies holding it leaves
+its records ``sending`` until the lease ends, then another takes them over and sends
+again, with the same ``Message-ID`` so receivers can tell. Only the mails the dead process
+had handed over and not yet recorded are sent twice: the window is from the server's 250 to
+the commit of the next exchange, which the notifier starts as soon as an outcome is in
+(a few milliseconds; see ``consumers.notifier``). Claimed mails not yet handed over are
+sent once, late. Everything else (SMTP down, a rejection, a template error) ends with the
+reason in the record.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
-from workflow.contract.names import NOTIFICATION_SENT
-from workflow.errors import SubreqError
+from workflow.contract.names import NOTIFICATION_REQUESTED, NOTIFICATION_SENT
 from workflow.persistence.database import Database
-from workflow.persistence.deliveries import FAILED, RETRYING, SENDING, SENT
 from workflow.persistence.sqlstore import SqlStore
-from workflow.telemetry import current_traceparent
+from workflow.telemetry import within
 
 ERROR_LIMIT = 1000
 """Characters of an error kept in the record; SMTP servers can be verbose."""
-
-
-class BadNotice(SubreqError, ValueError):
-    """Raised when an event body is not a ``notification.requested`` event at all."""
 
 
 @dataclass(frozen=True)
@@ -56,171 +57,172 @@ class Notice:
     context: Mapping[str, Any] | None = field(default=None, hash=False, compare=False)
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
+@dataclass(frozen=True)
+class Claimed:
+    """A record this notifier holds: the notice to send, the claim token that must still
+    hold when its outcome is recorded, and the attempt it is."""
 
-
-def parse_notice(body: bytes) -> Notice:
-    """The notice in an event body; only a missing ``notification_id`` makes it unusable,
-    any other gap is found (and recorded) when the notifier checks it."""
-    try:
-        event = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadNotice(f"body is not JSON: {exc}") from None
-    data = event.get("data") if isinstance(event, dict) else None
-    if not isinstance(data, dict):
-        raise BadNotice("body is not an event with a data object")
-    notification_id = data.get("notification_id")
-    if not isinstance(notification_id, str) or not 0 < len(notification_id) <= 36:
-        raise BadNotice("data.notification_id is missing or longer than 36 characters")
-    recipient = data.get("recipient")
-    if not isinstance(recipient, dict):
-        recipient = {}
-    context = data.get("context")
-    return Notice(
-        notification_id=notification_id,
-        event_id=_text(event.get("event_id"))[:36] or None,
-        account_id=_text(event.get("account_id"))[:128],
-        request_id=_text(event.get("request_id"))[:36] or None,
-        template=_text(data.get("template"))[:64],
-        locale=_text(data.get("locale"))[:16] or "en",
-        recipient_id=_text(recipient.get("user_id"))[:128] or None,
-        email=_text(recipient.get("email"))[:254],
-        name=_text(recipient.get("name"))[:200],
-        subject=_text(data.get("subject")),
-        text=_text(data.get("text")),
-        context=context if isinstance(context, dict) else None,
-    )
-
-
-class ClaimStatus(Enum):
-    CLAIMED = "claimed"  # ours to send now
-    SENT = "sent"  # somebody sent it already
-    FAILED = "failed"  # it failed for good already (it is in the dead letters)
-    BUSY = "busy"  # another notifier holds a fresh claim: look again later
+    notice: Notice
+    token: str
+    attempt: int
+    lease_until: datetime
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True)
-class Claim:
-    outcome: ClaimStatus
-    attempt: int = 0
-    token: str | None = None
-    busy_until: datetime | None = None
+class Outcome:
+    """What became of one claimed notification, to record: ``sent`` (with its
+    ``message_id``), ``retrying`` (due again at ``due_at``) or ``failed`` for good."""
+
+    claimed: Claimed
+    status: Literal["sent", "retrying", "failed"]
+    at: datetime
+    message_id: str = ""
+    error: str = ""
+    due_at: datetime | None = None
+    traceparent: str | None = None
+    """The context of the span that sent it, for ``notification.sent``."""
 
 
-def claim(
+@dataclass
+class Exchange:
+    """One round with the database: the outcomes recorded (their claims still held), those
+    whose claim was lost meanwhile, and the records newly claimed."""
+
+    recorded: list[Outcome] = field(default_factory=list)
+    lost: list[Outcome] = field(default_factory=list)
+    claimed: list[Claimed] = field(default_factory=list)
+
+
+def notice_of(row: Mapping[str, Any]) -> Notice:
+    """The notice a claimed record holds."""
+    return Notice(
+        notification_id=row["notification_id"],
+        event_id=row["event_id"],
+        account_id=row["account_id"] or "",
+        request_id=row["request_id"],
+        template=row["template"],
+        locale=row["locale"],
+        recipient_id=row["recipient_id"],
+        email=row["recipient_email"],
+        name=row["recipient_name"] or "",
+        subject=row["subject"] or "",
+        text="",
+        context=row["context"] if isinstance(row["context"], dict) else None,
+    )
+
+
+def exchange(
     db: Database,
-    notice: Notice,
+    outcomes: Sequence[Outcome],
     now: datetime,
-    stale_after: timedelta,
-    previous: str | None = None,
-) -> Claim:
-    """Take the notification on, in a committed transaction, before any SMTP traffic.
+    *,
+    want: int,
+    lease: timedelta,
+) -> Exchange:
+    """Record ``outcomes`` and claim up to ``want`` due records, in one transaction.
 
-    The first claim inserts the record; a later one may take over only a record that
-    waits for a retry, whose ``sending`` claim is older than ``stale_after`` (its
-    notifier died), or that is still the caller's own ``previous`` claim (recording
-    its outcome failed). Both are single statements, so two notifiers never both win."""
-    token = str(uuid.uuid4())
-    with db.store(lock=False) as store:
-        records = store.deliveries
-        inserted = records.insert_claim(
-            {
-                "notification_id": notice.notification_id,
-                "event_id": notice.event_id,
-                "account_id": notice.account_id,
-                "request_id": notice.request_id,
-                "template": notice.template,
-                "locale": notice.locale,
-                "recipient_id": notice.recipient_id,
-                "recipient_email": notice.email,
-                "recipient_name": notice.name,
-                "subject": notice.subject[:1000],
-                "status": SENDING,
-                "attempts": 1,
-                "claim_token": token,
-                "claimed_at": now,
-                "created_at": now,
-                "updated_at": now,
-                "traceparent": current_traceparent(),
-            }
-        )
-        if inserted:
-            return Claim(ClaimStatus.CLAIMED, 1, token)
-        taken = records.take_over(notice.notification_id, token, now, now - stale_after, previous)
-        current = records.state(notice.notification_id)
-    if taken:
-        return Claim(ClaimStatus.CLAIMED, current["attempts"], token)
-    if current["status"] == SENT:
-        return Claim(ClaimStatus.SENT, current["attempts"])
-    if current["status"] == FAILED:
-        return Claim(ClaimStatus.FAILED, current["attempts"])
-    busy_until = current["claimed_at"] + stale_after
-    return Claim(ClaimStatus.BUSY, current["attempts"], busy_until=busy_until)
-
-
-def mark_sent(db: Database, notice: Notice, token: str, now: datetime, message_id: str) -> bool:
-    """Record the delivery and emit ``notification.sent``, together; ``False`` when the
-    claim was no longer ours (taken over as stale), and nothing is emitted twice."""
+    Sent ones become ``sent`` with their ``notification.sent`` in the outbox, under the
+    accounts' locks (taken sorted, as commands take them): the event's outbox id then
+    follows those of the request's events committed before it, and the relay, which
+    publishes in id order, keeps the request's events in order. An outcome whose claim was
+    taken over (its lease ended) records nothing and emits nothing."""
+    done = Exchange()
     with db.store() as store:
-        # The account lock first, as every command takes it: the event's outbox id then
-        # follows those of the request's events committed before it, and the relay, which
-        # publishes in id order, keeps the request's events in order.
-        store.lock_account(notice.account_id)
-        done = store.deliveries.settle(
-            notice.notification_id,
-            token,
-            {
-                "status": SENT,
-                "sent_at": now,
-                "updated_at": now,
-                "message_id": message_id,
-                "claim_token": None,
-                "last_error": None,
-            },
-        )
-        if not done:
-            return False
-        store.add_event(
-            NOTIFICATION_SENT,
-            now,
-            notice.account_id,
-            {
-                "notification_id": notice.notification_id,
-                "recipient": {
-                    "user_id": notice.recipient_id,
-                    "email": notice.email,
-                    "name": notice.name,
-                },
-                "template": notice.template,
-                "message_id": message_id,
-            },
-            notice.request_id,
-        )
-        return True
+        sent = [o for o in outcomes if o.status == "sent"]
+        if sent:
+            store.preload(sorted({o.claimed.notice.account_id for o in sent}), [], [])
+        ours = store.deliveries.settle_all([_settled(o) for o in outcomes])
+        for outcome in outcomes:
+            target = done.recorded if outcome.claimed.notice.notification_id in ours else done.lost
+            target.append(outcome)
+        for outcome in done.recorded:
+            if outcome.status == "sent":
+                with within(outcome.traceparent):
+                    _emit_sent(store, outcome)
+        if want > 0:
+            token = str(uuid.uuid4())
+            lease_until = now + lease
+            for row in store.deliveries.claim_due(token, now, lease_until, want):
+                done.claimed.append(
+                    Claimed(notice_of(row), token, row["attempts"], lease_until, row["traceparent"])
+                )
+    return done
 
 
-def _release(
-    db: Database, notice: Notice, token: str, now: datetime, status: str, error: str
-) -> None:
-    values = {
-        "status": status,
-        "claim_token": None,
-        "last_error": error[:ERROR_LIMIT],
-        "updated_at": now,
-    }
+def _settled(outcome: Outcome) -> tuple[str, str, dict[str, Any]]:
+    values: dict[str, Any] = {"status": outcome.status, "updated_at": outcome.at}
+    if outcome.status == "sent":
+        values.update(sent_at=outcome.at, message_id=outcome.message_id, last_error=None)
+        values["due_at"] = None
+    elif outcome.status == "retrying":
+        values.update(last_error=outcome.error[:ERROR_LIMIT], due_at=outcome.due_at)
+    else:  # failed: due for its dead-letter copy until the broker confirms it
+        values.update(last_error=outcome.error[:ERROR_LIMIT], due_at=outcome.at)
+    claimed = outcome.claimed
+    return claimed.notice.notification_id, claimed.token, values
+
+
+def _emit_sent(store: SqlStore, outcome: Outcome) -> None:
+    notice = outcome.claimed.notice
+    store.add_event(
+        NOTIFICATION_SENT,
+        outcome.at,
+        notice.account_id,
+        {
+            "notification_id": notice.notification_id,
+            "recipient": {
+                "user_id": notice.recipient_id,
+                "email": notice.email,
+                "name": notice.name,
+            },
+            "template": notice.template,
+            "message_id": outcome.message_id,
+        },
+        notice.request_id,
+    )
+
+
+def unreported_failures(db: Database, limit: int = 100) -> list[tuple[Notice, bytes, str]]:
+    """Notifications given up whose dead-letter copy is not confirmed yet, oldest first:
+    each with the event a copy holds and the reason recorded."""
     with db.store(lock=False) as store:
-        store.deliveries.settle(notice.notification_id, token, values)
+        rows = store.deliveries.failed_unreported(limit)
+    found = []
+    for row in rows:
+        notice = notice_of(row)
+        found.append((notice, dead_letter_of(notice), str(row["last_error"] or "failed")))
+    return found
 
 
-def mark_retrying(db: Database, notice: Notice, token: str, now: datetime, error: str) -> None:
-    """Release the claim after a failure a retry may cure; the next claim takes it over."""
-    _release(db, notice, token, now, RETRYING, error)
+def dead_letter_of(notice: Notice) -> bytes:
+    """The ``notification.requested`` event a dead-letter copy holds, rebuilt from the
+    record (the body a queue-fed notifier used to bury)."""
+    data: dict[str, Any] = {
+        "notification_id": notice.notification_id,
+        "template": notice.template,
+        "locale": notice.locale,
+        "recipient": {"user_id": notice.recipient_id, "email": notice.email, "name": notice.name},
+        "subject": notice.subject,
+    }
+    if notice.context is not None:
+        data["context"] = notice.context
+    return orjson.dumps(
+        {
+            "event_id": notice.event_id,
+            "type": NOTIFICATION_REQUESTED,
+            "account_id": notice.account_id,
+            "request_id": notice.request_id,
+            "data": data,
+        }
+    )
 
 
-def mark_failed(db: Database, notice: Notice, token: str, now: datetime, error: str) -> None:
-    """The notification will not be sent: the reason stays with it."""
-    _release(db, notice, token, now, FAILED, error)
+def mark_reported(db: Database, notification_ids: Sequence[str]) -> None:
+    """The broker confirmed these dead-letter copies."""
+    if notification_ids:
+        with db.store(lock=False) as store:
+            store.deliveries.reported(notification_ids)
 
 
 # --- reading, for operators ------------------------------------------------------------

@@ -31,4 +31,5 @@ class Cache:
     new_events: list[dict[str, Any]] = field(default_factory=list)
     new_audit: list[dict[str, Any]] = field(default_factory=list)
     new_replies: list[dict[str, Any]] = field(default_factory=list)
+    new_deliveries: list[dict[str, Any]] = field(default_factory=list)
     forgotten: set[str] = field(default_factory=set)

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from workflow.domain.ids import new_id
+from workflow.persistence.deliveries import PENDING
 from workflow.telemetry import current_traceparent
 
 
@@ -38,6 +39,32 @@ def outbox_row(
         "payload": orjson.dumps(payload, option=orjson.OPT_UTC_Z).decode(),
         "created_at": at,
         "traceparent": current_traceparent(),
+    }
+
+
+def delivery_row(event: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """The pending delivery record of the ``notification.requested`` outbox row ``event``
+    (whose ``data`` is given): due at once, the event's trace kept for the notifier."""
+    recipient = data["recipient"]
+    at = event["created_at"]
+    return {
+        "notification_id": data["notification_id"],
+        "event_id": event["event_id"],
+        "account_id": event["account_id"],
+        "request_id": event["request_id"],
+        "template": data["template"],
+        "locale": data["locale"],
+        "recipient_id": recipient["user_id"],
+        "recipient_email": recipient["email"],
+        "recipient_name": recipient["name"],
+        "subject": data["subject"][:1000],
+        "status": PENDING,
+        "attempts": 0,
+        "created_at": at,
+        "updated_at": at,
+        "traceparent": event["traceparent"],
+        "context": data.get("context"),
+        "due_at": at,
     }
 
 

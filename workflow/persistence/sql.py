@@ -145,6 +145,11 @@ class Sql(ABC):
         """One statement now, outside any deferred group; how many rows it touched."""
         return int(self.conn.exec_driver_sql(sql, tuple(params)).rowcount or 0)
 
+    def run_all(self, statements: Sequence[tuple[str, Any]]) -> list[Sequence[Any] | None]:
+        """Several statements now, in order (one round trip on PostgreSQL); the rows of each
+        that returns rows, unconverted."""
+        return self._run_all(statements)
+
     def scalar_rows(self, sql: str, params: Sequence[Any]) -> list[Any]:
         """The first column of every row of a query, unconverted."""
         return [r[0] for r in self.conn.exec_driver_sql(sql, tuple(params)).fetchall()]

@@ -20,13 +20,14 @@ from datetime import datetime
 from typing import Any
 
 from policies.facts import ProductLine, Subscription
+from workflow.contract.names import NOTIFICATION_REQUESTED
 from workflow.domain.lifecycle import HistoryStep
 from workflow.persistence import tables as t
 from workflow.persistence.cache import Cache
 from workflow.persistence.deliveries import DeliveryRecords
 from workflow.persistence.outbox import OutboxRecords
 from workflow.persistence.queries import Queries
-from workflow.persistence.rows import history_entry, outbox_row
+from workflow.persistence.rows import delivery_row, history_entry, outbox_row
 from workflow.persistence.sql import Query, Sql
 from workflow.persistence.store import Row
 from workflow.persistence.undo import UndoLog
@@ -366,6 +367,8 @@ class SqlStore:
     ) -> str:
         row = outbox_row(type_, at, account_id, data, request_id)
         self._log.append(self.cache.new_events, row)
+        if type_ == NOTIFICATION_REQUESTED:  # the notifier's work, in the same transaction
+            self._log.append(self.cache.new_deliveries, delivery_row(row, data))
         return str(row["event_id"])
 
     # --- writing -----------------------------------------------------------------------

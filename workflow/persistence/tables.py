@@ -208,8 +208,20 @@ notification_deliveries = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False, index=True),
     Column("sent_at", UTCDateTime),
-    # The trace of the notification.requested event the notifier took on.
+    # The trace of the command that asked for the email; the notifier's spans continue it.
     Column("traceparent", String(55)),
+    # The values the templates render (the event's ``context``); NULL on records the
+    # queue-fed notifier of revisions before 0006 created.
+    Column("context", JSON),
+    # When the notifier may next take the record: a new or retrying one once it is due, a
+    # ``sending`` one when its claim's lease ends; NULL once nothing is left to do.
+    Column("due_at", UTCDateTime),
+    Index(
+        "ix_notification_deliveries_due",
+        "due_at",
+        postgresql_where=text("due_at IS NOT NULL"),
+        sqlite_where=text("due_at IS NOT NULL"),
+    ),
 )
 
 __all__ = [

@@ -44,6 +44,7 @@ def write(sql: Sql, cache: Cache) -> None:
         (t.outbox, cache.new_events),
         (t.audit_log, cache.new_audit),
         (t.processed_commands, cache.new_replies),
+        (t.notification_deliveries, cache.new_deliveries),
     ):
         if rows:
             sql.insert(table, rows)

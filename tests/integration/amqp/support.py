@@ -37,7 +37,6 @@ from workflow.contract.names import (
     DEAD_QUEUE,
     EVENTS_EXCHANGE,
     NOTIFICATIONS_DEAD_QUEUE,
-    NOTIFICATIONS_QUEUE,
 )
 from workflow.domain.catalog import Catalog
 from workflow.persistence.database import Database
@@ -229,7 +228,7 @@ class Broker:
 
     def purge(self) -> None:
         """Empty the worker's queues, which earlier tests of the session may have filled."""
-        for queue in (COMMANDS_QUEUE, DEAD_QUEUE, NOTIFICATIONS_QUEUE, NOTIFICATIONS_DEAD_QUEUE):
+        for queue in (COMMANDS_QUEUE, DEAD_QUEUE, NOTIFICATIONS_DEAD_QUEUE):
             self.channel.queue_purge(queue)
 
     def depth(self, queue: str = COMMANDS_QUEUE) -> int:

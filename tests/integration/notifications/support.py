@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import uuid
+import copy
+from datetime import UTC, datetime
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-import pika
 from sqlalchemy import func, select
 
 from consumers.amqp.connection import connect
 from consumers.amqp.topology import declare_topology
 from consumers.notifier import RetryPolicy
 from consumers.worker import Worker, WorkerOptions
-from workflow.contract.names import EVENTS_EXCHANGE, NOTIFICATIONS_DEAD_QUEUE, NOTIFICATIONS_QUEUE
+from workflow.contract.examples import EVENT_EXAMPLES
+from workflow.contract.names import NOTIFICATION_REQUESTED, NOTIFICATIONS_DEAD_QUEUE
 from workflow.persistence.database import Database
 from workflow.persistence.tables import notification_deliveries
 from workflow.settings import Settings
@@ -30,9 +31,16 @@ def url_of(db: Database) -> str:
 
 
 @contextmanager
-def running(amqp_url: str, db: Database, smtp_url: str | None, **options: Any) -> Iterator[Worker]:
+def running(
+    amqp_url: str, db: Database, smtp_url: str | None, *, connections: int = 4, **options: Any
+) -> Iterator[Worker]:
     """A worker with the notifier (and, unless told otherwise, the relay) in this process."""
-    settings = Settings(amqp_url=amqp_url, database_url=url_of(db), smtp_url=smtp_url)
+    settings = Settings(
+        amqp_url=amqp_url,
+        database_url=url_of(db),
+        smtp_url=smtp_url,
+        smtp_connections=connections,
+    )
     defaults: dict[str, Any] = {
         "consume": False,
         "relay": True,
@@ -51,29 +59,13 @@ def running(amqp_url: str, db: Database, smtp_url: str | None, **options: Any) -
 
 
 class Queues:
-    """The notifier's queues in the test vhost, emptied for each test."""
+    """The notifier's dead-letter queue in the test vhost, emptied for each test."""
 
     def __init__(self, url: str) -> None:
         self.connection = connect(url, name="test-notifications")
         self.channel = self.connection.channel()
         declare_topology(self.channel)
-        self.channel.queue_purge(NOTIFICATIONS_QUEUE)
         self.channel.queue_purge(NOTIFICATIONS_DEAD_QUEUE)
-        self.channel.confirm_delivery()
-
-    def publish_event(self, body: bytes, routing_key: str = "notification.requested") -> None:
-        """As the relay does: to subreq.events, routing key = event type."""
-        self.channel.basic_publish(
-            EVENTS_EXCHANGE,
-            routing_key,
-            body,
-            pika.BasicProperties(
-                content_type="application/json",
-                delivery_mode=pika.DeliveryMode.Persistent,
-                message_id=str(uuid.uuid4()),
-                type=routing_key,
-            ),
-        )
 
     def dead_letters(self) -> list[tuple[bytes, dict[str, Any]]]:
         found = []
@@ -86,6 +78,24 @@ class Queues:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.connection.close()
+
+
+def request_email(
+    db: Database,
+    notification_id: str,
+    email: str,
+    *,
+    name: str = "Olivia Owner",
+    account_id: str = "acme",
+    **data: Any,
+) -> None:
+    """A ``notification.requested`` written as a command writes it (the example submit's
+    notice, to ``email``), so its delivery record is due at once."""
+    notice = copy.deepcopy(EVENT_EXAMPLES[NOTIFICATION_REQUESTED]["data"])
+    notice.update(notification_id=notification_id, **data)
+    notice["recipient"] = {"user_id": "u", "email": email, "name": name}
+    with db.store(lock=False) as store:
+        store.add_event(NOTIFICATION_REQUESTED, datetime.now(UTC), account_id, notice, None)
 
 
 def delivery_counts(db: Database) -> dict[str, int]:

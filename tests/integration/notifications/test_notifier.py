@@ -1,8 +1,8 @@
 """The email notifier end to end: RabbitMQ, PostgreSQL and a real SMTP server (aiosmtpd).
 
-Exactly one mail per notification (R18) whatever is redelivered or published twice and
-however many notifiers run; SMTP down then up loses and doubles nothing; bad input of
-every kind ends with a recorded reason and never stops the others."""
+Exactly one mail per notification (R18) however many notifiers share the database; SMTP
+down then up loses and doubles nothing; bad input of every kind ends with a recorded
+reason (and a dead letter) and never stops the others."""
 
 from __future__ import annotations
 
@@ -10,19 +10,23 @@ import uuid
 from typing import Any
 
 import orjson
+import pika
 import pytest
 from typer.testing import CliRunner
 
 from consumers.cli import app
+from tests.integration.amqp.support import unpublished
 from tests.integration.helpers import decide, events, member, seed, send, submit, wait_until
 from tests.integration.notifications.smtp import SmtpServer
 from tests.integration.notifications.support import (
     Queues,
     delivery_counts,
+    request_email,
     running,
     url_of,
 )
 from workflow.app.service import CommandService
+from workflow.contract.names import RETIRED_NOTIFICATIONS_QUEUE
 from workflow.domain.catalog import Catalog
 from workflow.notifications.deliveries import recent
 from workflow.persistence.database import Database
@@ -92,54 +96,24 @@ def test_submit_and_decision_reach_the_mailboxes_as_multipart_mail(
     assert listed.output.count("request_") == 2
 
 
-def event_body(
-    notification_id: str, email: str, *, name: str = "Olivia Owner", **data: Any
-) -> bytes:
-    """A ``notification.requested`` event as a producer without templates would send it."""
-    return orjson.dumps(
-        {
-            "event_id": str(uuid.uuid4()),
-            "type": "notification.requested",
-            "occurred_at": "2026-01-05T09:00:00Z",
-            "account_id": "acme",
-            "request_id": None,
-            "data": {
-                "notification_id": notification_id,
-                "template": "request_submitted",
-                "locale": "en",
-                "recipient": {"user_id": "u", "email": email, "name": name},
-                "subject": f"Notification {notification_id}",
-                "text": "Hello",
-                **data,
-            },
-        }
-    )
-
-
-def test_duplicates_and_two_notifiers_send_each_mail_once(
+def test_notifiers_sharing_the_database_send_each_mail_once(
     mail_amqp_url: str, pg: Database, smtp: SmtpServer, queues: Queues
 ) -> None:
-    ids = [str(uuid.uuid4()) for _ in range(12)]
+    """Two workers, four connections each, claiming from the same records: every mail once,
+    and nothing for the notifier in any queue (the events still go to subreq.events)."""
+    ids = [str(uuid.uuid4()) for _ in range(120)]
     with running(mail_amqp_url, pg, smtp.url), running(mail_amqp_url, pg, smtp.url, relay=False):
-        for _ in range(3):  # the relay published twice, then the broker redelivered
-            for notification_id in ids:
-                queues.publish_event(event_body(notification_id, "o@acme.example"))
+        for notification_id in ids:
+            request_email(pg, notification_id, f"{notification_id[:8]}@acme.example")
         wait_until(lambda: delivery_counts(pg).get("sent") == len(ids), what="every mail sent")
-        wait_until(
-            lambda: (
-                queues.channel.queue_declare(
-                    "subreq.notifications", passive=True
-                ).method.message_count
-                == 0
-            ),
-            what="the queue to drain",
-        )
-        # Let any straggling copy be handled before counting.
-        wait_until(lambda: len(smtp.inbox.received()) >= len(ids), what="the mails")
+        wait_until(lambda: len(sent_ids(pg)) == len(ids), what="notification.sent for each")
+        wait_until(lambda: unpublished(pg) == 0, what="the relay")
     message_ids = [m["Message-ID"] for m in smtp.inbox.received()]
     assert sorted(message_ids) == sorted(f"<{i}@subreq.invalid>" for i in ids)
     assert sorted(sent_ids(pg)) == sorted(ids)
     assert queues.dead_letters() == []
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="NOT_FOUND"):
+        queues.channel.queue_declare(RETIRED_NOTIFICATIONS_QUEUE, passive=True)
 
 
 def test_smtp_down_then_up_loses_and_doubles_nothing(
@@ -172,21 +146,27 @@ def test_bad_input_ends_with_a_reason_and_never_blocks_the_others(
     smtp.inbox.refuse["nobody@acme.example"] = "550 5.1.1 no such mailbox"
     smtp.inbox.busy["slow@acme.example"] = 2  # 451 twice, then accepted
     with running(mail_amqp_url, pg, smtp.url):
-        queues.publish_event(b"{not json")
-        queues.publish_event(event_body("undeliverable", "weird<addr>@acme.example"))
-        queues.publish_event(event_body("rejected", "nobody@acme.example"))
-        queues.publish_event(event_body("slow", "slow@acme.example"))
-        queues.publish_event(event_body("bad-template", "o@acme.example", context={"lines": []}))
-        queues.publish_event(
-            event_body("injected", "eve@acme.example", name="Eve\r\nBcc: victim@evil.example")
-        )
-        queues.publish_event(event_body("fine", "fine@acme.example"))
+        request_email(pg, "undeliverable", "weird<addr>@acme.example")
+        request_email(pg, "rejected", "nobody@acme.example")
+        request_email(pg, "slow", "slow@acme.example")
+        request_email(pg, "bad-template", "o@acme.example", context={"lines": []})
+        request_email(pg, "injected", "eve@acme.example", name="Eve\r\nBcc: victim@evil.example")
+        request_email(pg, "fine", "fine@acme.example")
         wait_until(lambda: delivery_counts(pg) == {"sent": 3, "failed": 3}, what="every outcome")
-        dead = wait_until(lambda: queues.dead_letters() or None, what="dead letters")
-        dead += list(queues.dead_letters())
+        dead: list[tuple[bytes, dict[str, Any]]] = []
+
+        def three_letters() -> bool:
+            dead.extend(queues.dead_letters())
+            return len(dead) >= 3
+
+        wait_until(three_letters, what="three dead letters")
     reasons = sorted(str(headers["x-subreq-error"]) for _, headers in dead)
-    assert len(reasons) == 4, reasons
-    assert any("not a notification.requested event" in r for r in reasons)
+    assert len(reasons) == 3, reasons
+    assert {orjson.loads(body)["data"]["notification_id"] for body, _ in dead} == {
+        "undeliverable",
+        "rejected",
+        "bad-template",
+    }
     assert any("undeliverable address" in r for r in reasons)
     assert any("550 5.1.1 no such mailbox" in r for r in reasons)
     assert any("template 'request_submitted'" in r and "undefined" in r for r in reasons)
