@@ -67,6 +67,9 @@ class RetryPolicy:
         return float(min(self.ceiling, self.first * 2 ** max(0, attempt - 1)))
 
 
+STARTED = "notifier: delivering due notifications"
+"""Logged once the notifier runs: it holds no broker consumer for anyone to count."""
+
 REPORT_BATCH = 100
 """Dead-letter copies made per look."""
 
@@ -121,7 +124,7 @@ class Notifier:
         ]
         for thread in senders:
             thread.start()
-        log.info("notifier: delivering due notifications over %d connections", self.connections)
+        log.info("%s over %d connections", STARTED, self.connections)
         self.ready.set()
         try:
             self._exchange_until_stopped()

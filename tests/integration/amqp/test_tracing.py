@@ -109,7 +109,7 @@ def test_one_command_with_a_traceparent_is_one_trace_from_consume_to_smtp(
     assert "process request.submit" in names(ours)
     # One publish span for the events the command wrote, one for notification.sent.
     assert names(ours).count("publish subreq.events") == 2
-    for name in ("process subreq.notifications", "smtp send"):
+    for name in ("send notification", "smtp send"):
         assert name in names(ours), names(ours)
     assert any(s.name.startswith("publish ") and s.name != "publish subreq.events" for s in ours)
     process = next(s for s in ours if s.name == "process request.submit")

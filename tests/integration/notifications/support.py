@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from datetime import UTC, datetime
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import func, select

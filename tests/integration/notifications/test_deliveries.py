@@ -1,140 +1,118 @@
-"""Delivery records on SQLite and PostgreSQL: one claim wins, a sent notification is never
-claimed again, and ``notification.sent`` is emitted once (R18)."""
+"""Delivery records on SQLite and PostgreSQL: written with the command, claimed by one
+notifier at a time, recorded only while the claim holds, and ``notification.sent`` emitted
+once (R18)."""
 
 from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
 
-import orjson
 import pytest
 
 from tests.integration.helpers import events, seed
+from tests.integration.notifications.support import request_email
 from workflow.app.service import CommandService
 from workflow.notifications import deliveries
-from workflow.notifications.deliveries import BadNotice, ClaimStatus, parse_notice
+from workflow.notifications.deliveries import Claimed, Outcome
 from workflow.persistence.database import Database
 
-NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
-STALE = timedelta(minutes=5)
+LEASE = timedelta(minutes=5)
 
 
-def notice_body(notification_id: str = "n-1", **data: object) -> bytes:
-    return orjson.dumps(
-        {
-            "event_id": f"e-{notification_id}",
-            "type": "notification.requested",
-            "occurred_at": "2026-01-05T09:00:00Z",
-            "account_id": "acme",
-            "request_id": "r-1",
-            "data": {
-                "notification_id": notification_id,
-                "template": "request_submitted",
-                "locale": "en",
-                "recipient": {"user_id": "o", "email": "o@acme.example", "name": "Olivia"},
-                "subject": "s",
-                "text": "t",
-                **data,
-            },
-        }
-    )
+def now() -> datetime:
+    return datetime.now(UTC)
 
 
-def test_first_claim_wins_and_a_sent_notification_is_never_claimed_again(
-    database: Database,
-) -> None:
-    notice = parse_notice(notice_body())
-    first = deliveries.claim(database, notice, NOW, STALE)
-    assert (first.outcome, first.attempt) == (ClaimStatus.CLAIMED, 1)
-    busy = deliveries.claim(database, notice, NOW + timedelta(seconds=1), STALE)
-    assert busy.outcome is ClaimStatus.BUSY
-    assert busy.busy_until == NOW + STALE
-    assert first.token is not None
-    assert deliveries.mark_sent(database, notice, first.token, NOW, "<n-1@x>")
-    assert not deliveries.mark_sent(database, notice, first.token, NOW, "<n-1@x>")
-    later = deliveries.claim(database, notice, NOW + STALE * 10, STALE)
-    assert later.outcome is ClaimStatus.SENT
-    sent = events(database, "notification.sent")
-    assert [e["data"]["notification_id"] for e in sent] == ["n-1"]
-    assert sent[0]["request_id"] == "r-1"
-    assert sent[0]["data"]["recipient"] == {
-        "user_id": "o",
+def claim(db: Database, at: datetime, want: int = 10) -> list[Claimed]:
+    return deliveries.exchange(db, [], at, want=want, lease=LEASE).claimed
+
+
+def record(db: Database, outcome: Outcome) -> deliveries.Exchange:
+    return deliveries.exchange(db, [outcome], outcome.at, want=0, lease=LEASE)
+
+
+def test_a_record_is_claimed_once_and_a_sent_one_never_again(database: Database) -> None:
+    request_email(database, "n-1", "o@acme.example")
+    at = now()
+    [first] = claim(database, at)
+    assert (first.notice.notification_id, first.attempt) == ("n-1", 1)
+    assert first.notice.context is not None  # what the templates render, kept with it
+    assert claim(database, at + timedelta(seconds=1)) == []  # held: nobody else takes it
+    done = record(database, Outcome(first, "sent", at, message_id="<n-1@x>"))
+    assert [o.claimed.notice.notification_id for o in done.recorded] == ["n-1"]
+    assert not record(database, Outcome(first, "sent", at, message_id="<n-1@x>")).recorded
+    assert claim(database, at + LEASE * 10) == []
+    [sent] = events(database, "notification.sent")
+    assert sent["data"]["notification_id"] == "n-1"
+    assert sent["data"]["message_id"] == "<n-1@x>"
+    assert sent["data"]["recipient"] == {
+        "user_id": "u",
         "email": "o@acme.example",
-        "name": "Olivia",
+        "name": "Olivia Owner",
     }
 
 
-def test_a_retry_takes_the_released_claim_and_counts_attempts(database: Database) -> None:
-    notice = parse_notice(notice_body())
-    first = deliveries.claim(database, notice, NOW, STALE)
-    assert first.token is not None
-    deliveries.mark_retrying(database, notice, first.token, NOW, "451 try again later")
-    again = deliveries.claim(database, notice, NOW + timedelta(seconds=1), STALE)
-    assert (again.outcome, again.attempt) == (ClaimStatus.CLAIMED, 2)
-    assert again.token is not None
-    deliveries.mark_failed(database, notice, again.token, NOW, "550 no such user")
-    assert deliveries.claim(database, notice, NOW, STALE).outcome is ClaimStatus.FAILED
-    with database.store(lock=False) as store:
-        [record] = deliveries.recent(store)
-    assert (record["status"], record["attempts"]) == ("failed", 2)
-    assert record["last_error"] == "550 no such user"
-
-
-def test_a_stale_claim_is_taken_over_and_the_old_claimant_cannot_record(
+def test_a_retry_waits_until_due_and_a_failure_waits_for_its_dead_letter(
     database: Database,
 ) -> None:
-    notice = parse_notice(notice_body())
-    crashed = deliveries.claim(database, notice, NOW, STALE)
-    takeover = deliveries.claim(database, notice, NOW + STALE + timedelta(seconds=1), STALE)
-    assert (takeover.outcome, takeover.attempt) == (ClaimStatus.CLAIMED, 2)
-    assert crashed.token is not None
-    assert takeover.token is not None
-    assert not deliveries.mark_sent(database, notice, crashed.token, NOW, "<m>")
-    assert deliveries.mark_sent(database, notice, takeover.token, NOW, "<m>")
+    request_email(database, "n-1", "o@acme.example")
+    at = now()
+    [first] = claim(database, at)
+    due = at + timedelta(seconds=30)
+    record(database, Outcome(first, "retrying", at, error="451 try again later", due_at=due))
+    assert claim(database, due - timedelta(seconds=1)) == []
+    [again] = claim(database, due)
+    assert again.attempt == 2
+    record(database, Outcome(again, "failed", due, error="550 no such user"))
+    assert claim(database, due + LEASE * 10) == []
+    [(notice, body, reason)] = deliveries.unreported_failures(database)
+    assert (notice.notification_id, reason) == ("n-1", "550 no such user")
+    assert b'"notification_id":"n-1"' in body
+    deliveries.mark_reported(database, ["n-1"])
+    assert deliveries.unreported_failures(database) == []
+    with database.store(lock=False) as store:
+        [row] = deliveries.recent(store)
+    assert (row["status"], row["attempts"], row["last_error"]) == ("failed", 2, "550 no such user")
+    assert events(database, "notification.sent") == []
+
+
+def test_a_claim_whose_lease_ended_is_taken_over_and_the_old_claimant_records_nothing(
+    database: Database,
+) -> None:
+    request_email(database, "n-1", "o@acme.example")
+    at = now()
+    [crashed] = claim(database, at)
+    [takeover] = claim(database, at + LEASE + timedelta(seconds=1))
+    assert takeover.attempt == 2
+    lost = record(database, Outcome(crashed, "sent", at, message_id="<m>"))
+    assert (lost.recorded, len(lost.lost)) == ([], 1)
+    assert record(database, Outcome(takeover, "sent", at, message_id="<m>")).recorded
     assert len(events(database, "notification.sent")) == 1
 
 
-def test_the_claimant_may_take_its_own_claim_back(database: Database) -> None:
-    """After recording an outcome failed (database down), the same notifier goes on."""
-    notice = parse_notice(notice_body())
-    mine = deliveries.claim(database, notice, NOW, STALE)
-    again = deliveries.claim(database, notice, NOW, STALE, previous=mine.token)
-    assert (again.outcome, again.attempt) == (ClaimStatus.CLAIMED, 2)
-
-
 @pytest.mark.postgres
-def test_concurrent_claims_have_one_winner(postgres_database: Database) -> None:
+def test_concurrent_claims_never_share_a_record(postgres_database: Database) -> None:
     from tests.conftest import _empty
 
     _empty(postgres_database)
-    for n in range(10):
-        notice = parse_notice(notice_body(f"race-{n}"))
-        start = threading.Barrier(4)
-        outcomes: list[ClaimStatus] = []
+    ids = [f"race-{n}" for n in range(60)]
+    for notification_id in ids:
+        request_email(postgres_database, notification_id, "o@acme.example")
+    start = threading.Barrier(4)
+    taken: list[list[str]] = [[] for _ in range(4)]
 
-        def claim(
-            notice: deliveries.Notice = notice,
-            start: threading.Barrier = start,
-            outcomes: list[ClaimStatus] = outcomes,
-        ) -> None:
-            start.wait()
-            outcomes.append(deliveries.claim(postgres_database, notice, NOW, STALE).outcome)
+    def claimer(mine: list[str]) -> None:
+        start.wait()
+        while batch := claim(postgres_database, now(), want=5):
+            mine.extend(c.notice.notification_id for c in batch)
 
-        threads = [threading.Thread(target=claim) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(10)
-        assert sorted(o.value for o in outcomes) == ["busy", "busy", "busy", "claimed"]
-
-
-@pytest.mark.parametrize(
-    "body",
-    [b"not json", b"[1]", orjson.dumps({"data": {"notification_id": ""}}), b'{"data": 3}'],
-)
-def test_a_body_without_a_notification_id_is_refused(body: bytes) -> None:
-    with pytest.raises(BadNotice):
-        parse_notice(body)
+    threads = [threading.Thread(target=claimer, args=(t,)) for t in taken]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    everything = [i for mine in taken for i in mine]
+    assert sorted(everything) == sorted(ids)  # each once, none left
 
 
 @pytest.mark.postgres
@@ -146,19 +124,17 @@ def test_notification_sent_waits_for_a_transaction_holding_its_account(
     so its outbox id cannot come before those of a command still open on the account."""
     database = service.db
     seed(service)
-    notice = parse_notice(notice_body())
-    claimed = deliveries.claim(database, notice, NOW, STALE)
-    assert claimed.token is not None
-    token = claimed.token
+    request_email(database, "n-1", "o@acme.example")
+    at = now()
+    [claimed] = claim(database, at)
+    sent = Outcome(claimed, "sent", at, message_id="<m@x>")
     with database.store() as store:  # a command on acme, not yet committed
         store.account("acme", lock=True)
-        store.add_event("request.approved", NOW, "acme", {}, "r-1")
-        sender = threading.Thread(
-            target=deliveries.mark_sent, args=(database, notice, token, NOW, "<m@x>")
-        )
-        sender.start()
-        sender.join(0.5)
-        assert sender.is_alive(), "notification.sent did not wait for the account lock"
-    sender.join(10)
-    order = [e["type"] for e in events(database) if e.get("request_id") == "r-1"]
-    assert order == ["request.approved", "notification.sent"]
+        store.add_event("request.approved", at, "acme", {}, None)
+        recorder = threading.Thread(target=record, args=(database, sent))
+        recorder.start()
+        recorder.join(0.5)
+        assert recorder.is_alive(), "notification.sent did not wait for the account lock"
+    recorder.join(10)
+    order = [e["type"] for e in events(database) if e["account_id"] == "acme"]
+    assert order[-2:] == ["request.approved", "notification.sent"]

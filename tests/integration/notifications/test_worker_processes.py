@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from consumers.notifier import STARTED
 from tests.integration.helpers import events, seed, submit, wait_until
 from tests.integration.notifications.smtp import SmtpServer
 from tests.integration.notifications.support import Queues, url_of
 from workflow.app.service import CommandService
-from workflow.contract.names import NOTIFICATIONS_QUEUE
 from workflow.domain.catalog import Catalog
 from workflow.persistence.database import Database
 
@@ -76,17 +76,16 @@ def test_two_workers_remind_once_and_expire_once(
     smtp: SmtpServer,
     queues: Queues,
     workers: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
 ) -> None:
     service = CommandService(pg, catalog)
     accounts = [f"acct{n}" for n in range(3)]
     for account_id in accounts:
         seed(service, account_id)
     # Both notifiers (hence both sweepers) running before the clock starts.
+    logs = [tmp_path / f"worker-{name}.log" for name in ("a", "b")]
     wait_until(
-        lambda: (
-            queues.channel.queue_declare(NOTIFICATIONS_QUEUE, passive=True).method.consumer_count
-            == 2
-        ),
+        lambda: all(STARTED in log.read_text(errors="replace") for log in logs),
         timeout=30,
         what="both workers to start",
     )
