@@ -1,0 +1,232 @@
+"""The email notifier alone: emails per second and CPU per email, to a local SMTP sink and
+to one that answers each mail after ``--slow-smtp`` ms (as a remote relay does).
+
+``python -m benchmarks.notifier_bench [--emails N] [--slow-smtp MS] [--connections K]``
+
+Each case gets a fresh PostgreSQL database, N pending notifications written the way
+commands write them (``SqlStore.add_event`` of ``notification.requested``, which adds the
+delivery record in the same transaction, 500 per transaction), and the real notifier
+(``consumers.notifier.Notifier`` with SMTP connections to ``benchmarks.smtp_sink``). The
+clock runs from the notifier's start until every record says ``sent``. CPU is measured
+per process: this one (the notifier; the poll that watches it is negligible), the sink,
+and the database's backends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from benchmarks.procs import sample
+from benchmarks.services import pg_connect, postgres_database
+from consumers.mail import SmtpMailer
+from consumers.notifier import Notifier
+from workflow.contract.examples import EVENT_EXAMPLES
+from workflow.contract.names import NOTIFICATION_REQUESTED
+from workflow.notifications.mailconfig import parse_mail_from, parse_smtp_url
+from workflow.persistence import migrate
+from workflow.persistence.database import Database
+
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+WRITE_BATCH = 500
+
+
+@dataclass(frozen=True)
+class Result:
+    case: str
+    emails: int
+    connections: int
+    seconds: float
+    notifier_cpu: float
+    sink_cpu: float
+    database_cpu: float
+
+    @property
+    def rate(self) -> float:
+        return self.emails / self.seconds if self.seconds else 0.0
+
+    def per_email_ms(self, cpu: float) -> float:
+        return 1000 * cpu / self.emails if self.emails else 0.0
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.notifier_bench")
+    parser.add_argument("--emails", type=int, default=3000, help="emails per case")
+    parser.add_argument(
+        "--slow-smtp",
+        type=float,
+        default=50.0,
+        metavar="MS",
+        help="the slow sink's wait before each 250 (0: only the local sink)",
+    )
+    parser.add_argument("--connections", type=int, default=16, help="SMTP connections")
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("SUBREQ_BENCH_DATABASE_URL", DEFAULT_POSTGRES_URL),
+        help="PostgreSQL server; a fresh database per case",
+    )
+    parser.add_argument(
+        "--amqp-url",
+        default=os.environ.get("SUBREQ_BENCH_AMQP_URL", DEFAULT_AMQP_URL),
+        help="broker, for dead letters only (none are expected)",
+    )
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per case")
+    args = parser.parse_args(argv)
+    if args.emails < 1 or args.connections < 1 or args.slow_smtp < 0:
+        parser.error("--emails and --connections must be positive, --slow-smtp not negative")
+    return args
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def request_emails(db: Database, count: int) -> None:
+    """``count`` pending notifications, as commands write them."""
+    data = EVENT_EXAMPLES[NOTIFICATION_REQUESTED]["data"]
+    now = datetime.now(UTC)
+    for start in range(0, count, WRITE_BATCH):
+        with db.store(lock=False) as store:
+            for n in range(start, min(count, start + WRITE_BATCH)):
+                notice = copy.deepcopy(data)
+                notice["notification_id"] = str(uuid.uuid4())
+                notice["recipient"] = {
+                    "user_id": f"u{n}",
+                    "email": f"member-{n}@acme.example",
+                    "name": f"Member {n}",
+                }
+                store.add_event(NOTIFICATION_REQUESTED, now, "acme", notice, None)
+
+
+def sent_count(conn: object) -> int:
+    row = conn.execute(  # type: ignore[attr-defined]
+        "SELECT count(*) FROM notification_deliveries WHERE status = 'sent'"
+    ).fetchone()
+    return int(row[0])
+
+
+def backend_cpu(conn: object, database: str, mine: int) -> dict[int, float]:
+    pids = conn.execute(  # type: ignore[attr-defined]
+        "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> %s", (database, mine)
+    ).fetchall()
+    found = {}
+    for (pid,) in pids:
+        try:
+            found[pid] = sample(pid).cpu_seconds
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found
+
+
+def run_case(args: argparse.Namespace, case: str, delay_ms: float) -> Result:
+    port = free_port()
+    sink = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.smtp_sink", "--port", str(port)]
+        + ["--delay-ms", str(delay_ms)],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        assert sink.stdout is not None
+        if sink.stdout.readline().strip() != b"ready":
+            raise RuntimeError("the SMTP sink did not start")
+        with postgres_database(args.postgres_url) as url:
+            return _measure(args, case, url, port, sink)
+    finally:
+        if sink.poll() is None:
+            sink.terminate()
+        sink.wait(10)
+
+
+def _measure(
+    args: argparse.Namespace, case: str, url: str, port: int, sink: subprocess.Popen[bytes]
+) -> Result:
+    db = Database(url)
+    migrate.upgrade(db)
+    request_emails(db, args.emails)
+    name = db.url.database or ""
+    server = parse_smtp_url(f"smtp://127.0.0.1:{port}")
+    stop = threading.Event()
+    notifier = Notifier(
+        args.amqp_url,
+        db,
+        lambda: SmtpMailer(server),
+        parse_mail_from("subreq <no-reply@subreq.invalid>"),
+        stop=stop,
+        connections=args.connections,
+        poll=0.05,
+    )
+    with pg_connect(args.postgres_url, name) as watch:
+        mine = watch.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+        pg_before = backend_cpu(watch, name, mine)
+        cpu_before, sink_before = time.process_time(), sample(sink.pid).cpu_seconds
+        started = time.monotonic()
+        thread = threading.Thread(target=notifier.run, name="subreq-notifier", daemon=True)
+        thread.start()
+        deadline = started + args.timeout
+        while sent_count(watch) < args.emails:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{case}: not every email was sent in {args.timeout:.0f} s")
+            time.sleep(0.01)
+        seconds = time.monotonic() - started
+        cpu_after, sink_after = time.process_time(), sample(sink.pid).cpu_seconds
+        pg_after = backend_cpu(watch, name, mine)
+    stop.set()
+    thread.join(30)
+    db.dispose()
+    database_cpu = sum(cpu - pg_before.get(pid, 0.0) for pid, cpu in pg_after.items())
+    return Result(
+        case,
+        args.emails,
+        args.connections,
+        seconds,
+        cpu_after - cpu_before,
+        sink_after - sink_before,
+        database_cpu,
+    )
+
+
+def table(results: Sequence[Result]) -> str:
+    lines = [
+        "| case | emails | connections | seconds | emails/s | CPU ms/email: notifier | sink "
+        "| PostgreSQL |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.case} | {r.emails} | {r.connections} | {r.seconds:.2f} | {r.rate:,.0f} "
+            f"| {r.per_email_ms(r.notifier_cpu):.2f} | {r.per_email_ms(r.sink_cpu):.2f} "
+            f"| {r.per_email_ms(r.database_cpu):.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> list[Result]:
+    cases = [("local sink", 0.0)]
+    if args.slow_smtp:
+        cases.append((f"sink answering after {args.slow_smtp:g} ms", args.slow_smtp))
+    return [run_case(args, case, delay) for case, delay in cases]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    results = run(args)
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
