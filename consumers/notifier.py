@@ -294,7 +294,7 @@ class Notifier:
             claimed,
             "sent",
             self.clock(),
-            message_id=str(message["Message-ID"]),
+            message_id=message.message_id,
             traceparent=current_traceparent(),
         )
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from email.headerregistry import Address
-from email.message import EmailMessage
 
-from consumers.mail import Outgoing, Permanent, build_message, recipient
+from consumers.mail import Mail, Outgoing, Permanent, build_message, recipient
 from workflow.notifications.deliveries import Notice
 from workflow.notifications.texts import Email, render_email
 
 
-def build_email(notice: Notice, sender: Address, now: datetime) -> EmailMessage:
+def build_email(notice: Notice, sender: Address, now: datetime) -> Mail:
     """The MIME message for ``notice``, or :class:`Permanent` when it cannot be built (an
     unusable address, a template failing on its values): trying again cannot help."""
     to = recipient(notice.name, notice.email)

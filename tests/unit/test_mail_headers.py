@@ -15,6 +15,7 @@ import pytest
 
 from consumers.mail import (
     FileMailer,
+    Mail,
     Outgoing,
     Permanent,
     SmtpMailer,
@@ -31,13 +32,17 @@ SENDER = parse_mail_from("subreq <no-reply@subreq.example>")
 NOW = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
 
 
+def mail(name: str = "Olivia Owner", subject: str = "Hello", email: str = "o@acme.example") -> Mail:
+    outgoing = Outgoing(
+        "5d1e-uuid", recipient(name, email), subject, "text\n", "<p>html</p>", "it", "t"
+    )
+    return build_message(outgoing, SENDER, NOW)
+
+
 def built(
     name: str = "Olivia Owner", subject: str = "Hello", email: str = "o@acme.example"
 ) -> EmailMessage:
-    mail = Outgoing(
-        "5d1e-uuid", recipient(name, email), subject, "text\n", "<p>html</p>", "it", "t"
-    )
-    raw = build_message(mail, SENDER, NOW).as_bytes()
+    raw = mail(name, subject, email).as_bytes()
     parsed = message_from_bytes(raw, policy=default)
     assert isinstance(parsed, EmailMessage)
     return parsed
@@ -121,7 +126,7 @@ class FakeSmtp:
     def __init__(self, error: BaseException) -> None:
         self.error = error
 
-    def send_message(self, message: EmailMessage) -> None:
+    def sendmail(self, *args: object) -> None:
         raise self.error
 
     def rset(self) -> None:
@@ -152,7 +157,7 @@ def test_smtp_failures_are_sorted_into_retry_or_give_up(
     mailer._smtp = FakeSmtp(error)  # type: ignore[assignment]
     mailer._last_used = float("inf")
     with pytest.raises(kind, match=reason):
-        mailer.send(built())
+        mailer.send(mail())
 
 
 def test_a_server_that_is_down_is_transient() -> None:
@@ -160,13 +165,13 @@ def test_a_server_that_is_down_is_transient() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with pytest.raises(Transient, match=r"127\.0\.0\.1"):
-        SmtpMailer(SmtpServer("127.0.0.1", port, timeout=2)).send(built())
+        SmtpMailer(SmtpServer("127.0.0.1", port, timeout=2)).send(mail())
 
 
 def test_without_smtp_mails_become_eml_files_named_after_the_notification(tmp_path: Path) -> None:
     mailer = FileMailer(tmp_path / "mail")
-    mailer.send(built())
-    mailer.send(built())  # a resend replaces the file
+    mailer.send(mail())
+    mailer.send(mail())  # a resend replaces the file
     [written] = (tmp_path / "mail").iterdir()
     assert written.name == "5d1e-uuid.eml"
     assert message_from_bytes(written.read_bytes(), policy=default)["To"] == (

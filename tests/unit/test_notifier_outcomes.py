@@ -7,11 +7,12 @@ from __future__ import annotations
 import copy
 import threading
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
+from email import message_from_bytes
+from email.policy import default
 
 import pytest
 
-from consumers.mail import DeliveryError, Permanent, Transient
+from consumers.mail import DeliveryError, Mail, Permanent, Transient
 from consumers.notifier import Notifier, RetryPolicy
 from workflow.contract.examples import EVENT_EXAMPLES
 from workflow.notifications.deliveries import Claimed, Notice
@@ -25,9 +26,9 @@ LEASE = timedelta(minutes=5)
 class FakeMailer:
     def __init__(self, error: DeliveryError | None = None) -> None:
         self.error = error
-        self.sent: list[EmailMessage] = []
+        self.sent: list[Mail] = []
 
-    def send(self, message: EmailMessage) -> None:
+    def send(self, message: Mail) -> None:
         if self.error is not None:
             raise self.error
         self.sent.append(message)
@@ -74,8 +75,11 @@ def test_a_sent_mail_carries_its_stable_message_id() -> None:
     mailer = FakeMailer()
     outcome = notifier().attempt(claimed(), mailer)
     assert (outcome.status, outcome.message_id) == ("sent", "<n-1@subreq.invalid>")
-    [message] = mailer.sent
+    [sent] = mailer.sent
+    assert (sent.recipient, sent.message_id) == ("o@acme.example", "<n-1@subreq.invalid>")
+    message = message_from_bytes(sent.as_bytes(), policy=default)
     assert message["Message-ID"] == "<n-1@subreq.invalid>"
+    assert message["To"] == "Olivia <o@acme.example>"
     assert message.get_content_type() == "multipart/alternative"
 
 
