@@ -43,8 +43,8 @@ class Sink:
                 else:  # MAIL, RCPT, RSET, NOOP
                     writer.write(b"250 OK\r\n")
                 await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # the client went away, or the sink is stopping
         finally:
             writer.close()
 

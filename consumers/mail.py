@@ -280,8 +280,11 @@ class SmtpMailer:
             self._smtp = self._connect()
         smtp = self._smtp
         try:
-            options = ["SMTPUTF8"] if message.international else []
-            smtp.sendmail(message.sender, [message.recipient], message.data, options)
+            if smtp.has_extn("pipelining"):
+                _pipelined(smtp, message)
+            else:
+                options = ["SMTPUTF8"] if message.international else []
+                smtp.sendmail(message.sender, [message.recipient], message.data, options)
         except smtplib.SMTPServerDisconnected:
             raise
         except smtplib.SMTPRecipientsRefused as exc:
@@ -316,6 +319,42 @@ class SmtpMailer:
                 smtp.quit()
             with contextlib.suppress(Exception):
                 smtp.close()
+
+
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _pipelined(smtp: smtplib.SMTP, mail: Mail) -> None:
+    """One mail in two round trips instead of four (RFC 2920, for servers that announce
+    PIPELINING): MAIL, RCPT and DATA in one write, then the content. Refusals raise what
+    ``smtplib.SMTP.sendmail`` raises for them, so they are sorted the same way."""
+    options = ""
+    if mail.international:
+        if not smtp.has_extn("smtputf8"):
+            raise smtplib.SMTPNotSupportedError("SMTPUTF8 not supported by server")
+        options = " SMTPUTF8"
+    smtp.send(
+        f"MAIL FROM:<{mail.sender}>{options}\r\nRCPT TO:<{mail.recipient}>\r\nDATA\r\n".encode()
+    )
+    sender, rcpt, data = smtp.getreply(), smtp.getreply(), smtp.getreply()
+    if data[0] == 354 and (sender[0] != 250 or rcpt[0] not in (250, 251)):
+        # A server that took DATA although the envelope failed: end it empty (it has no
+        # recipient to deliver to) before reporting the refusal.
+        smtp.send(b".\r\n")
+        smtp.getreply()
+    if sender[0] != 250:
+        raise smtplib.SMTPSenderRefused(sender[0], sender[1], mail.sender)
+    if rcpt[0] not in (250, 251):
+        raise smtplib.SMTPRecipientsRefused({mail.recipient: rcpt})
+    if data[0] != 354:
+        raise smtplib.SMTPDataError(data[0], data[1])
+    content = _LEADING_DOT.sub(b"..", mail.data)
+    if not content.endswith(b"\r\n"):
+        content += b"\r\n"
+    smtp.send(content + b".\r\n")
+    code, answer = smtp.getreply()
+    if code != 250:
+        raise smtplib.SMTPDataError(code, answer)
 
 
 class FileMailer:

@@ -126,6 +126,9 @@ class FakeSmtp:
     def __init__(self, error: BaseException) -> None:
         self.error = error
 
+    def has_extn(self, name: str) -> bool:
+        return False
+
     def sendmail(self, *args: object) -> None:
         raise self.error
 
@@ -158,6 +161,71 @@ def test_smtp_failures_are_sorted_into_retry_or_give_up(
     mailer._last_used = float("inf")
     with pytest.raises(kind, match=reason):
         mailer.send(mail())
+
+
+class PipeliningSmtp(FakeSmtp):
+    """A server announcing PIPELINING that answers from a script and records what came."""
+
+    def __init__(self, replies: list[tuple[int, bytes]]) -> None:
+        super().__init__(AssertionError("not used"))
+        self.replies = replies
+        self.written: list[bytes] = []
+
+    def has_extn(self, name: str) -> bool:
+        return name == "pipelining"
+
+    def send(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def getreply(self) -> tuple[int, bytes]:
+        return self.replies.pop(0)
+
+
+def pipelined(replies: list[tuple[int, bytes]], sent: Mail | None = None) -> PipeliningSmtp:
+    mailer = SmtpMailer(SmtpServer("127.0.0.1", 1))
+    server = PipeliningSmtp(replies)
+    mailer._smtp = server  # type: ignore[assignment]
+    mailer._last_used = float("inf")
+    mailer.send(sent or mail())
+    return server
+
+
+def test_a_pipelining_server_gets_the_envelope_in_one_write_and_the_content_dot_stuffed() -> None:
+    dotted = build_message(
+        Outgoing("n", recipient("O", "o@acme.example"), "Hi", ".line\n..two\n", "", "en", "t"),
+        SENDER,
+        NOW,
+    )
+    server = pipelined([(250, b"ok"), (250, b"ok"), (354, b"go"), (250, b"queued")], dotted)
+    envelope, content = server.written
+    assert envelope == (
+        b"MAIL FROM:<no-reply@subreq.example>\r\nRCPT TO:<o@acme.example>\r\nDATA\r\n"
+    )
+    assert content == dotted.as_bytes().replace(b"\r\n.", b"\r\n..") + b".\r\n"
+    assert b"\r\n..line\r\n...two\r\n" in content
+    assert server.replies == []
+
+
+@pytest.mark.parametrize(
+    ("replies", "kind", "reason"),
+    [
+        ([(250, b"ok"), (550, b"no such user"), (554, b"no valid recipients")], Permanent, "550"),
+        ([(250, b"ok"), (451, b"greylisted"), (503, b"no recipients")], Transient, "451"),
+        ([(421, b"busy"), (503, b"no mail"), (503, b"no mail")], Transient, "421 busy"),
+        ([(250, b"ok"), (250, b"ok"), (354, b"go"), (552, b"too big")], Permanent, "552"),
+    ],
+)
+def test_a_pipelining_server_s_refusals_are_sorted_as_the_others(
+    replies: list[tuple[int, bytes]], kind: type[Exception], reason: str
+) -> None:
+    with pytest.raises(kind, match=reason):
+        pipelined(replies)
+
+
+def test_a_server_taking_data_after_a_refused_recipient_is_sorted_by_the_refusal() -> None:
+    replies = [(250, b"ok"), (550, b"no"), (354, b"go"), (554, b"no recipients")]
+    with pytest.raises(Permanent, match="550"):
+        pipelined(replies)
 
 
 def test_a_server_that_is_down_is_transient() -> None:

@@ -21,6 +21,15 @@ class Inbox:
         self.envelopes: list[tuple[str, list[str]]] = []
         self.refuse: dict[str, str] = {}  # recipient -> a 5xx answer
         self.busy: dict[str, int] = {}  # recipient -> how many 451 answers before accepting
+        self.pipelining = True  # announce PIPELINING (RFC 2920), as most servers do
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: Any

@@ -140,9 +140,17 @@ def test_smtp_down_then_up_loses_and_doubles_nothing(
     assert queues.dead_letters() == []
 
 
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
 def test_bad_input_ends_with_a_reason_and_never_blocks_the_others(
-    mail_amqp_url: str, pg: Database, catalog: Catalog, smtp: SmtpServer, queues: Queues
+    mail_amqp_url: str,
+    pg: Database,
+    catalog: Catalog,
+    smtp: SmtpServer,
+    queues: Queues,
+    pipelining: bool,
 ) -> None:
+    """With and without PIPELINING: refusals in either way of sending are sorted alike."""
+    smtp.inbox.pipelining = pipelining
     smtp.inbox.refuse["nobody@acme.example"] = "550 5.1.1 no such mailbox"
     smtp.inbox.busy["slow@acme.example"] = 2  # 451 twice, then accepted
     with running(mail_amqp_url, pg, smtp.url):
