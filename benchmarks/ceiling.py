@@ -59,7 +59,7 @@ from workflow.contract.names import (
     NOTIFICATION_REQUESTED,
     NOTIFICATIONS_DEAD_EXCHANGE,
     NOTIFICATIONS_DEAD_QUEUE,
-    NOTIFICATIONS_QUEUE,
+    RETIRED_NOTIFICATIONS_QUEUE,
 )
 
 SEAT_PRICE = 115  # Support Professional, USD monthly
@@ -650,7 +650,7 @@ def declare_topology(channel: BlockingChannel, *, route_notifications: bool = Fa
         channel.queue_declare(NOTIFICATIONS_DEAD_QUEUE, durable=True)
         channel.queue_bind(NOTIFICATIONS_DEAD_QUEUE, NOTIFICATIONS_DEAD_EXCHANGE)
         channel.queue_declare(
-            NOTIFICATIONS_QUEUE,
+            RETIRED_NOTIFICATIONS_QUEUE,
             durable=True,
             arguments={
                 "x-queue-type": "quorum",
@@ -658,7 +658,7 @@ def declare_topology(channel: BlockingChannel, *, route_notifications: bool = Fa
                 "x-dead-letter-exchange": NOTIFICATIONS_DEAD_EXCHANGE,
             },
         )
-        channel.queue_bind(NOTIFICATIONS_QUEUE, EVENTS_EXCHANGE, NOTIFICATION_REQUESTED)
+        channel.queue_bind(RETIRED_NOTIFICATIONS_QUEUE, EVENTS_EXCHANGE, NOTIFICATION_REQUESTED)
 
 
 class Confirms:
@@ -871,7 +871,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--route-notifications",
         action="store_true",
-        help="declare subreq's notifier queue, bound to notification.requested",
+        help="declare the notifier queue of subreq before revision 0006, bound to "
+        "notification.requested",
     )
     args = parser.parse_args(argv)
     if not args.amqp_url or not args.database_url:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import os
 import socket
 import subprocess
@@ -41,6 +42,7 @@ from workflow.persistence.database import Database
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 WRITE_BATCH = 500
+SINK = (sys.executable, "-m", "benchmarks.smtp_sink")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ class Result:
     notifier_cpu: float
     sink_cpu: float
     database_cpu: float
+    received: int = 0
+    """Mails the sink accepted: one per email, or some were sent twice."""
 
     @property
     def rate(self) -> float:
@@ -135,8 +139,15 @@ def backend_cpu(conn: object, database: str, mine: int) -> dict[int, float]:
 def run_case(args: argparse.Namespace, case: str, delay_ms: float) -> Result:
     port = free_port()
     sink = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.smtp_sink", "--port", str(port)]
-        + ["--delay-ms", str(delay_ms)],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.smtp_sink",
+            "--port",
+            str(port),
+            "--delay-ms",
+            str(delay_ms),
+        ],
         stdout=subprocess.PIPE,
         cwd=Path(__file__).resolve().parent.parent,
     )
@@ -145,11 +156,12 @@ def run_case(args: argparse.Namespace, case: str, delay_ms: float) -> Result:
         if sink.stdout.readline().strip() != b"ready":
             raise RuntimeError("the SMTP sink did not start")
         with postgres_database(args.postgres_url) as url:
-            return _measure(args, case, url, port, sink)
+            result = _measure(args, case, url, port, sink)
     finally:
         if sink.poll() is None:
             sink.terminate()
-        sink.wait(10)
+        out, _ = sink.communicate(timeout=10)
+    return dataclasses.replace(result, received=int(out.split()[-1]))
 
 
 def _measure(

@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     mail_from: str = "subreq <no-reply@subreq.invalid>"
     mail_dir: Path = Path("subreq-mail")
     """Where mails go as ``.eml`` files when ``SUBREQ_SMTP_URL`` is unset."""
-    smtp_connections: Annotated[int, Field(ge=1, le=64)] = 8
+    smtp_connections: Annotated[int, Field(ge=1, le=64)] = 16
     """SMTP connections each notifier keeps busy in parallel: a relay that answers each mail
     after 50 ms takes about 20 mails a second per connection."""
 

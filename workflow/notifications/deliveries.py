@@ -32,6 +32,7 @@ import orjson
 
 from workflow.contract.names import NOTIFICATION_REQUESTED, NOTIFICATION_SENT
 from workflow.persistence.database import Database
+from workflow.persistence.deliveries import Claim
 from workflow.persistence.sqlstore import SqlStore
 from workflow.telemetry import within
 
@@ -128,11 +129,16 @@ def exchange(
     publishes in id order, keeps the request's events in order. An outcome whose claim was
     taken over (its lease ended) records nothing and emits nothing."""
     done = Exchange()
+    claim = None
+    if want > 0:
+        claim = Claim(str(uuid.uuid4()), now, now + lease, want)
+    sent = [o for o in outcomes if o.status == "sent"]
     with db.store() as store:
-        sent = [o for o in outcomes if o.status == "sent"]
-        if sent:
-            store.preload(sorted({o.claimed.notice.account_id for o in sent}), [], [])
-        ours = store.deliveries.settle_all([_settled(o) for o in outcomes])
+        ours, rows = store.deliveries.settle_and_claim(
+            sorted({o.claimed.notice.account_id for o in sent}),
+            [_settled(o) for o in outcomes],
+            claim,
+        )
         for outcome in outcomes:
             target = done.recorded if outcome.claimed.notice.notification_id in ours else done.lost
             target.append(outcome)
@@ -140,27 +146,34 @@ def exchange(
             if outcome.status == "sent":
                 with within(outcome.traceparent):
                     _emit_sent(store, outcome)
-        if want > 0:
-            token = str(uuid.uuid4())
-            lease_until = now + lease
-            for row in store.deliveries.claim_due(token, now, lease_until, want):
-                done.claimed.append(
-                    Claimed(notice_of(row), token, row["attempts"], lease_until, row["traceparent"])
-                )
+    if claim is not None:
+        done.claimed = [
+            Claimed(
+                notice_of(row), claim.token, row["attempts"], claim.lease_until, row["traceparent"]
+            )
+            for row in rows
+        ]
     return done
 
 
-def _settled(outcome: Outcome) -> tuple[str, str, dict[str, Any]]:
-    values: dict[str, Any] = {"status": outcome.status, "updated_at": outcome.at}
-    if outcome.status == "sent":
-        values.update(sent_at=outcome.at, message_id=outcome.message_id, last_error=None)
-        values["due_at"] = None
-    elif outcome.status == "retrying":
-        values.update(last_error=outcome.error[:ERROR_LIMIT], due_at=outcome.due_at)
-    else:  # failed: due for its dead-letter copy until the broker confirms it
-        values.update(last_error=outcome.error[:ERROR_LIMIT], due_at=outcome.at)
+def _settled(outcome: Outcome) -> dict[str, Any]:
+    """The record's ``SETTLED`` values for ``outcome``, with the claim they need."""
     claimed = outcome.claimed
-    return claimed.notice.notification_id, claimed.token, values
+    row: dict[str, Any] = {
+        "notification_id": claimed.notice.notification_id,
+        "claim_token": claimed.token,
+        "status": outcome.status,
+        "updated_at": outcome.at,
+        "sent_at": None,
+        "message_id": None,
+        "last_error": outcome.error[:ERROR_LIMIT] or None,
+        "due_at": outcome.due_at,
+    }
+    if outcome.status == "sent":
+        row.update(sent_at=outcome.at, message_id=outcome.message_id, last_error=None, due_at=None)
+    elif outcome.status == "failed":  # due for its dead-letter copy until the broker has it
+        row["due_at"] = outcome.at
+    return row
 
 
 def _emit_sent(store: SqlStore, outcome: Outcome) -> None:

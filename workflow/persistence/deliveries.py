@@ -7,6 +7,7 @@ outcomes are recorded only while the claim that sent them still holds (see
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -34,61 +35,91 @@ CLAIMED_COLUMNS = (
 )
 """What a claim hands the notifier: everything an email is built from."""
 
+SETTLED = ("status", "updated_at", "sent_at", "message_id", "last_error", "due_at")
+"""What recording an outcome sets (``None`` where the outcome has none); the claim token is
+cleared with them."""
+
 _CLAIMABLE = (PENDING, RETRYING, SENDING)
 """``sending`` too: a claim whose lease ended belongs to a notifier that died."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a notifier asks to claim: up to ``limit`` records due at ``now``, leased to
+    ``token`` until ``lease_until``."""
+
+    token: str
+    now: datetime
+    lease_until: datetime
+    limit: int
 
 
 class DeliveryRecords:
     def __init__(self, sql: Sql) -> None:
         self.sql = sql
 
-    def claim_due(
-        self, token: str, now: datetime, lease_until: datetime, limit: int
-    ) -> list[dict[str, Any]]:
-        """Take up to ``limit`` records that are due (oldest first) under ``token`` until
-        ``lease_until``, counting an attempt each; the claimed rows. Rows another
-        transaction is claiming are skipped, never waited for, so notifiers sharing the
-        database never take the same record."""
+    def settle_and_claim(
+        self,
+        accounts: Sequence[str],
+        settled: Sequence[Mapping[str, Any]],
+        claim: Claim | None,
+    ) -> tuple[set[str], list[dict[str, Any]]]:
+        """In one round trip on PostgreSQL: lock ``accounts`` (sorted, as commands lock
+        them), record each settled row's ``SETTLED`` values while its ``claim_token`` still
+        holds the record's ``sending`` claim, and take what ``claim`` asks for. Returns the
+        ids recorded (a claim taken over after its lease is not ours) and the rows claimed,
+        oldest first."""
+        sql = self.sql
+        statements: list[tuple[str, Any]] = []
+        if accounts:
+            where, param = sql.among("account_id", sorted(accounts))
+            statements.append(
+                (
+                    f"SELECT account_id FROM accounts WHERE {where} "
+                    f"ORDER BY account_id{sql.lock_rows}",
+                    (param,),
+                )
+            )
+        settling = sql.guarded_updates(
+            deliveries,
+            ("notification_id", "claim_token"),
+            SETTLED,
+            settled,
+            extra_set="claim_token = NULL",
+            extra_where=f"notification_deliveries.status = '{SENDING}'",
+        )
+        statements.extend(settling)
+        if claim is not None:
+            statements.append(self._claim(claim))
+        results = sql.run_all(statements)
+        first = 1 if accounts else 0
+        ours = {row[0] for rows in results[first : first + len(settling)] for row in rows or []}
+        claimed: list[dict[str, Any]] = []
+        if claim is not None:
+            claimed = sql.columns(deliveries).rows(CLAIMED_COLUMNS, results[-1] or [])
+            claimed.sort(key=lambda r: r["due_at"])
+        return ours, claimed
+
+    def _claim(self, claim: Claim) -> tuple[str, Any]:
+        """Up to ``claim.limit`` due records (oldest first) under ``claim.token`` until
+        ``claim.lease_until``, an attempt counted each. Rows another transaction is claiming
+        are skipped, never waited for, so notifiers sharing the database never take the same
+        record."""
         sql, mark = self.sql, self.sql.mark
-        at = sql.value(deliveries, "due_at", now)
+        at = sql.value(deliveries, "due_at", claim.now)
+        until = sql.value(deliveries, "due_at", claim.lease_until)
         states = ", ".join(f"'{s}'" for s in _CLAIMABLE)
         skip = " FOR UPDATE SKIP LOCKED" if sql.name == "postgresql" else ""
-        statement = (
+        return (
             f"UPDATE notification_deliveries SET status = '{SENDING}', "
             f"attempts = attempts + 1, claim_token = {mark}, claimed_at = {mark}, "
             f"updated_at = {mark}, due_at = {mark} "
             "WHERE notification_id IN (SELECT notification_id FROM notification_deliveries "
             f"WHERE due_at IS NOT NULL AND due_at <= {mark} AND status IN ({states}) "
             f"ORDER BY due_at LIMIT {mark}{skip}) "
-            f"RETURNING {', '.join(CLAIMED_COLUMNS)}"
+            f"RETURNING {', '.join(CLAIMED_COLUMNS)}",
+            (claim.token, at, at, until, at, claim.limit),
         )
-        until = sql.value(deliveries, "due_at", lease_until)
-        [found] = sql.run_all([(statement, (token, at, at, until, at, limit))])
-        rows = sql.columns(deliveries).rows(CLAIMED_COLUMNS, found or [])
-        rows.sort(key=lambda r: r["due_at"])
-        return rows
-
-    def settle_all(self, settled: Sequence[tuple[str, str, Mapping[str, Any]]]) -> set[str]:
-        """Set each ``(notification_id, token, values)``'s values on its record while the
-        token still holds its ``sending`` claim (one statement each, all in one round trip on
-        PostgreSQL); the ids it did (a claim taken over after its lease is not ours)."""
-        if not settled:
-            return set()
-        sql, mark = self.sql, self.sql.mark
-        columns = sql.columns(deliveries)
-        statements = []
-        for notification_id, token, values in settled:
-            names = list(values)
-            sets = ", ".join(f"{n} = {mark}" for n in names)
-            statements.append(
-                (
-                    f"UPDATE notification_deliveries SET {sets}, claim_token = NULL "
-                    f"WHERE notification_id = {mark} AND claim_token = {mark} "
-                    f"AND status = '{SENDING}' RETURNING notification_id",
-                    (*columns.values(values, names), notification_id, token),
-                )
-            )
-        return {rows[0][0] for rows in sql.run_all(statements) if rows}
 
     def failed_unreported(self, limit: int) -> list[dict[str, Any]]:
         """Records given up whose dead-letter copy the broker has not confirmed yet."""

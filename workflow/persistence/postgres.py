@@ -99,6 +99,32 @@ class PostgresSql(Sql):
             (self._document(table, rows, names),),
         )
 
+    def guarded_updates(
+        self,
+        table: Table,
+        keys: tuple[str, str],
+        names: Sequence[str],
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        extra_set: str = "",
+        extra_where: str = "",
+    ) -> list[tuple[str, Any]]:
+        if not rows:
+            return []
+        name, (first, second) = table.name, keys
+        sets = ", ".join([*(f"{n} = v.{n}" for n in names), *filter(None, [extra_set])])
+        where = f"{name}.{first} = v.{first} AND {name}.{second} = v.{second}"
+        if extra_where:
+            where += f" AND {extra_where}"
+        document = self._document(table, rows, [first, second, *names])
+        return [
+            (
+                f"UPDATE {name} SET {sets} FROM json_populate_recordset(NULL::{name}, %s) AS v "
+                f"WHERE {where} RETURNING {name}.{first}",
+                (document,),
+            )
+        ]
+
     def try_exclusive(self, key: int) -> bool:
         found = self.scalar_rows("SELECT pg_try_advisory_xact_lock(%s)", [key])
         return bool(found[0])

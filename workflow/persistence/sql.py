@@ -115,6 +115,21 @@ class Sql(ABC):
         """Delete the rows whose ``names`` columns equal one of ``keys`` (text columns)."""
 
     @abstractmethod
+    def guarded_updates(
+        self,
+        table: Table,
+        keys: tuple[str, str],
+        names: Sequence[str],
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        extra_set: str = "",
+        extra_where: str = "",
+    ) -> list[tuple[str, Any]]:
+        """Statements (for :meth:`run_all`) that set ``names`` from each row on the row of
+        ``table`` whose two ``keys`` columns equal the row's (and that meets ``extra_where``),
+        each returning the first key of the rows it changed."""
+
+    @abstractmethod
     def try_exclusive(self, key: int) -> bool:
         """Whether this transaction is now the only one holding the lock named ``key``."""
 

@@ -85,5 +85,23 @@ class SqliteSql(Sql):
         sql = f"DELETE FROM {table.name} WHERE ({listed}) IN (SELECT {parts} FROM json_each(?))"
         self._run(sql, (orjson.dumps([list(k) for k in keys]).decode(),))
 
+    def guarded_updates(
+        self,
+        table: Table,
+        keys: tuple[str, str],
+        names: Sequence[str],
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        extra_set: str = "",
+        extra_where: str = "",
+    ) -> list[tuple[str, Any]]:
+        """One statement per row: SQLite has no RETURNING for ``executemany``; it is local."""
+        cols = self.columns(table)
+        first, second = keys
+        sets = ", ".join([*(f"{n} = ?" for n in names), *filter(None, [extra_set])])
+        where = f"{first} = ? AND {second} = ?" + (f" AND {extra_where}" if extra_where else "")
+        text = f"UPDATE {table.name} SET {sets} WHERE {where} RETURNING {first}"
+        return [(text, (*cols.values(r, names), r[first], r[second])) for r in rows]
+
     def try_exclusive(self, key: int) -> bool:
         return True  # BEGIN IMMEDIATE: no other writer holds the database now
