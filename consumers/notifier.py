@@ -142,7 +142,7 @@ class Notifier:
         in_hand = 0
         outcomes: list[Outcome] = []
         failures = 0
-        next_poll = 0.0
+        next_poll = next_report = 0.0
         while True:
             stopping = self.stop.is_set()
             if stopping and in_hand == 0 and not outcomes:
@@ -161,49 +161,53 @@ class Notifier:
                         want=want if polling else 0,
                         lease=self.stale_after,
                     )
-                except TransientError as exc:
+                except Exception as exc:  # outcomes stay in hand: a sent mail is never resent
                     failures += 1
                     delay = min(30.0, 0.5 * 2 ** (failures - 1))
-                    log.warning("notifier: %s; trying again in %.1fs", exc, delay)
+                    if isinstance(exc, TransientError):
+                        log.warning("notifier: %s; trying again in %.1fs", exc, delay)
+                    else:
+                        log.exception("notifier: recording failed unexpectedly")
                     self.stop.wait(delay)
                     continue
                 failures = 0
-                in_hand -= len(outcomes)
+                in_hand += len(done.claimed) - len(outcomes)
                 outcomes = []
                 self._settled(done)
                 for claimed in done.claimed:
                     self._work.put(claimed)
-                in_hand += len(done.claimed)
                 if polling and len(done.claimed) < want:  # nothing more due now: poll later
                     next_poll = time.monotonic() + self.poll
-                if done.claimed or not polling:
-                    continue
-            if self._unreported and not stopping:
+            if self._unreported and not stopping and time.monotonic() >= next_report:
                 self._report_failures()
-            self._wait(outcomes, next_poll, in_hand)
+                next_report = time.monotonic() + self.poll
+            more = in_hand < capacity and not stopping
+            timeout = max(0.0, next_poll - time.monotonic()) if more else self.poll
+            if self._wait(outcomes, timeout):
+                next_poll = 0.0  # a commit in this process may have asked for emails
 
-    def _wait(self, outcomes: list[Outcome], next_poll: float, in_hand: int) -> None:
-        """Until an outcome is in (then every other one already in), a local commit asks
-        for a look, or the next poll."""
-        timeout = max(0.0, next_poll - time.monotonic()) if in_hand == 0 else self.poll
+    def _wait(self, outcomes: list[Outcome], timeout: float) -> bool:
+        """Until an outcome is in (then take every other one already in), a commit of this
+        process asks for a look (then ``True``), ``stop``, or ``timeout``."""
         deadline = time.monotonic() + timeout
         while True:
             try:
-                outcomes.append(self._done.get(timeout=min(0.05, timeout)))
+                outcomes.append(self._done.get(timeout=max(0.0, min(0.05, timeout))))
                 break
             except queue.Empty:
                 if self.wake.is_set() or self.stop.is_set():
                     break
                 timeout = deadline - time.monotonic()
                 if timeout <= 0:
-                    return
-        if self.wake.is_set():
-            self.wake.clear()
+                    break
         while True:
             try:
                 outcomes.append(self._done.get_nowait())
             except queue.Empty:
-                return
+                break
+        woken = self.wake.is_set()
+        self.wake.clear()
+        return woken
 
     def _settled(self, done: deliveries.Exchange) -> None:
         sent = failed = 0
