@@ -41,10 +41,6 @@ def upgrade() -> None:
         sqlite_where=sa.text("due_at IS NOT NULL"),
     )
     bind = op.get_bind()
-    if bind.dialect.name == "postgresql":
-        # The context (about a kilobyte) goes to TOAST, so the two updates of a record
-        # (claimed, then sent) copy a small tuple and not the context each time.
-        op.execute("ALTER TABLE notification_deliveries SET (toast_tuple_target = 128)")
     deliveries = sa.table(
         "notification_deliveries",
         sa.column("status", sa.String),
