@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.procs import sample
+from benchmarks.procs import host_busy_percent, host_cpu, sample
 from benchmarks.services import pg_connect, postgres_database
 from consumers.mail import SmtpMailer
 from consumers.notifier import Notifier
@@ -56,6 +56,15 @@ class Result:
     database_cpu: float
     received: int = 0
     """Mails the sink accepted: one per email, or some were sent twice."""
+    host_busy: float = 0.0
+    """Percent of the machine's CPU busy during the run, whoever used it."""
+
+    @property
+    def ours(self) -> float:
+        """Percent of the machine's CPU this run's processes used."""
+        cores = os.cpu_count() or 1
+        used = self.notifier_cpu + self.sink_cpu + self.database_cpu
+        return 100 * used / (self.seconds * cores) if self.seconds else 0.0
 
     @property
     def rate(self) -> float:
@@ -185,6 +194,7 @@ def _measure(
     with pg_connect(args.postgres_url, name) as watch:
         mine = watch.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
         pg_before = backend_cpu(watch, name, mine)
+        host_before = host_cpu()
         cpu_before, sink_before = time.process_time(), sample(sink.pid).cpu_seconds
         started = time.monotonic()
         thread = threading.Thread(target=notifier.run, name="subreq-notifier", daemon=True)
@@ -197,6 +207,7 @@ def _measure(
         seconds = time.monotonic() - started
         cpu_after, sink_after = time.process_time(), sample(sink.pid).cpu_seconds
         pg_after = backend_cpu(watch, name, mine)
+        busy = host_busy_percent(host_before, host_cpu())
     stop.set()
     thread.join(30)
     db.dispose()
@@ -209,20 +220,21 @@ def _measure(
         cpu_after - cpu_before,
         sink_after - sink_before,
         database_cpu,
+        host_busy=busy,
     )
 
 
 def table(results: Sequence[Result]) -> str:
     lines = [
         "| case | emails | connections | seconds | emails/s | CPU ms/email: notifier | sink "
-        "| PostgreSQL |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|",
+        "| PostgreSQL | machine busy: all / this run |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in results:
         lines.append(
             f"| {r.case} | {r.emails} | {r.connections} | {r.seconds:.2f} | {r.rate:,.0f} "
             f"| {r.per_email_ms(r.notifier_cpu):.2f} | {r.per_email_ms(r.sink_cpu):.2f} "
-            f"| {r.per_email_ms(r.database_cpu):.2f} |"
+            f"| {r.per_email_ms(r.database_cpu):.2f} | {r.host_busy:.0f}% / {r.ours:.0f}% |"
         )
     return "\n".join(lines)
 
