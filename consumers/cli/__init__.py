@@ -107,7 +107,7 @@ def requests_show(
         typer.echo(terminal.request_block(view, notifications, now, settings.request_ttl))
 
 
-DeliveryStatus = Literal["sending", "retrying", "sent", "failed"]
+DeliveryStatus = Literal["pending", "sending", "retrying", "sent", "failed"]
 
 
 @notifications_app.command("list")
