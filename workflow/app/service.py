@@ -21,7 +21,7 @@ from workflow.app.handlers import HANDLERS
 from workflow.app.handlers.expiry import expire_request
 from workflow.app.parsing import dedupe_key, encode, error_reply, parse
 from workflow.contract.messages import QUERIES
-from workflow.contract.names import COMMANDS_EXCHANGE, PENDING, REQUEST_SUBMIT
+from workflow.contract.names import CHANNEL_AMQP, COMMANDS_EXCHANGE, PENDING, REQUEST_SUBMIT
 from workflow.domain.catalog import Catalog
 from workflow.errors import Conflict, Invalid, Refused
 from workflow.persistence.database import Database
@@ -87,6 +87,8 @@ class Prepared:
     message_id: str | None = None
     trace: Context | None = None
     """The trace the message carried (empty: start one); ``None``: the caller's."""
+    channel: str = CHANNEL_AMQP
+    """How it came: ``amqp``, or the console's ``web`` and ``email_link``."""
 
 
 class CommandService:
@@ -112,12 +114,19 @@ class CommandService:
         routing_key: str,
         body: bytes | str | dict[str, Any],
         message_id: str | None = None,
+        *,
+        channel: str = CHANNEL_AMQP,
     ) -> Outcome:
-        """One command in its own transaction."""
-        return self.handle_batch([(routing_key, body, message_id)])[0]
+        """One command in its own transaction; ``channel`` is recorded in its history and
+        audit rows (the console passes ``web`` or ``email_link``)."""
+        return self.handle_batch([(routing_key, body, message_id)], channel=channel)[0]
 
     def handle_batch(
-        self, items: Sequence[Item], traces: Sequence[Context] | None = None
+        self,
+        items: Sequence[Item],
+        traces: Sequence[Context] | None = None,
+        *,
+        channel: str = CHANNEL_AMQP,
     ) -> list[Outcome]:
         """Several commands in ONE transaction: loaded in a few queries, written in a few
         statements, each command's changes undone in memory when it is refused so it
@@ -126,14 +135,17 @@ class CommandService:
         in its own transaction and sees what the winner committed. ``traces``: the trace
         context each message carried, which its processing continues."""
         traced = traces if traces is not None else [None] * len(items)
-        commands = [self._prepare(*item, trace=t) for item, t in zip(items, traced, strict=True)]
+        commands = [
+            self._prepare(*item, trace=t, channel=channel)
+            for item, t in zip(items, traced, strict=True)
+        ]
         try:
             with self.db.store() as store:
                 return self._run_batch(store, commands)
         except Conflict:
             if len(commands) > 1:
                 return [
-                    self.handle_batch([item], None if t is None else [t])[0]
+                    self.handle_batch([item], None if t is None else [t], channel=channel)[0]
                     for item, t in zip(items, traced, strict=True)
                 ]
         return [self._after_conflict(commands[0])]
@@ -170,6 +182,7 @@ class CommandService:
                 raise
         # R11 decided by the unique index alone: answer as the policy would have.
         with self.db.store() as store:
+            store.channel = command.channel
             refusal = self._pending_race(store, command.command)
             return self._answer(store, self.clock(), command, refusal)
 
@@ -180,16 +193,18 @@ class CommandService:
         message_id: str | None,
         *,
         trace: Context | None = None,
+        channel: str = CHANNEL_AMQP,
     ) -> Prepared:
         try:
             command = parse(routing_key, body)
         except Invalid as exc:
-            return Prepared(routing_key, None, None, exc.decision, message_id, trace)
+            return Prepared(routing_key, None, None, exc.decision, message_id, trace, channel)
         key = dedupe_key(routing_key, body, message_id)
-        return Prepared(routing_key, command, key, None, message_id, trace)
+        return Prepared(routing_key, command, key, None, message_id, trace, channel)
 
     def _process(self, store: SqlStore, prepared: Prepared) -> Outcome:
         now = self.clock()
+        store.channel = prepared.channel
         if prepared.invalid is not None:
             self._audit(store, now, prepared.routing_key, None, prepared.invalid, None, None, None)
             return Outcome(

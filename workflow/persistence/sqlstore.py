@@ -47,6 +47,8 @@ class SqlStore:
         self.queries = Queries(sql)
         self.cache = Cache()
         self._log = UndoLog()
+        self.channel: str | None = None
+        """How the command being run came (history and audit say it); set by its caller."""
 
     # --- loading -----------------------------------------------------------------
 
@@ -313,6 +315,7 @@ class SqlStore:
                 "at": step.at,
                 "reason": step.reason,
                 "traceparent": current_traceparent(),
+                "channel": self.channel,
             }
             self._log.append(self.cache.new_history, entry)
             self._log.append(history, history_entry(entry))
@@ -335,7 +338,7 @@ class SqlStore:
     # --- audit, idempotency, outbox -------------------------------------------------------
 
     def audit(self, values: Mapping[str, Any]) -> None:
-        self._log.append(self.cache.new_audit, dict(values))
+        self._log.append(self.cache.new_audit, {"channel": self.channel, **values})
 
     def stored_reply(self, key: str, *, not_before: datetime | None = None) -> str | None:
         if key not in self.cache.replies:
