@@ -34,6 +34,7 @@ from workflow.contract.names import EVENTS_EXCHANGE, NOTIFICATIONS_DEAD_QUEUE, N
 from workflow.errors import TransientError
 from workflow.notifications import deliveries
 from workflow.notifications.deliveries import BadNotice, Claim, ClaimStatus, Notice, parse_notice
+from workflow.notifications.links import Links
 from workflow.notifications.texts import Email, render_email
 from workflow.persistence.database import Database
 from workflow.telemetry import SpanKind, carried, messaging, tracer
@@ -111,7 +112,9 @@ class Notifier:
         retry: RetryPolicy | None = None,
         stale_after: timedelta = timedelta(minutes=5),
         clock: Callable[[], datetime] = utcnow,
+        links: Links | None = None,
     ) -> None:
+        self.links = links
         self.url = url
         self.db = db
         self.mailer = mailer
@@ -242,6 +245,8 @@ class Notifier:
     def _send(self, notice: Notice) -> str:
         to = recipient(notice.name, notice.email)
         email = self._render(notice)
+        if self.links is not None:  # decision and sign-in links: in the mail only (C3)
+            email = self.links.decorate(notice, email)
         message = build_message(
             Outgoing(
                 notice.notification_id,

@@ -201,6 +201,27 @@ def worker(
 
 
 @app.command()
+def web(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+) -> None:
+    """Serve the console (pages and decision links) on SUBREQ_WEB_PORT until Ctrl-C."""
+    from consumers.web.server import build, serve
+
+    with database() as (settings, db):
+        logs.configure(settings.log_format, settings.log_level)
+        current, head = migrate.current_revision(db), migrate.head_revision(db)
+        if current != head:
+            fail(f"the database is at revision {current}, not {head}: run `subreq db upgrade`", 1)
+        console = build(settings, db)
+        if settings.public_url is None:
+            typer.echo(
+                "subreq: SUBREQ_PUBLIC_URL is unset: emails carry no links, so nobody can sign in",
+                err=True,
+            )
+        serve(console, host, settings.web_port)
+
+
+@app.command()
 def send(
     routing_key: Annotated[str, typer.Argument(help="Command name, e.g. request.submit.")],
     body: Annotated[str, typer.Option("--json", help="The command body, a JSON object.")],

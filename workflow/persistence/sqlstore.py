@@ -8,9 +8,9 @@ statement per table. A refused command's changes are undone in memory
 (``begin``/``undo``), which is what a savepoint per command gave, without the
 round trips. Reads the cache cannot answer flush first and ask the database.
 
-Records outside the command path (outbox relay, email deliveries, reports, retention)
-are reached through the same store: ``store.outbox``, ``store.deliveries``,
-``store.queries``.
+Records outside the command path (outbox relay, email deliveries, reports, retention,
+the console's links) are reached through the same store: ``store.outbox``,
+``store.deliveries``, ``store.queries``, ``store.links``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from workflow.domain.lifecycle import HistoryStep
 from workflow.persistence import tables as t
 from workflow.persistence.cache import Cache
 from workflow.persistence.deliveries import DeliveryRecords
+from workflow.persistence.links import LinkRecords
 from workflow.persistence.outbox import OutboxRecords
 from workflow.persistence.queries import Queries
 from workflow.persistence.rows import history_entry, outbox_row
@@ -45,6 +46,7 @@ class SqlStore:
         self.outbox = OutboxRecords(sql)
         self.deliveries = DeliveryRecords(sql)
         self.queries = Queries(sql)
+        self.links = LinkRecords(sql)
         self.cache = Cache()
         self._log = UndoLog()
         self.channel: str | None = None
