@@ -10,7 +10,7 @@ from importlib.resources import files
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -56,15 +56,26 @@ def create_app(console: Console) -> Guard:
         return await _plain_error(console, request, status, key)
 
     async def server_error(request: Request, exc: Exception) -> Response:
-        if isinstance(exc, TransientError):
-            log.warning("console: %s", exc)
-            return await _plain_error(console, request, 503, "error.busy")
         log.exception("console: %s %s failed", request.method, request.url.path)
         return await _plain_error(console, request, 500, "error.500")
 
+    async def gone(request: Request, exc: Exception) -> Response:
+        """The browser left mid-body (a live preview cut short by a click): nobody reads
+        an answer, and nothing was done."""
+        return Response(status_code=400)
+
+    async def busy(request: Request, exc: Exception) -> Response:
+        log.warning("console: %s", exc)
+        return await _plain_error(console, request, 503, "error.busy")
+
     app = Starlette(
         routes=routes,
-        exception_handlers={HTTPException: http_error, Exception: server_error},
+        exception_handlers={
+            HTTPException: http_error,
+            ClientDisconnect: gone,
+            TransientError: busy,
+            Exception: server_error,
+        },
     )
 
     async def too_large(scope: Scope, receive: Receive, send: Send) -> None:

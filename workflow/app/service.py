@@ -72,6 +72,24 @@ def _created_request_pending(store: Store, routing_key: str, stored: str) -> boo
     return row is not None and row["state"] == PENDING
 
 
+def _named(body: bytes | str | dict[str, Any]) -> dict[str, str] | None:
+    """Who and what an unusable command names, for its audit row (R15: who tried what):
+    the ``actor_id``, ``account_id`` and ``request_id`` it carries as short strings."""
+    try:
+        data = body if isinstance(body, dict) else orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    return {
+        name: value
+        for name in ("actor_id", "account_id", "request_id")
+        if isinstance(value := data.get(name), str)
+        and 0 < len(value) <= 128
+        and "\x00" not in value
+    } or None
+
+
 Item = tuple[str, bytes | str | dict[str, Any], str | None]
 """A delivery as the workflow sees it: routing key, body, message_id."""
 
@@ -89,6 +107,8 @@ class Prepared:
     """The trace the message carried (empty: start one); ``None``: the caller's."""
     channel: str = CHANNEL_AMQP
     """How it came: ``amqp``, or the console's ``web`` and ``email_link``."""
+    named: dict[str, str] | None = None
+    """An unusable command's actor, account and request ids, as far as it has them."""
 
 
 class CommandService:
@@ -198,7 +218,9 @@ class CommandService:
         try:
             command = parse(routing_key, body)
         except Invalid as exc:
-            return Prepared(routing_key, None, None, exc.decision, message_id, trace, channel)
+            return Prepared(
+                routing_key, None, None, exc.decision, message_id, trace, channel, _named(body)
+            )
         key = dedupe_key(routing_key, body, message_id)
         return Prepared(routing_key, command, key, None, message_id, trace, channel)
 
@@ -206,7 +228,17 @@ class CommandService:
         now = self.clock()
         store.channel = prepared.channel
         if prepared.invalid is not None:
-            self._audit(store, now, prepared.routing_key, None, prepared.invalid, None, None, None)
+            named = prepared.named or {}
+            self._audit(
+                store,
+                now,
+                prepared.routing_key,
+                None,
+                prepared.invalid,
+                named.get("actor_id"),
+                named.get("account_id"),
+                named.get("request_id"),
+            )
             return Outcome(
                 encode(error_reply(prepared.invalid)),
                 invalid=True,

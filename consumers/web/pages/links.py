@@ -66,10 +66,12 @@ async def link_page(console: Console, request: Request) -> Response:
         if usable
         else (t("link.expired") if found["state"] == PENDING else None)
     )
+    account = await run_in_threadpool(console.reads.account, link.account_id)
     return render_request(
         console,
         visit,
         found,
+        account=account,
         actor_id=link.user_id,
         role=member.role if member else None,
         action_url=f"/r/{request.path_params['token']}",
