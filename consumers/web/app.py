@@ -19,9 +19,13 @@ from consumers.web.console import Console
 from consumers.web.pages import links, requests, signin, subscription
 from consumers.web.security import Guard, Receive, Scope, Send
 from consumers.web.texts import translator
+from policies.decision import ErrorCode
 from workflow.errors import TransientError
 
 log = logging.getLogger(__name__)
+
+FORM_COMMAND = "console.form"
+"""The audit log's name for a body refused before any page read it."""
 
 Page = Callable[[Console, Request], Awaitable[Response]]
 
@@ -79,7 +83,15 @@ def create_app(console: Console) -> Guard:
     )
 
     async def too_large(scope: Scope, receive: Receive, send: Send) -> None:
-        response = await _plain_error(console, Request(scope, receive), 413, "error.413")
+        """A declared body over the limit: refused unread, and audited."""
+        request = Request(scope, receive)
+        try:
+            visit = await console.visit(request)
+            response: Response = await console.refuse(
+                visit, 413, "error.413", command=FORM_COMMAND, code=ErrorCode.INVALID_MESSAGE
+            )
+        except TransientError:
+            response = await _plain_error(console, request, 413, "error.413")
         await response(scope, receive, send)
 
     return Guard(app, too_large)

@@ -140,6 +140,7 @@ class Console:
             "date": lambda value: render_date(value, locale),
             "age": lambda at: render_duration((self.clock() - at).total_seconds(), locale),
             "outcome": lambda r: self.outcome(r, locale),
+            "describe": lambda line: self.describe(line, locale),
             "product_name": self.product_name,
             "plan_name": self.plan_name,
             "price": lambda product, plan: self.price(product, plan, visit, locale),
@@ -301,6 +302,23 @@ class Console:
                     f"{render_money(amount, account['currency'], locale)} {t('period.' + period)}"
                 )
         return ""
+
+    def describe(self, line: Mapping[str, Any], locale: str) -> str:
+        """A summary line in the reader's language (the contract's ``description`` is
+        English); the contract's own words for a line of a kind it does not know."""
+        kind = (line.get("item") or {}).get("type")
+        current, proposed = line.get("current"), line.get("proposed")
+        if kind not in ("add_seats", "add_product", "upgrade_plan") or not proposed:
+            return str(line.get("description", ""))
+        product = proposed["product"]
+        return translator(locale)(
+            f"line.{kind}",
+            product=self.product_name(product),
+            plan=self.plan_name(product, proposed["plan"]),
+            from_plan=self.plan_name(product, current["plan"]) if current else "",
+            seats=proposed["seats"],
+            added=proposed["seats"] - (current["seats"] if current else 0),
+        )
 
     def outcome(self, request: Mapping[str, Any], locale: str) -> str:
         """ "Approved by Olivia Owner at 10:02 UTC on 5 January 2026"."""

@@ -123,6 +123,13 @@ _EN: dict[str, str] = {
     "error.busy": "The service is busy. Nothing was changed; try again in a moment.",
     "error.rate": "A sign-in link was sent a moment ago. Wait a minute before asking again.",
     "queued": "queued",
+    "delivery.sending": "sending",
+    "delivery.retrying": "retrying",
+    "delivery.sent": "sent",
+    "delivery.failed": "failed",
+    "line.add_seats": "Add {added} seats to {product} ({plan})",
+    "line.add_product": "Add {product} ({plan}) with {seats} seats",
+    "line.upgrade_plan": "Upgrade {product} from {from_plan} to {plan} ({seats} seats)",
 }
 
 _IT: dict[str, str] = {
@@ -242,6 +249,13 @@ _IT: dict[str, str] = {
     "error.busy": "Il servizio è occupato. Nulla è stato modificato; riprova tra poco.",
     "error.rate": "Un link è stato inviato poco fa. Attendi un minuto prima di chiederne un altro.",
     "queued": "in coda",
+    "delivery.sending": "in invio",
+    "delivery.retrying": "nuovo tentativo",
+    "delivery.sent": "inviata",
+    "delivery.failed": "non riuscita",
+    "line.add_seats": "Aggiungi {added} postazioni a {product} ({plan})",
+    "line.add_product": "Aggiungi {product} ({plan}) con {seats} postazioni",
+    "line.upgrade_plan": "Passa {product} da {from_plan} a {plan} ({seats} postazioni)",
 }
 
 _WORDS = {"en": _EN, "it": _IT}

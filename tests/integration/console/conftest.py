@@ -59,7 +59,9 @@ class Stack:
     logs: dict[str, Path]
 
 
-def _start(name: str, args: list[str], env: dict[str, str], workdir: Path) -> subprocess.Popen[bytes]:
+def _start(
+    name: str, args: list[str], env: dict[str, str], workdir: Path
+) -> subprocess.Popen[bytes]:
     log = (workdir / f"{name}.log").open("wb")
     try:
         return subprocess.Popen(
@@ -109,8 +111,9 @@ def stack(postgres_database: Database, catalog: Catalog) -> Iterator[Stack]:
                 what="the worker's notifier",
             )
             wait_until(lambda: _answers(url), timeout=30, what="subreq web")
-            yield Stack(url, postgres_database, CommandService(postgres_database, catalog), smtp,
-                        logs)
+            yield Stack(
+                url, postgres_database, CommandService(postgres_database, catalog), smtp, logs
+            )
         finally:
             _stop(web)
             _stop(worker)

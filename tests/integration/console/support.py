@@ -7,6 +7,7 @@ import re
 from email.message import EmailMessage
 from typing import Any
 
+import httpx
 from sqlalchemy import func, select
 
 from tests.integration.helpers import account, send, wait_until
@@ -62,7 +63,9 @@ def text_of(message: EmailMessage) -> str:
     return str(part.get_content())  # type: ignore[attr-defined]
 
 
-def mails(smtp: SmtpServer, address: str, count: int = 1, *, subject: str = "") -> list[EmailMessage]:
+def mails(
+    smtp: SmtpServer, address: str, count: int = 1, *, subject: str = ""
+) -> list[EmailMessage]:
     """The first ``count`` mails to ``address`` whose subject contains ``subject``, waiting
     for them."""
 
@@ -94,13 +97,17 @@ def counts(db: Database) -> dict[str, int]:
         subscription_products,
     )
     with db.engine.connect() as conn:
-        return {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one() for t in tables}
+        return {
+            t.name: conn.execute(select(func.count()).select_from(t)).scalar_one() for t in tables
+        }
 
 
 def state_of(db: Database, request_id: str) -> str:
     with db.engine.connect() as conn:
         return str(
-            conn.execute(select(requests.c.state).where(requests.c.request_id == request_id)).scalar_one()
+            conn.execute(
+                select(requests.c.state).where(requests.c.request_id == request_id)
+            ).scalar_one()
         )
 
 
@@ -134,7 +141,9 @@ def unused_links(db: Database) -> int:
     with db.engine.connect() as conn:
         return int(
             conn.execute(
-                select(func.count()).select_from(access_links).where(access_links.c.used_at.is_(None))
+                select(func.count())
+                .select_from(access_links)
+                .where(access_links.c.used_at.is_(None))
             ).scalar_one()
         )
 
@@ -148,3 +157,31 @@ def pending_id(db: Database, account_id: str) -> str:
                 )
             ).scalar_one()
         )
+
+
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def csrf_in(html: str, form_action: str) -> str:
+    """The CSRF token of the form posting to ``form_action`` on a page."""
+    at = html.index(f'action="{form_action}"')
+    found = CSRF.search(html, at)
+    assert found is not None, form_action
+    return found.group(1)
+
+
+def signed_in(url: str, smtp: SmtpServer, email: str) -> httpx.Client:
+    """A plain HTTP client signed in as ``email`` the way a person is: the sign-in form,
+    the link in the mail, its button."""
+    client = httpx.Client(base_url=url, follow_redirects=False, timeout=10)
+    page = client.get("/signin")
+    before = len(smtp.inbox.to(email))
+    sent = client.post("/signin", data={"csrf": csrf_in(page.text, "/signin"), "email": email})
+    assert sent.status_code == 200, sent.text
+    link = link_in(mails(smtp, email, before + 1)[-1], "signin")
+    path = link.removeprefix(url)
+    confirm = client.get(path)
+    done = client.post(path, data={"csrf": csrf_in(confirm.text, path)})
+    assert done.status_code == 303, done.text
+    assert done.headers["location"] == "/subscription"
+    return client

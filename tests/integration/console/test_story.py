@@ -36,7 +36,9 @@ def sign_in(stack: Stack, browser: Browser, email: str) -> Page:
     before = len(stack.smtp.inbox.to(email))
     mail = mails(stack.smtp, email, before + 1 if before else 1, subject="")[-1]
     page.goto(link_in(mail, "signin"))
-    page.get_by_role("button", name="Sign in").or_(page.get_by_role("button", name="Accedi")).click()
+    page.get_by_role("button", name="Sign in").or_(
+        page.get_by_role("button", name="Accedi")
+    ).click()
     page.wait_for_url(f"{stack.url}/subscription")
     return page
 
