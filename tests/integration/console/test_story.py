@@ -131,3 +131,7 @@ def test_the_story_from_change_form_to_approval(
     expect(again.get_by_role("button", name="Approve")).to_have_count(0)
     for page in (admin, owner, again):
         page.context.close()
+    # C3: the token never reached a log (the web server writes no access log).
+    token = link.rsplit("/", 1)[1]
+    for log in stack.logs.values():
+        assert token not in log.read_text()
