@@ -205,10 +205,12 @@ def web(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
 ) -> None:
     """Serve the console (pages and decision links) on SUBREQ_WEB_PORT until Ctrl-C."""
+    from consumers import tracing
     from consumers.web.server import build, serve
 
     with database() as (settings, db):
         logs.configure(settings.log_format, settings.log_level)
+        traced = tracing.configure()  # from OTEL_*: the commands it runs are traced
         current, head = migrate.current_revision(db), migrate.head_revision(db)
         if current != head:
             fail(f"the database is at revision {current}, not {head}: run `subreq db upgrade`", 1)
@@ -218,7 +220,11 @@ def web(
                 "subreq: SUBREQ_PUBLIC_URL is unset: emails carry no links, so nobody can sign in",
                 err=True,
             )
-        serve(console, host, settings.web_port)
+        try:
+            serve(console, host, settings.web_port)
+        finally:
+            if traced:
+                tracing.shutdown()
 
 
 @app.command()
