@@ -24,9 +24,13 @@ from workflow.domain.lifecycle import mermaid
 from workflow.errors import ConfigurationError
 from workflow.ops import reports
 from workflow.persistence import migrate
+from workflow.persistence.database import Database
 from workflow.settings import load_settings
 
 __all__ = ["State", "app", "main", "one_line"]
+
+WEB_POOL = 8
+"""Database connections of ``subreq web`` (as many again may overflow under load)."""
 
 State = Literal["pending", "approved", "rejected", "cancelled", "expired", "voided"]
 """The stored states (``workflow.domain.lifecycle.STATES``), spelled out for ``--help``."""
@@ -208,21 +212,24 @@ def web(
     from consumers import tracing
     from consumers.web.server import build, serve
 
-    with database() as (settings, db):
+    with database() as (settings, probe):
         logs.configure(settings.log_format, settings.log_level)
-        traced = tracing.configure()  # from OTEL_*: the commands it runs are traced
-        current, head = migrate.current_revision(db), migrate.head_revision(db)
+        current, head = migrate.current_revision(probe), migrate.head_revision(probe)
         if current != head:
             fail(f"the database is at revision {current}, not {head}: run `subreq db upgrade`", 1)
+        # Pages are served from a pool of their own: one connection per request at a time.
+        db = Database(settings.database_url, pool_size=WEB_POOL)
         console = build(settings, db)
         if settings.public_url is None:
             typer.echo(
                 "subreq: SUBREQ_PUBLIC_URL is unset: emails carry no links, so nobody can sign in",
                 err=True,
             )
+        traced = tracing.configure()  # from OTEL_*: the commands it runs are traced
         try:
             serve(console, host, settings.web_port)
         finally:
+            db.dispose()
             if traced:
                 tracing.shutdown()
 

@@ -20,6 +20,7 @@ from workflow.console.tokens import token_hash
 from workflow.notifications.deliveries import Notice, parse_notice
 from workflow.notifications.links import Links
 from workflow.notifications.texts import Email
+from workflow.ops.retention import KEEP_LINKS, prune
 from workflow.persistence.tables import access_links, outbox
 
 URL = "https://console.example"
@@ -125,3 +126,17 @@ def test_every_event_of_a_sign_in_is_valid_json(service: CommandService, clock: 
     assert len(sign_ins) == 1
     assert sign_ins[0]["account_id"] == "acme"
     assert "request_id" not in sign_ins[0]
+
+
+def test_a_pruned_link_is_unknown(service: CommandService, clock: Clock) -> None:
+    seed(service)
+    submit(service)
+    (owner,) = notices(service, "request_submitted")
+    link = Links(service.db, URL, timedelta(hours=72), clock=clock).link_for(owner)
+    assert link is not None
+    token = link.url.rsplit("/", 1)[1]
+    reads = Reads(service.db)
+    prune(service.db, clock.now + timedelta(days=10))
+    assert reads.link(token) is not None  # expired, but kept to show the outcome
+    prune(service.db, clock.now + timedelta(hours=72) + KEEP_LINKS + timedelta(seconds=1))
+    assert reads.link(token) is None

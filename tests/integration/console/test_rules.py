@@ -343,3 +343,29 @@ def test_an_italian_member_gets_the_pages_in_italian(
     owner.close()
     context.close()
     admin.close()
+
+
+def test_without_javascript_the_form_posts_a_preview_then_submits(
+    stack: Stack, chromium: Any
+) -> None:
+    browser: Browser = chromium
+    emails = people(stack.service, "plain")
+    admin = signed_in(stack.url, stack.smtp, emails["admin"])
+    context = browser.new_context(java_script_enabled=False)
+    context.add_cookies(
+        [{"name": c.name, "value": c.value or "", "url": stack.url} for c in admin.cookies.jar]
+    )
+    page = context.new_page()
+    page.goto(f"{stack.url}/subscription")
+    before = counts(stack.db)
+    page.fill("#seats-support", "5")
+    expect(page.locator("#summary")).to_contain_text("Choose a change")  # nothing live
+    page.get_by_role("button", name="Update summary").click()
+    expect(page.locator("#summary")).to_contain_text("575.00 USD")
+    expect(page.locator("#seats-support")).to_have_value("5")  # the form comes back as sent
+    assert counts(stack.db) == before  # a preview records nothing
+    page.get_by_role("button", name="Submit request").click()
+    expect(page.locator(".notice")).to_contain_text("submitted")
+    assert history(stack.db, pending_id(stack.db, "plain")) == [("pending", "plain-admin", "web")]
+    context.close()
+    admin.close()
