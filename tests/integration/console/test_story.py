@@ -62,6 +62,7 @@ def test_the_story_from_change_form_to_approval(
     # The change form: the summary follows the form without a page load.
     summary = admin.locator("#summary")
     expect(summary).to_contain_text("Choose a change")
+    expect(admin.get_by_role("button", name="Update summary")).to_be_hidden()  # live instead
     admin.fill("#seats-support", "5")
     expect(summary).to_contain_text("575.00 USD")
     expect(summary).to_contain_text("575.00")
