@@ -44,6 +44,7 @@ from consumers.outgoing import build_email
 from workflow.errors import TransientError
 from workflow.notifications import deliveries
 from workflow.notifications.deliveries import Claimed, Outcome
+from workflow.notifications.links import Links
 from workflow.persistence.database import Database
 from workflow.telemetry import SpanKind, carried, current_traceparent, tracer
 
@@ -98,7 +99,9 @@ class Notifier:
         stale_after: timedelta = timedelta(minutes=5),
         poll: float = 0.2,
         clock: Callable[[], datetime] = utcnow,
+        links: Links | None = None,
     ) -> None:
+        self.links = links  # decision and sign-in links: minted here, in the mail only (C3)
         self.url = url
         self.db = db
         self.mailers = mailers
@@ -285,7 +288,9 @@ class Notifier:
             # it keeps it once; the lease ends and it is claimed again.
             return Outcome(claimed, "retrying", now, error="claim lease ran out", due_at=now)
         try:
-            message = build_email(notice, self.sender, now)
+            message = build_email(
+                notice, self.sender, now, self.links.decorate if self.links else None
+            )
             with tracer().start_as_current_span(
                 "smtp send",
                 kind=SpanKind.CLIENT,

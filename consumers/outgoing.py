@@ -7,6 +7,7 @@ the event's values has one place to go.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from email.headerregistry import Address
 
@@ -15,11 +16,19 @@ from workflow.notifications.deliveries import Notice
 from workflow.notifications.texts import Email, render_email
 
 
-def build_email(notice: Notice, sender: Address, now: datetime) -> Mail:
+Decorate = Callable[[Notice, Email], Email]
+"""What adds to a rendered email before it is sent: the console's links (C3)."""
+
+
+def build_email(
+    notice: Notice, sender: Address, now: datetime, decorate: Decorate | None = None
+) -> Mail:
     """The MIME message for ``notice``, or :class:`Permanent` when it cannot be built (an
     unusable address, a template failing on its values): trying again cannot help."""
     to = recipient(notice.name, notice.email)
     email = render(notice)
+    if decorate is not None:
+        email = decorate(notice, email)
     return build_message(
         Outgoing(
             notice.notification_id,

@@ -21,6 +21,7 @@ from consumers.relay import OutboxRelay
 from consumers.sweeper import SweeperLoop
 from workflow.app.service import CommandService
 from workflow.domain.catalog import load_catalog
+from workflow.notifications.links import Links
 from workflow.notifications.mailconfig import parse_mail_from, parse_smtp_url
 from workflow.ops.deadlines import Sweeper
 from workflow.persistence.database import Database
@@ -111,6 +112,9 @@ class Worker:
             connections=settings.smtp_connections,
             retry=self.options.notify_retry,
             stale_after=self.options.claim_timeout,
+            links=Links(self.db, settings.public_url, settings.link_ttl)
+            if settings.public_url
+            else None,
         )
 
     def _sweeper(self, settings: Settings, on_commit: Callable[[], None]) -> SweeperLoop:

@@ -7,12 +7,16 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workflow.errors import ConfigurationError
 from workflow.notifications.mailconfig import parse_mail_from, parse_smtp_url
+
+WEB_SECRET_BYTES = 32
+"""The shortest ``SUBREQ_WEB_SECRET`` accepted: 256 bits for the signing key."""
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -62,6 +66,35 @@ class Settings(BaseSettings):
     smtp_connections: Annotated[int, Field(ge=1, le=64)] = 16
     """SMTP connections each notifier keeps busy in parallel: a relay that answers each mail
     after 50 ms takes about 20 mails a second per connection."""
+    web_secret: SecretStr | None = None
+    """Signs the console's sessions and forms; ``subreq web`` refuses to start without it."""
+    web_port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    public_url: str | None = None
+    """The console's address as people reach it; links in emails start with it (C4).
+    Unset: emails carry no links."""
+    link_ttl: Duration = timedelta(hours=72)
+    """How long a decision link stays valid at most (C3)."""
+
+    @field_validator("web_secret")
+    @classmethod
+    def _web_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value().encode()) < WEB_SECRET_BYTES:
+            raise ValueError(f"must be at least {WEB_SECRET_BYTES} bytes long")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL such as https://subreq.example.com")
+        if parts.query or parts.fragment:
+            raise ValueError(f"{value!r} must not have a query or a fragment")
+        return value.strip().rstrip("/")
 
     @field_validator("smtp_url")
     @classmethod

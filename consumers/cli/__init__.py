@@ -24,9 +24,13 @@ from workflow.domain.lifecycle import mermaid
 from workflow.errors import ConfigurationError
 from workflow.ops import reports
 from workflow.persistence import migrate
+from workflow.persistence.database import Database
 from workflow.settings import load_settings
 
 __all__ = ["State", "app", "main", "one_line"]
+
+WEB_POOL = 8
+"""Database connections of ``subreq web`` (as many again may overflow under load)."""
 
 State = Literal["pending", "approved", "rejected", "cancelled", "expired", "voided"]
 """The stored states (``workflow.domain.lifecycle.STATES``), spelled out for ``--help``."""
@@ -198,6 +202,36 @@ def worker(
         )
         running = Worker(settings, options)
     running.run_until_signalled()
+
+
+@app.command()
+def web(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+) -> None:
+    """Serve the console (pages and decision links) on SUBREQ_WEB_PORT until Ctrl-C."""
+    from consumers import tracing
+    from consumers.web.server import build, serve
+
+    with database() as (settings, probe):
+        logs.configure(settings.log_format, settings.log_level)
+        current, head = migrate.current_revision(probe), migrate.head_revision(probe)
+        if current != head:
+            fail(f"the database is at revision {current}, not {head}: run `subreq db upgrade`", 1)
+        # Pages are served from a pool of their own: one connection per request at a time.
+        db = Database(settings.database_url, pool_size=WEB_POOL)
+        console = build(settings, db)
+        if settings.public_url is None:
+            typer.echo(
+                "subreq: SUBREQ_PUBLIC_URL is unset: emails carry no links, so nobody can sign in",
+                err=True,
+            )
+        traced = tracing.configure()  # from OTEL_*: the commands it runs are traced
+        try:
+            serve(console, host, settings.web_port)
+        finally:
+            db.dispose()
+            if traced:
+                tracing.shutdown()
 
 
 @app.command()

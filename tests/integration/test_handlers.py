@@ -68,6 +68,7 @@ def test_submit_creates_pending_request_with_history_and_events(service: Command
             "actor_id": "acme-admin",
             "at": request["created_at"],
             "reason": "for the new team",
+            "channel": "amqp",
         }
     ]
     submitted = events(service.db, "request.submitted")

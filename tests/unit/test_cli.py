@@ -298,3 +298,22 @@ def test_a_catalog_error_fits_on_one_line() -> None:
     assert one_line(str(error)) == (
         "invalid catalog cat.json: products: field required; invalid catalog cat.json: x: extra"
     )
+
+
+def test_web_refuses_to_start_without_a_long_enough_secret(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run("db", "upgrade")
+    missing = run("web", code=2)
+    assert "SUBREQ_WEB_SECRET: required for subreq web" in missing.output
+    monkeypatch.setenv("SUBREQ_WEB_SECRET", "x" * 31)
+    short = run("web", code=2)
+    assert "SUBREQ_WEB_SECRET: must be at least 32 bytes long" in short.output
+
+
+def test_web_refuses_a_database_behind_its_migrations(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SUBREQ_WEB_SECRET", "x" * 32)
+    result = run("web", code=1)
+    assert "run `subreq db upgrade`" in result.output

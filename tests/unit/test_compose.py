@@ -30,7 +30,7 @@ from workflow.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("policies", "workflow", "consumers")
-SERVICES = ("rabbitmq", "postgres", "mailpit", "jaeger", "migrate", "worker")
+SERVICES = ("rabbitmq", "postgres", "mailpit", "jaeger", "migrate", "worker", "web")
 PREFIX = "SUBREQ_"
 CONTRACT_VARIABLES = (
     "SUBREQ_AMQP_URL",
@@ -113,6 +113,22 @@ def test_the_worker_runs_two_replicas_checked_by_subreq_health(
     assert worker["healthcheck"]["test"] == ["CMD", "subreq", "health"]
     assert "ports" not in worker, "two replicas cannot publish the same host port"
     assert "container_name" not in worker, "two replicas cannot share a container name"
+
+
+def test_the_console_serves_subreq_web_after_the_migration(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    web = services["web"]
+    assert web["command"] == ["web"]
+    assert web["image"] == services["worker"]["image"]
+    env = environment(web)
+    port = env["SUBREQ_WEB_PORT"]
+    assert f"{port}:{port}" in web["ports"]
+    assert f"127.0.0.1:{port}/signin" in " ".join(web["healthcheck"]["test"])
+    secret = env["SUBREQ_WEB_SECRET"].removeprefix("${SUBREQ_WEB_SECRET:-").removesuffix("}")
+    settings = Settings(web_secret=secret, public_url=env["SUBREQ_PUBLIC_URL"])  # type: ignore[arg-type]
+    assert settings.public_url == f"http://localhost:{port}"
+    assert web["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
 
 
 def test_migrate_runs_db_upgrade_once(services: dict[str, dict[str, Any]]) -> None:

@@ -21,7 +21,7 @@ from workflow.app.handlers import HANDLERS
 from workflow.app.handlers.expiry import expire_request
 from workflow.app.parsing import dedupe_key, encode, error_reply, parse
 from workflow.contract.messages import QUERIES
-from workflow.contract.names import COMMANDS_EXCHANGE, PENDING, REQUEST_SUBMIT
+from workflow.contract.names import CHANNEL_AMQP, COMMANDS_EXCHANGE, PENDING, REQUEST_SUBMIT
 from workflow.domain.catalog import Catalog
 from workflow.errors import Conflict, Invalid, Refused
 from workflow.persistence.database import Database
@@ -72,6 +72,24 @@ def _created_request_pending(store: Store, routing_key: str, stored: str) -> boo
     return row is not None and row["state"] == PENDING
 
 
+def _named(body: bytes | str | dict[str, Any]) -> dict[str, str] | None:
+    """Who and what an unusable command names, for its audit row (R15: who tried what):
+    the ``actor_id``, ``account_id`` and ``request_id`` it carries as short strings."""
+    try:
+        data = body if isinstance(body, dict) else orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    return {
+        name: value
+        for name in ("actor_id", "account_id", "request_id")
+        if isinstance(value := data.get(name), str)
+        and 0 < len(value) <= 128
+        and "\x00" not in value
+    } or None
+
+
 Item = tuple[str, bytes | str | dict[str, Any], str | None]
 """A delivery as the workflow sees it: routing key, body, message_id."""
 
@@ -87,6 +105,10 @@ class Prepared:
     message_id: str | None = None
     trace: Context | None = None
     """The trace the message carried (empty: start one); ``None``: the caller's."""
+    channel: str = CHANNEL_AMQP
+    """How it came: ``amqp``, or the console's ``web`` and ``email_link``."""
+    named: dict[str, str] | None = None
+    """An unusable command's actor, account and request ids, as far as it has them."""
 
 
 class CommandService:
@@ -112,12 +134,19 @@ class CommandService:
         routing_key: str,
         body: bytes | str | dict[str, Any],
         message_id: str | None = None,
+        *,
+        channel: str = CHANNEL_AMQP,
     ) -> Outcome:
-        """One command in its own transaction."""
-        return self.handle_batch([(routing_key, body, message_id)])[0]
+        """One command in its own transaction; ``channel`` is recorded in its history and
+        audit rows (the console passes ``web`` or ``email_link``)."""
+        return self.handle_batch([(routing_key, body, message_id)], channel=channel)[0]
 
     def handle_batch(
-        self, items: Sequence[Item], traces: Sequence[Context] | None = None
+        self,
+        items: Sequence[Item],
+        traces: Sequence[Context] | None = None,
+        *,
+        channel: str = CHANNEL_AMQP,
     ) -> list[Outcome]:
         """Several commands in ONE transaction: loaded in a few queries, written in a few
         statements, each command's changes undone in memory when it is refused so it
@@ -126,14 +155,17 @@ class CommandService:
         in its own transaction and sees what the winner committed. ``traces``: the trace
         context each message carried, which its processing continues."""
         traced = traces if traces is not None else [None] * len(items)
-        commands = [self._prepare(*item, trace=t) for item, t in zip(items, traced, strict=True)]
+        commands = [
+            self._prepare(*item, trace=t, channel=channel)
+            for item, t in zip(items, traced, strict=True)
+        ]
         try:
             with self.db.store() as store:
                 return self._run_batch(store, commands)
         except Conflict:
             if len(commands) > 1:
                 return [
-                    self.handle_batch([item], None if t is None else [t])[0]
+                    self.handle_batch([item], None if t is None else [t], channel=channel)[0]
                     for item, t in zip(items, traced, strict=True)
                 ]
         return [self._after_conflict(commands[0])]
@@ -170,6 +202,7 @@ class CommandService:
                 raise
         # R11 decided by the unique index alone: answer as the policy would have.
         with self.db.store() as store:
+            store.channel = command.channel
             refusal = self._pending_race(store, command.command)
             return self._answer(store, self.clock(), command, refusal)
 
@@ -180,18 +213,32 @@ class CommandService:
         message_id: str | None,
         *,
         trace: Context | None = None,
+        channel: str = CHANNEL_AMQP,
     ) -> Prepared:
         try:
             command = parse(routing_key, body)
         except Invalid as exc:
-            return Prepared(routing_key, None, None, exc.decision, message_id, trace)
+            return Prepared(
+                routing_key, None, None, exc.decision, message_id, trace, channel, _named(body)
+            )
         key = dedupe_key(routing_key, body, message_id)
-        return Prepared(routing_key, command, key, None, message_id, trace)
+        return Prepared(routing_key, command, key, None, message_id, trace, channel)
 
     def _process(self, store: SqlStore, prepared: Prepared) -> Outcome:
         now = self.clock()
+        store.channel = prepared.channel
         if prepared.invalid is not None:
-            self._audit(store, now, prepared.routing_key, None, prepared.invalid, None, None, None)
+            named = prepared.named or {}
+            self._audit(
+                store,
+                now,
+                prepared.routing_key,
+                None,
+                prepared.invalid,
+                named.get("actor_id"),
+                named.get("account_id"),
+                named.get("request_id"),
+            )
             return Outcome(
                 encode(error_reply(prepared.invalid)),
                 invalid=True,

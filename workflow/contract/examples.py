@@ -90,6 +90,7 @@ SUBMITTED = {
     "actor_id": "acme-admin",
     "at": AT,
     "reason": "new hires",
+    "channel": "amqp",
 }
 
 
@@ -137,6 +138,7 @@ def request_view(state: str = "pending") -> dict[str, Any]:
         "actor_id": actor,
         "at": at,
         "reason": reason,
+        "channel": None if trigger == "expire" else "amqp",
     }
     return {
         **view,

@@ -220,6 +220,8 @@ class HistoryEntry(BaseModel):
     actor_id: str | None
     at: datetime
     reason: str | None = None
+    channel: Literal["amqp", "web", "email_link"] | None = None
+    """How the command came (contract: console); none for the sweeper's expiry."""
 
 
 class SummaryLine(BaseModel):

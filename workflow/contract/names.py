@@ -108,3 +108,12 @@ EVENT_TYPES = (
     NOTIFICATION_REQUESTED,
     NOTIFICATION_SENT,
 )
+
+# --- channels: how a command reached the service (history and audit say it) ---------------
+
+CHANNEL_AMQP = "amqp"
+CHANNEL_WEB = "web"
+CHANNEL_EMAIL_LINK = "email_link"
+
+CHANNELS = (CHANNEL_AMQP, CHANNEL_WEB, CHANNEL_EMAIL_LINK)
+"""Contract: "history entries and audit rows say through which channel it came"."""

@@ -124,11 +124,17 @@ def _locale(ctx: Context) -> str:
 @pass_context
 def _money(ctx: Context, amount: Any, currency: Any) -> str:
     """``1,104.00 USD`` in English, ``1.104,00 USD`` in Italian."""
+    return render_money(amount, currency, _locale(ctx))
+
+
+def render_money(amount: Any, currency: Any, locale: str) -> str:
+    """``1,104.00 USD`` in English, ``1.104,00 USD`` in Italian."""
     try:
         value = Decimal(str(amount))
     except InvalidOperation:
         return f"{amount} {currency}".strip()
-    grouped = f"{value:,.2f}".translate(_SEPARATORS[_locale(ctx)])
+    separators = _SEPARATORS.get(locale, _SEPARATORS[DEFAULT_LOCALE])
+    grouped = f"{value:,.2f}".translate(separators)
     return f"{grouped} {currency}".strip()
 
 
@@ -140,7 +146,12 @@ def _per_period(ctx: Context, period: str) -> str:
 @pass_context
 def _duration(ctx: Context, seconds: Any) -> str:
     """The largest whole unit, as a person says how long something waited: "3 days"."""
-    day, hour, minute, moment = _UNITS[_locale(ctx)]
+    return render_duration(seconds, _locale(ctx))
+
+
+def render_duration(seconds: Any, locale: str) -> str:
+    """The largest whole unit: "3 days" ("3 giorni")."""
+    day, hour, minute, moment = _UNITS.get(locale, _UNITS[DEFAULT_LOCALE])
     total = int(seconds or 0)
     for size, (one, many) in ((86400, day), (3600, hour), (60, minute)):
         if total >= size:
@@ -152,13 +163,25 @@ def _duration(ctx: Context, seconds: Any) -> str:
 @pass_context
 def _date(ctx: Context, value: Any) -> str:
     """``5 January 2026 at 09:00 UTC``: unambiguous wherever the reader is."""
+    return render_date(value, _locale(ctx))
+
+
+def render_date(value: Any, locale: str) -> str:
+    """``5 January 2026 at 09:00 UTC`` (``5 gennaio 2026 alle 09:00 UTC``)."""
     if not value:
         return ""
     at = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
     at = at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
-    locale = _locale(ctx)
+    locale = locale if locale in _MONTHS else DEFAULT_LOCALE
     month = _MONTHS[locale][at.month - 1]
     return f"{at.day} {month} {at.year} {_AT[locale]} {at.hour:02}:{at.minute:02} UTC"
+
+
+def render_day(at: datetime, locale: str) -> str:
+    """``5 January 2026`` (``5 gennaio 2026``), of a UTC time."""
+    at = at.astimezone(UTC)
+    months = _MONTHS.get(locale, _MONTHS[DEFAULT_LOCALE])
+    return f"{at.day} {months[at.month - 1]} {at.year}"
 
 
 _DICT_ATTRIBUTES = frozenset(dir(dict))

@@ -114,6 +114,7 @@ AUDIT_FIELDS = (
     "message",
     "details",
     "idempotency_key",
+    "channel",
 )
 
 

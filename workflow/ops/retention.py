@@ -12,6 +12,8 @@ from workflow.persistence.database import Database
 
 KEEP_REPLIES = timedelta(days=7)
 KEEP_PUBLISHED = timedelta(days=7)
+KEEP_LINKS = timedelta(days=30)
+"""Console links past their end are kept a while, so a late visit still shows the outcome."""
 CHUNK = 5000
 
 
@@ -20,4 +22,5 @@ def prune(db: Database, now: datetime | None = None, chunk: int = CHUNK) -> int:
     now = now or datetime.now(UTC)
     with db.store(lock=False) as store:
         removed = store.queries.prune_replies(now - KEEP_REPLIES, chunk)
+        removed += store.links.prune(now - KEEP_LINKS, chunk)
         return removed + store.outbox.prune_published(now - KEEP_PUBLISHED, chunk)

@@ -76,4 +76,5 @@ def history_entry(row: Mapping[Any, Any]) -> dict[str, Any]:
         "actor_id": row["actor_id"],
         "at": row["at"],
         "reason": row["reason"],
+        "channel": row.get("channel"),
     }

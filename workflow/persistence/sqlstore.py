@@ -8,9 +8,9 @@ statement per table. A refused command's changes are undone in memory
 (``begin``/``undo``), which is what a savepoint per command gave, without the
 round trips. Reads the cache cannot answer flush first and ask the database.
 
-Records outside the command path (outbox relay, email deliveries, reports, retention)
-are reached through the same store: ``store.outbox``, ``store.deliveries``,
-``store.queries``.
+Records outside the command path (outbox relay, email deliveries, reports, retention,
+the console's links) are reached through the same store: ``store.outbox``,
+``store.deliveries``, ``store.queries``, ``store.links``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from workflow.domain.lifecycle import HistoryStep
 from workflow.persistence import tables as t
 from workflow.persistence.cache import Cache
 from workflow.persistence.deliveries import DeliveryRecords
+from workflow.persistence.links import LinkRecords
 from workflow.persistence.outbox import OutboxRecords
 from workflow.persistence.queries import Queries
 from workflow.persistence.rows import delivery_row, history_entry, outbox_row
@@ -46,8 +47,11 @@ class SqlStore:
         self.outbox = OutboxRecords(sql)
         self.deliveries = DeliveryRecords(sql)
         self.queries = Queries(sql)
+        self.links = LinkRecords(sql)
         self.cache = Cache()
         self._log = UndoLog()
+        self.channel: str | None = None
+        """How the command being run came (history and audit say it); set by its caller."""
 
     # --- loading -----------------------------------------------------------------
 
@@ -314,6 +318,7 @@ class SqlStore:
                 "at": step.at,
                 "reason": step.reason,
                 "traceparent": current_traceparent(),
+                "channel": self.channel,
             }
             self._log.append(self.cache.new_history, entry)
             self._log.append(history, history_entry(entry))
@@ -336,7 +341,7 @@ class SqlStore:
     # --- audit, idempotency, outbox -------------------------------------------------------
 
     def audit(self, values: Mapping[str, Any]) -> None:
-        self._log.append(self.cache.new_audit, dict(values))
+        self._log.append(self.cache.new_audit, {"channel": self.channel, **values})
 
     def stored_reply(self, key: str, *, not_before: datetime | None = None) -> str | None:
         if key not in self.cache.replies:

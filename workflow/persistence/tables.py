@@ -135,6 +135,8 @@ request_transitions = Table(
     Column("reason", Text),
     # The trace of the command that made the transition (operators: `requests show`).
     Column("traceparent", String(55)),
+    # amqp, web or email_link; none for a transition the sweeper made (expiry).
+    Column("channel", String(12)),
 )
 
 audit_log = Table(
@@ -150,6 +152,7 @@ audit_log = Table(
     Column("code", String(32), nullable=False),
     Column("message", Text, nullable=False),
     Column("details", JSON, nullable=False),
+    Column("channel", String(12)),
 )
 
 processed_commands = Table(
@@ -224,7 +227,23 @@ notification_deliveries = Table(
     ),
 )
 
+# Console links (console.md C3): a decision link for one decider and one request, or a
+# single-use sign-in link for one member. Only the SHA-256 of the token is kept.
+access_links = Table(
+    "access_links",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("kind", String(10), nullable=False),
+    Column("account_id", String(128), nullable=False),
+    Column("user_id", String(128), nullable=False),
+    Column("request_id", String(36), index=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False, index=True),
+    Column("used_at", UTCDateTime),
+)
+
 __all__ = [
+    "access_links",
     "accounts",
     "audit_log",
     "members",
