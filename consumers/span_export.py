@@ -27,6 +27,21 @@ from consumers.span_shipping import FRAME, Flat
 SCOPE = InstrumentationScope("subreq")
 
 
+class _Resource(Resource):
+    """One resource for every span, hashed once: the OTLP encoder groups spans by resource,
+    and ``Resource.__hash__`` serialises its attributes as JSON at every call."""
+
+    def __init__(self, resource: Resource) -> None:
+        super().__init__(resource.attributes, resource.schema_url)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return super().__eq__(other)
+
+
 def frames(stream: IO[bytes]) -> Iterator[Any]:
     """The unpickled frames of ``stream`` until it ends (a torn last frame is dropped)."""
     while True:
@@ -86,7 +101,7 @@ def export_all(stream: IO[bytes], exporter: SpanExporter) -> int:
     read = 0
     batches = frames(stream)
     header: dict[str, Any] = next(batches, {})
-    resource = Resource.create(header)
+    resource = _Resource(Resource.create(header))
     for batch in batches:
         spans: Sequence[ReadableSpan] = [rebuild(flat, resource) for flat in batch]
         read += len(spans)
