@@ -9,12 +9,10 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -23,6 +21,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, DEFAULT_ON, Sampler, Tr
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.util._once import Once
 
+from benchmarks.otlp_sink import otlp_sink
 from consumers import tracing
 from consumers.span_export import rebuild
 from consumers.span_shipping import Flat, SpanShipper
@@ -250,61 +249,24 @@ def test_a_dead_export_process_is_started_again_for_the_next_batch(
     assert processes[-1].returncode == 0  # ended by its stdin closing
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    received: ClassVar[list[ExportTraceServiceRequest]] = []
-
-    def do_POST(self) -> None:
-        request = ExportTraceServiceRequest()
-        request.ParseFromString(self.rfile.read(int(self.headers["Content-Length"])))
-        self.received.append(request)
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *_args: object) -> None:
-        pass
-
-
 def test_spans_reach_the_otlp_endpoint_through_the_export_process_by_shutdown(
     restore_provider: None,
 ) -> None:
-    _Receiver.received = []
-    server = HTTPServer(("127.0.0.1", 0), _Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    environ = {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}",
-        "OTEL_SERVICE_NAME": "subreq-unit",
-        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "64",
-    }
-    try:
-        with pytest.MonkeyPatch.context() as patch:  # the export process reads os.environ
-            for name, value in environ.items():
-                patch.setenv(name, value)
-            assert tracing.configure(environ)
-            for _ in range(100):
-                scenario()
-            tracing.shutdown()  # ships what is queued; the export process sends it and ends
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-    spans = [
-        span
-        for request in _Receiver.received
-        for resource in request.resource_spans
-        for scope in resource.scope_spans
-        for span in scope.spans
-    ]
+    with otlp_sink(keep=True) as receiver, pytest.MonkeyPatch.context() as patch:
+        environ = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_SERVICE_NAME": "subreq-unit",
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "64",
+        }
+        for name, value in environ.items():  # the export process reads os.environ
+            patch.setenv(name, value)
+        assert tracing.configure(environ)
+        for _ in range(100):
+            scenario()
+        tracing.shutdown()  # ships what is queued; the export process sends it and ends
+        spans = receiver.kept_spans()
+        assert receiver.services() == {"subreq-unit"}
     assert len(spans) == 400
-    services = {
-        attribute.value.string_value
-        for request in _Receiver.received
-        for resource in request.resource_spans
-        for attribute in resource.resource.attributes
-        if attribute.key == "service.name"
-    }
-    assert services == {"subreq-unit"}
     by_id = {span.span_id: span for span in spans}
     transactions = [s for s in spans if s.name == "transaction"]
     assert len(transactions) == 100
