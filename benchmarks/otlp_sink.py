@@ -1,6 +1,6 @@
-"""A local OTLP/HTTP endpoint for the ``traced`` runs: it accepts every export and
-counts the spans, so a traced worker pays for recording and exporting its spans
-without a collector on the machine."""
+"""A local OTLP/HTTP endpoint: it accepts every trace export and counts the spans, so a
+traced worker in the ``traced`` runs pays for recording and exporting its spans without a
+collector on the machine; the tests keep what it received (``keep=True``) to look at."""
 
 from __future__ import annotations
 
@@ -10,13 +10,16 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 
 class Sink(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self) -> None:
+    def __init__(self, keep: bool = False) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.keep = keep
+        self.received: list[ExportTraceServiceRequest] = []
         self.spans = 0
         self.exports = 0
         self.lock = threading.Lock()
@@ -24,6 +27,28 @@ class Sink(ThreadingHTTPServer):
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def kept_spans(self) -> list[Span]:
+        with self.lock:
+            requests = list(self.received)
+        return [
+            s
+            for r in requests
+            for rs in r.resource_spans
+            for ss in rs.scope_spans
+            for s in ss.spans
+        ]
+
+    def services(self) -> set[str]:
+        with self.lock:
+            requests = list(self.received)
+        return {
+            attribute.value.string_value
+            for request in requests
+            for resource in request.resource_spans
+            for attribute in resource.resource.attributes
+            if attribute.key == "service.name"
+        }
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -37,6 +62,8 @@ class _Handler(BaseHTTPRequestHandler):
         with self.server.lock:
             self.server.spans += spans
             self.server.exports += 1
+            if self.server.keep:
+                self.server.received.append(request)
         self.send_response(200)
         self.send_header("Content-Type", "application/x-protobuf")
         self.send_header("Content-Length", "0")
@@ -47,8 +74,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def otlp_sink() -> Iterator[Sink]:
-    sink = Sink()
+def otlp_sink(keep: bool = False) -> Iterator[Sink]:
+    sink = Sink(keep)
     thread = threading.Thread(target=sink.serve_forever, name="otlp-sink", daemon=True)
     thread.start()
     try:

@@ -22,15 +22,33 @@ class WorkerDied(RuntimeError):
 
 @dataclass(frozen=True)
 class ProcSample:
-    cpu_seconds: float  # user + system, all threads
+    cpu_seconds: float  # user + system, all threads, and its live child processes' too
     rss_mib: float  # VmRSS now
     peak_rss_mib: float  # VmHWM: the high-water mark since start
 
 
-def sample(pid: int) -> ProcSample:
+def _stat(pid: int | str) -> list[str]:
     stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "; fields[0] is state
+    return stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "; [0] is the state
+
+
+def _children_cpu_ticks(pid: int) -> int:
+    """CPU of the live child processes (the traced worker's span export process)."""
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = _stat(entry.name)
+            if int(fields[1]) == pid:
+                ticks += int(fields[11]) + int(fields[12])
+    return ticks
+
+
+def sample(pid: int) -> ProcSample:
+    fields = _stat(pid)
     utime, stime = int(fields[11]), int(fields[12])
+    utime += _children_cpu_ticks(pid)
     status: dict[str, float] = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")

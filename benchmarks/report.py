@@ -246,7 +246,8 @@ def render(report: BenchReport) -> str:
         "",
         "The clock runs from the first publish until every command is answered **and** the "
         "outbox is empty (every event published with a broker confirm). Worker CPU is "
-        "for the measured phase; peak RSS is the worker's VmHWM.",
+        "for the measured phase, with its child processes (the traced worker's span export "
+        "process); peak RSS is the worker's VmHWM.",
         "",
     ]
     throughput_runs = [r for r in report.runs if not r.memory]

@@ -24,7 +24,7 @@ from workflow.app.service import CommandService, Item, Outcome
 from workflow.contract.messages import COMMANDS as COMMAND_NAMES
 from workflow.contract.names import COMMANDS_QUEUE, DEAD_QUEUE, REPLY_SUFFIX, ROUTING_KEY_HEADER
 from workflow.errors import TransientError
-from workflow.telemetry import Context, SpanKind, carried, link_to, messaging, tracer
+from workflow.telemetry import Context, SpanKind, carried, link_from, link_to, messaging, tracer
 
 log = logging.getLogger(__name__)
 
@@ -239,11 +239,7 @@ class CommandConsumer:
         # Linked to each command's processing span: no header is parsed again, and with
         # tracing off there is nothing to link (no outcome carries a traceparent).
         processed = [] if isinstance(outcomes, Failed) else outcomes
-        links = [
-            link
-            for o in processed
-            if o.traceparent and (link := link_to(carried({"traceparent": o.traceparent})))
-        ]
+        links = [link for o in processed if (link := link_from(o.traceparent)) is not None]
         with tracer().start_as_current_span(
             f"settle {COMMANDS_QUEUE}",
             kind=SpanKind.CLIENT,

@@ -10,6 +10,7 @@ the relay was doing when it sent them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -17,7 +18,17 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, SpanKind, Tracer, TracerProvider
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    Tracer,
+    TracerProvider,
+)
 
 __all__ = [
     "Context",
@@ -28,8 +39,10 @@ __all__ = [
     "current_trace_id",
     "current_traceparent",
     "headers_of",
+    "link_from",
     "link_to",
     "messaging",
+    "producer_span",
     "tracer",
 ]
 
@@ -52,6 +65,21 @@ def tracer() -> Tracer:
     return _current[0][1]
 
 
+_VERSION_00 = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+
+
+def _remote(traceparent: str) -> SpanContext | None:
+    """A version-00 ``traceparent`` read without the propagator API's generality (it runs
+    once or twice per message); ``None`` for anything else, which the propagator reads."""
+    found = _VERSION_00.fullmatch(traceparent)
+    if found is None:
+        return None
+    trace_id, span_id = int(found[1], 16), int(found[2], 16)
+    if not trace_id or not span_id:
+        return None
+    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(int(found[3], 16)))
+
+
 def carried(carrier: Mapping[str, Any] | None) -> Context:
     """The context a message's headers (or a stored ``traceparent``) carry; an empty one,
     so a new trace starts, when they carry none or a malformed one."""
@@ -64,15 +92,62 @@ def carried(carrier: Mapping[str, Any] | None) -> Context:
             value = value.decode("utf-8", "replace")
         if isinstance(value, str) and value:
             found[name] = value
-    return propagate.extract(found, context=Context()) if found else Context()
+    if not found:
+        return Context()
+    if len(found) == 1 and "traceparent" in found:  # the usual case: no tracestate
+        remote = _remote(found["traceparent"])
+        if remote is not None:
+            return trace.set_span_in_context(NonRecordingSpan(remote), Context())
+    return propagate.extract(found, context=Context())
+
+
+def link_from(traceparent: str | None) -> Link | None:
+    """A link to the span a stored ``traceparent`` names, if it names a valid one."""
+    if not traceparent:
+        return None
+    remote = _remote(traceparent)
+    return Link(remote) if remote is not None else link_to(carried({"traceparent": traceparent}))
+
+
+def _headers(span_context: SpanContext) -> dict[str, str]:
+    if not span_context.is_valid:
+        return {}
+    headers = {
+        "traceparent": f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-"
+        f"{int(span_context.trace_flags):02x}"
+    }
+    if span_context.trace_state:
+        headers["tracestate"] = span_context.trace_state.to_header()
+    return headers
 
 
 def headers_of(context: Context | None = None) -> dict[str, str]:
     """``traceparent`` (and ``tracestate``) of ``context`` or of the current span; empty
     when no span is recording, which is always the case with tracing off."""
-    headers: dict[str, str] = {}
-    propagate.inject(headers, context=context)
-    return headers
+    return _headers(trace.get_current_span(context).get_span_context())
+
+
+@contextmanager
+def producer_span(
+    name: str, traceparent: str, attributes: Mapping[str, str | int]
+) -> Iterator[dict[str, str]]:
+    """A publish span continuing the stored ``traceparent``, yielding the headers the
+    published message carries. It is never made the current span (nothing runs inside it
+    that looks for one), which spares the context switching per message."""
+    span = tracer().start_span(
+        name,
+        context=carried({"traceparent": traceparent}),
+        kind=SpanKind.PRODUCER,
+        attributes=attributes,
+    )
+    try:
+        yield _headers(span.get_span_context())
+    except BaseException as exc:
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        raise
+    finally:
+        span.end()
 
 
 def link_to(context: Context) -> Link | None:
@@ -84,13 +159,7 @@ def link_to(context: Context) -> Link | None:
 def current_traceparent() -> str | None:
     """The active span as a W3C ``traceparent``, to store with what it writes; ``None``
     without one (one cheap check when tracing is off)."""
-    span_context = trace.get_current_span().get_span_context()
-    if not span_context.is_valid:
-        return None
-    return (
-        f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-"
-        f"{int(span_context.trace_flags):02x}"
-    )
+    return _headers(trace.get_current_span().get_span_context()).get("traceparent")
 
 
 @contextmanager

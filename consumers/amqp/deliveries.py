@@ -16,7 +16,7 @@ from pika.spec import BasicProperties
 
 from consumers.amqp.publishing import bury, publish_queued
 from workflow.contract.names import DELIVERY_COUNT_HEADER
-from workflow.telemetry import SpanKind, carried, headers_of, messaging, tracer
+from workflow.telemetry import messaging, producer_span
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,13 +103,10 @@ def _reply(
     if traceparent is None:  # tracing off: no span, no headers
         publish_queued(channel, "", to, body, properties)
         return
-    with tracer().start_as_current_span(
-        f"publish {to}",
-        context=carried({"traceparent": traceparent}),
-        kind=SpanKind.PRODUCER,
-        attributes=messaging("publish", "", to, correlation_id),
-    ):
-        properties.headers = headers_of()
+    with producer_span(
+        f"publish {to}", traceparent, messaging("publish", "", to, correlation_id)
+    ) as headers:
+        properties.headers = headers
         publish_queued(channel, "", to, body, properties)
 
 

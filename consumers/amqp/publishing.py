@@ -13,7 +13,7 @@ from pika.spec import BasicProperties
 
 from workflow.app.outbox import PendingEvent
 from workflow.contract.names import DROPPED_HEADERS_HEADER, ERROR_HEADER, EVENTS_EXCHANGE
-from workflow.telemetry import SpanKind, carried, headers_of, messaging, tracer
+from workflow.telemetry import messaging, producer_span
 
 Properties: TypeAlias = BasicProperties
 """pika's message properties, for annotations outside this package."""
@@ -56,13 +56,7 @@ def publish_events(channel: BlockingChannel, events: Sequence[PendingEvent]) -> 
                 **messaging("publish", EVENTS_EXCHANGE, None, None),
                 "messaging.batch.message_count": len(same_trace),
             }
-        with tracer().start_as_current_span(
-            f"publish {EVENTS_EXCHANGE}",
-            context=carried({"traceparent": traceparent}),
-            kind=SpanKind.PRODUCER,
-            attributes=attributes,
-        ):
-            headers = headers_of()
+        with producer_span(f"publish {EVENTS_EXCHANGE}", traceparent, attributes) as headers:
             for event in same_trace:
                 _publish_event(channel, event, headers)
     channel.tx_commit()  # writes them all

@@ -4,17 +4,15 @@ its in-memory exporter, and an OTLP/HTTP receiver for a ``subreq worker`` proces
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
 import orjson
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy import select
 
+from benchmarks.otlp_sink import otlp_sink
 from consumers.worker import Worker, WorkerOptions
 from tests.integration.amqp.support import (
     Broker,
@@ -214,23 +212,6 @@ def test_a_redelivered_command_does_not_fork_the_trace_of_its_events(
     assert {trace_of(tp) for tp in stored} == {TRACE_ID}
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    received: list[ExportTraceServiceRequest] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        if self.path == "/v1/traces":
-            request = ExportTraceServiceRequest()
-            request.ParseFromString(body)
-            type(self).received.append(request)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.end_headers()
-
-    def log_message(self, *_args: Any) -> None:
-        pass
-
-
 def test_a_worker_exports_its_spans_to_the_otlp_endpoint_of_the_environment(
     amqp_url: str,
     database: Database,
@@ -238,47 +219,27 @@ def test_a_worker_exports_its_spans_to_the_otlp_endpoint_of_the_environment(
     client: RawClient,
     tmp_path: Path,
 ) -> None:
-    _Receiver.received = []
-    server = HTTPServer(("127.0.0.1", 0), _Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     seed_accounts(database, catalog, 1, owner=True)
     worker = WorkerProcess(amqp_url, url_of(database), tmp_path, "otlp-worker")
-    worker.env |= {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}",
-        "OTEL_SERVICE_NAME": "subreq-test",
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-    }
-    try:
-        worker.start()
-        submit_traced(client, "acct-0", "otlp", traceparent())
-        assert client.reply_to("otlp", timeout=30).json()["ok"]
-
-        def exported() -> set[str]:
-            return {
-                span.name
-                for request in _Receiver.received
-                for resource in request.resource_spans
-                for scope in resource.scope_spans
-                for span in scope.spans
-                if span.trace_id.hex() == TRACE_ID
-            }
-
-        wait_until(
-            lambda: {"process request.submit", "publish subreq.events"} <= exported(),
-            timeout=20,
-            what="the spans at the OTLP receiver",
-        )
-        services = {
-            attribute.value.string_value
-            for request in _Receiver.received
-            for resource in request.resource_spans
-            for attribute in resource.resource.attributes
-            if attribute.key == "service.name"
+    with otlp_sink(keep=True) as receiver:
+        worker.env |= {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_SERVICE_NAME": "subreq-test",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
         }
-        assert services == {"subreq-test"}
-    finally:
-        worker.kill()
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+        try:
+            worker.start()
+            submit_traced(client, "acct-0", "otlp", traceparent())
+            assert client.reply_to("otlp", timeout=30).json()["ok"]
+
+            def exported() -> set[str]:
+                return {s.name for s in receiver.kept_spans() if s.trace_id.hex() == TRACE_ID}
+
+            wait_until(
+                lambda: {"process request.submit", "publish subreq.events"} <= exported(),
+                timeout=20,
+                what="the spans at the OTLP receiver",
+            )
+            assert receiver.services() == {"subreq-test"}
+        finally:
+            worker.kill()

@@ -1,0 +1,297 @@
+"""subreq's span recorder: the OpenTelemetry tracing API implemented lean, for the worker.
+
+With every span exported, the SDK's ``Tracer`` and ``Span`` cost the worker more per command
+than the work they describe (validating each attribute, locks per span, a copy at the end,
+then a conversion before export). These spans only keep what the OTLP encoder needs and, when
+they end, hand one tuple to the recorder (``consumers.span_shipping``), which ships it to an
+export process; there the SDK rebuilds its own ``ReadableSpan`` (validating attributes then)
+and the SDK's OTLP exporter sends it. The sampler is the SDK's own, read from
+``OTEL_TRACES_SAMPLER``; the default (``parentbased_always_on``) is decided here without a
+call. Everything instrumented through ``workflow.telemetry`` records the same spans with the
+SDK's tracer installed instead (the tests' in-memory exporter).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace.sampling import DEFAULT_ON, Decision, Sampler
+from opentelemetry.trace import (
+    INVALID_SPAN_ID,
+    INVALID_TRACE_ID,
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes
+
+from consumers.span_shipping import Flat
+
+Record = Callable[[Flat], None]
+
+SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
+
+
+def _new_id(bits: int, invalid: int) -> int:
+    while True:
+        value = random.getrandbits(bits)
+        if value != invalid:
+            return value
+
+
+class LeanSpan(trace.Span):
+    """A recording span: plain fields, flattened once, when it ends."""
+
+    __slots__ = (
+        "_attributes",
+        "_context",
+        "_end",
+        "_events",
+        "_kind",
+        "_links",
+        "_name",
+        "_parent",
+        "_record",
+        "_start",
+        "_status",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        attributes: Attributes,
+        links: Sequence[Link] | None,
+        start_time: int | None,
+        record: Record,
+    ) -> None:
+        self._name = name
+        self._context = context
+        self._parent = parent
+        self._kind = kind
+        self._attributes: dict[str, Any] = dict(attributes) if attributes else {}
+        self._links = list(links) if links else []
+        self._events: list[tuple[str, int, dict[str, Any]]] = []
+        self._status: tuple[int, str | None] = (StatusCode.UNSET.value, None)
+        self._start = start_time if start_time is not None else time.time_ns()
+        self._end: int | None = None
+        self._record = record
+
+    def get_span_context(self) -> SpanContext:
+        return self._context
+
+    def is_recording(self) -> bool:
+        return self._end is None
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if self._end is None:
+            self._attributes[key] = value
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        if self._end is None:
+            self._attributes.update(attributes)
+
+    def add_event(
+        self, name: str, attributes: Attributes = None, timestamp: int | None = None
+    ) -> None:
+        if self._end is None:
+            moment = timestamp if timestamp is not None else time.time_ns()
+            self._events.append((name, moment, dict(attributes) if attributes else {}))
+
+    def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
+        if self._end is None and context.is_valid:
+            self._links.append(Link(context, attributes))
+
+    def update_name(self, name: str) -> None:
+        if self._end is None:
+            self._name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        if self._end is not None or self._status[0] == StatusCode.OK.value:
+            return  # OK is final, as in the SDK
+        if isinstance(status, Status):
+            code, text = status.status_code, status.description
+        else:
+            code, text = status, description
+        self._status = (code.value, text if code is StatusCode.ERROR else None)
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        kind = type(exception)
+        module = kind.__module__
+        described: dict[str, Any] = {
+            "exception.type": (
+                f"{module}.{kind.__qualname__}"
+                if module and module != "builtins"
+                else kind.__qualname__
+            ),
+            "exception.message": str(exception),
+            "exception.stacktrace": "".join(traceback.format_exception(exception)),
+            "exception.escaped": str(escaped),
+        }
+        if attributes:
+            described.update(attributes)
+        self.add_event("exception", described, timestamp)
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._end is not None:
+            return
+        self._end = end_time if end_time is not None else time.time_ns()
+        context, parent = self._context, self._parent
+        self._record(
+            (
+                self._name,
+                context.trace_id,
+                context.span_id,
+                int(context.trace_flags),
+                tuple(context.trace_state.items()),
+                None if parent is None else (parent.span_id, parent.is_remote),
+                self._kind.value,
+                self._start,
+                self._end,
+                self._attributes,
+                tuple(
+                    (
+                        link.context.trace_id,
+                        link.context.span_id,
+                        int(link.context.trace_flags),
+                        link.context.is_remote,
+                        dict(link.attributes) if link.attributes else {},
+                    )
+                    for link in self._links
+                ),
+                tuple(self._events),
+                self._status[0],
+                self._status[1],
+            )
+        )
+
+
+class LeanTracer(trace.Tracer):
+    def __init__(self, sampler: Sampler, record: Record) -> None:
+        self._sampler = sampler
+        self._default = sampler is DEFAULT_ON
+        self._record = record
+
+    def _sampled(
+        self,
+        parent: SpanContext,
+        context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind,
+        attributes: Attributes,
+        links: Sequence[Link] | None,
+    ) -> tuple[bool, TraceState, Attributes]:
+        if self._default:  # parentbased_always_on, decided without the SDK's call
+            sampled = parent.trace_flags.sampled if parent.is_valid else True
+            return sampled, parent.trace_state, attributes
+        result = self._sampler.should_sample(context, trace_id, name, kind, attributes, links)
+        extra = dict(attributes or {})
+        extra.update(result.attributes or {})
+        state = result.trace_state if result.trace_state is not None else parent.trace_state
+        return result.decision is Decision.RECORD_AND_SAMPLE, state, extra
+
+    def start_span(
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> trace.Span:
+        parent = trace.get_current_span(context).get_span_context()
+        trace_id = parent.trace_id if parent.is_valid else _new_id(128, INVALID_TRACE_ID)
+        sampled, state, attributes = self._sampled(
+            parent, context, trace_id, name, kind, attributes, links
+        )
+        own = SpanContext(
+            trace_id,
+            _new_id(64, INVALID_SPAN_ID),
+            is_remote=False,
+            trace_flags=SAMPLED if sampled else UNSAMPLED,
+            trace_state=state,
+        )
+        if not sampled:
+            return NonRecordingSpan(own)
+        return LeanSpan(
+            name,
+            own,
+            parent if parent.is_valid else None,
+            kind,
+            attributes,
+            links,
+            start_time,
+            self._record,
+        )
+
+    @contextmanager  # the API's own decorator is private; the same protocol
+    def start_as_current_span(  # type: ignore[override]
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> Iterator[trace.Span]:
+        span = self.start_span(name, context, kind, attributes, links, start_time)
+        with trace.use_span(
+            span,
+            end_on_exit=end_on_exit,
+            record_exception=record_exception,
+            set_status_on_exception=set_status_on_exception,
+        ) as current:
+            yield current
+
+
+class LeanTracerProvider(trace.TracerProvider):
+    """One tracer for every name: subreq's spans all belong to the ``subreq`` scope."""
+
+    def __init__(
+        self,
+        record: Record,
+        sampler: Sampler | None = None,
+        close: Callable[[], None] | None = None,
+    ) -> None:
+        self._tracer = LeanTracer(sampler if sampler is not None else DEFAULT_ON, record)
+        self._close = close
+
+    def get_tracer(
+        self,
+        instrumenting_module_name: str,
+        instrumenting_library_version: str | None = None,
+        schema_url: str | None = None,
+        attributes: Attributes = None,
+    ) -> trace.Tracer:
+        return self._tracer
+
+    def shutdown(self) -> None:
+        if self._close is not None:
+            self._close()
