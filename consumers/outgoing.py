@@ -15,7 +15,6 @@ from consumers.mail import Mail, Outgoing, Permanent, build_message, recipient
 from workflow.notifications.deliveries import Notice
 from workflow.notifications.texts import Email, render_email
 
-
 Decorate = Callable[[Notice, Email], Email]
 """What adds to a rendered email before it is sent: the console's links (C3)."""
 
