@@ -17,11 +17,11 @@ from workflow.app.service import CommandService
 from workflow.console.reads import Reads
 from workflow.console.signin import request_sign_in
 from workflow.console.tokens import token_hash
-from workflow.notifications.deliveries import Notice, parse_notice
+from workflow.notifications.deliveries import Notice, notice_of
 from workflow.notifications.links import Links
 from workflow.notifications.texts import Email
 from workflow.ops.retention import KEEP_LINKS, prune
-from workflow.persistence.tables import access_links, outbox
+from workflow.persistence.tables import access_links, notification_deliveries, outbox
 
 URL = "https://console.example"
 TOKEN = re.compile(r"/(?:r|signin)/([A-Za-z0-9_-]{43})")
@@ -29,10 +29,8 @@ TOKEN = re.compile(r"/(?:r|signin)/([A-Za-z0-9_-]{43})")
 
 def notices(service: CommandService, template: str) -> list[Notice]:
     with service.db.engine.connect() as conn:
-        rows = conn.execute(
-            select(outbox.c.payload).where(outbox.c.type == "notification.requested")
-        )
-        found = [parse_notice(row[0].encode()) for row in rows]
+        rows = conn.execute(select(notification_deliveries)).mappings()
+        found = [notice_of(row) for row in rows]
     return [n for n in found if n.template == template]
 
 

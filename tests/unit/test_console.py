@@ -14,6 +14,7 @@ from workflow.console.tokens import TOKEN_BYTES, new_token, token_hash, well_for
 from workflow.errors import ConfigurationError
 from workflow.notifications.links import HTML_MARK, Link, with_link
 from workflow.notifications.texts import Email
+from workflow.persistence import deliveries as record_states
 from workflow.settings import load_settings
 
 SECRET = "s" * 32
@@ -176,3 +177,16 @@ def test_both_languages_have_every_word() -> None:
     assert texts.from_accept_language("it-IT,it;q=0.9,en;q=0.8") == "it"
     assert texts.from_accept_language("fr-FR,fr;q=0.9") == "en"
     assert texts.from_accept_language(None) == "en"
+
+
+def test_every_delivery_status_has_words_in_both_languages() -> None:
+    """The request page names each "who was told" row's delivery state."""
+    for status in (
+        record_states.PENDING,
+        record_states.SENDING,
+        record_states.RETRYING,
+        record_states.SENT,
+        record_states.FAILED,
+    ):
+        assert f"delivery.{status}" in texts._EN
+        assert f"delivery.{status}" in texts._IT

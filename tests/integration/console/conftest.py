@@ -21,6 +21,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from consumers.notifier import STARTED as NOTIFIER_STARTED
 from tests import services
 from tests.integration.helpers import wait_until
 from tests.integration.notifications.smtp import SmtpServer
@@ -106,7 +107,7 @@ def stack(postgres_database: Database, catalog: Catalog) -> Iterator[Stack]:
         logs = {"worker": workdir / "worker.log", "web": workdir / "web.log"}
         try:
             wait_until(
-                lambda: "delivering subreq.notifications" in logs["worker"].read_text(),
+                lambda: NOTIFIER_STARTED in logs["worker"].read_text(),
                 timeout=30,
                 what="the worker's notifier",
             )
