@@ -42,6 +42,24 @@ CHECK_EVERY = 0.25  # seconds between liveness / timeout checks
 MAX_ERROR_SAMPLES = 5
 
 
+def submit_body(account: str) -> bytes:
+    """The account admin's request for one more Support seat."""
+    return orjson.dumps(
+        {
+            "account_id": account,
+            "actor_id": admin_of(account),
+            "changes": [{"type": "add_seats", "product": "support", "quantity": 1}],
+        }
+    )
+
+
+def approve_body(account: str, request_id: str) -> bytes:
+    """The account owner's approval of ``request_id``."""
+    return orjson.dumps(
+        {"request_id": request_id, "actor_id": owner_of(account), "decision": "approve"}
+    )
+
+
 class BenchError(RuntimeError):
     """The benchmark cannot give a meaningful figure (no reply, backlog stuck, ...)."""
 
@@ -173,13 +191,7 @@ class LoadGenerator:
         self.inbox: list[tuple[str | None, bytes, float]] = []
         self.sent = 0  # every command published, all phases
         self._submits = {
-            a: orjson.dumps(
-                {
-                    "account_id": a,
-                    "actor_id": admin_of(a),
-                    "changes": [{"type": "add_seats", "product": "support", "quantity": 1}],
-                }
-            )
+            a: submit_body(a)
             for a in self.accounts
         }
 
@@ -226,9 +238,7 @@ class LoadGenerator:
             routing_key, body = "request.submit", self._submits[account]
         else:
             routing_key = "request.decide"
-            body = orjson.dumps(
-                {"request_id": request_id, "actor_id": owner_of(account), "decision": "approve"}
-            )
+            body = approve_body(account, request_id)
         message_id = str(uuid.uuid4())
         properties = BasicProperties(
             content_type="application/json",
