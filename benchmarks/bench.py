@@ -296,10 +296,14 @@ def _run(args: argparse.Namespace, spec: RunSpec, result: RunResult, log: Log) -
             ceiling.create_schema(
                 database_url, [(a, seed.owner_of(a), seed.admin_of(a)) for a in accounts]
             )
-            outbox_table, processed_table = "bench_outbox", "bench_replies"
+            outbox_table, processed_table, marks = "bench_outbox", "bench_replies", None
         else:
             seed.prepare_subreq(database_url, accounts, spec.history)
-            outbox_table, processed_table = "outbox", "processed_commands"
+            outbox_table, processed_table, marks = (
+                "outbox",
+                "processed_commands",
+                "outbox_published",
+            )
         log(f"seeded in {time.perf_counter() - started:.1f}s; starting the {spec.mode} worker")
         sink = stack.enter_context(otlp_sink()) if spec.mode == "traced" else None
         otlp = sink.endpoint if sink is not None else None
@@ -316,7 +320,7 @@ def _run(args: argparse.Namespace, spec: RunSpec, result: RunResult, log: Log) -
         load = stack.enter_context(
             LoadGenerator(amqp_url, accounts, check=worker.check, reply_timeout=args.reply_timeout)
         )
-        backlog = stack.enter_context(Backlog(database_url, outbox_table))
+        backlog = stack.enter_context(Backlog(database_url, outbox_table, marks))
         load.wait_consuming(args.start_timeout)
         if args.bind_events:
             load.bind_events()

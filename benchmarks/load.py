@@ -104,12 +104,18 @@ class Backlog:
 
     The SQLAlchemy engine of subreq opens every SQLite transaction with BEGIN IMMEDIATE,
     so polling through it would take the write lock away from the worker; this reads
-    without locking. The same predicate as ``workflow.app.outbox.backlog``: published_at IS NULL.
+    without locking. ``unpublished``: the predicate of ``workflow.app.outbox.backlog`` for
+    subreq's outbox (``marks``: the relay's marks), ``published_at IS NULL`` for the ceiling's.
     """
 
-    def __init__(self, database_url: str, table: str) -> None:
+    def __init__(self, database_url: str, table: str, marks: str | None = None) -> None:
         self.table = table
-        self.query = f"SELECT count(*) FROM {table} WHERE published_at IS NULL"
+        unpublished = (
+            "published_at IS NULL"
+            if marks is None
+            else f"id > (SELECT coalesce(max(upto_id), 0) FROM {marks})"
+        )
+        self.query = f"SELECT count(*) FROM {table} WHERE {unpublished}"
         self.total_query = f"SELECT count(*) FROM {table}"
         self._pg: psycopg.Connection[Any] | None = None
         self._sqlite: sqlite3.Connection | None = None
@@ -190,10 +196,7 @@ class LoadGenerator:
         self.outstanding: dict[str, tuple[float, str, str]] = {}  # corr id -> (t0, account, rk)
         self.inbox: list[tuple[str | None, bytes, float]] = []
         self.sent = 0  # every command published, all phases
-        self._submits = {
-            a: submit_body(a)
-            for a in self.accounts
-        }
+        self._submits = {a: submit_body(a) for a in self.accounts}
 
     # --- set-up ---------------------------------------------------------------------------
 

@@ -72,6 +72,13 @@ def _created_request_pending(store: Store, routing_key: str, stored: str) -> boo
     return row is not None and row["state"] == PENDING
 
 
+def _may_write(commands: Sequence[Prepared]) -> bool:
+    """Whether a batch needs its accounts locked: not when every command is a query (or
+    unusable, which writes only its audit record), since nothing it reads is then written
+    back."""
+    return any(c.invalid is None and c.routing_key not in QUERIES for c in commands)
+
+
 Item = tuple[str, bytes | str | dict[str, Any], str | None]
 """A delivery as the workflow sees it: routing key, body, message_id."""
 
@@ -128,7 +135,7 @@ class CommandService:
         traced = traces if traces is not None else [None] * len(items)
         commands = [self._prepare(*item, trace=t) for item, t in zip(items, traced, strict=True)]
         try:
-            with self.db.store() as store:
+            with self.db.store(lock=_may_write(commands)) as store:
                 return self._run_batch(store, commands)
         except Conflict:
             if len(commands) > 1:
