@@ -64,6 +64,7 @@ DEFAULT_MODES = ("e2e", "batched", "single", "ceiling")
 
 DEFAULT_SIZES = {
     "commands": 20_000,
+    "e2e_commands": 4000,
     "accounts": 1000,
     "warmup": 1000,
     "sequential": 500,
@@ -72,6 +73,7 @@ DEFAULT_SIZES = {
 MEMORY_COMMANDS = 200_000
 SMOKE_SIZES = {
     "commands": 200,
+    "e2e_commands": 200,
     "accounts": 20,
     "warmup": 20,
     "sequential": 20,
@@ -108,6 +110,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     size.add_argument("--in-flight", type=int, default=50, help="commands outstanding (50)")
     size.add_argument(
         "--e2e-in-flight", type=int, default=500, help="commands outstanding in e2e runs (500)"
+    )
+    size.add_argument(
+        "--e2e-commands",
+        type=int,
+        help="measured commands of an e2e run (4000: two rounds of a submit and an approval "
+        "over 1,000 accounts)",
     )
     size.add_argument("--warmup", type=int, help="unmeasured commands first (1000)")
     size.add_argument("--sequential", type=int, help="commands sent one at a time (500; 0: none)")
@@ -199,7 +207,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.commands = MEMORY_COMMANDS
     if args.modes is None:
         args.modes = ["batched"] if args.memory else list(DEFAULT_MODES)
-    names = ("commands", "accounts", "in_flight", "e2e_in_flight", "batch", "prefetch")
+    names = ("commands", "e2e_commands", "accounts", "in_flight", "e2e_in_flight", "batch")
+    names += ("prefetch",)
     for name in (*names, "single_prefetch"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -363,6 +372,7 @@ def _run(args: argparse.Namespace, spec: RunSpec, result: RunResult, log: Log) -
         events_before = backlog.total()
         settled = None if mail is None else EmailsArrived(backlog, mail)
         in_flight = args.e2e_in_flight if spec.mode == "e2e" else args.in_flight
+        commands = args.e2e_commands if spec.mode == "e2e" else args.commands
 
         def phase(name: str, commands: int, in_flight: int) -> Phase:
             log(f"{name}: {commands:,} commands, {in_flight} in flight")
@@ -387,7 +397,7 @@ def _run(args: argparse.Namespace, spec: RunSpec, result: RunResult, log: Log) -
                 result.rss_samples.append((replies, worker.sample().rss_mib))
                 next_sample += args.memory_checkpoint
 
-        log(f"measuring: {args.commands:,} commands, {in_flight} in flight")
+        log(f"measuring: {commands:,} commands, {in_flight} in flight")
         counters = None
         if spec.database == "postgresql":
             counters = stack.enter_context(closing(pgstats.PostgresCounters(database_url)))
@@ -397,7 +407,7 @@ def _run(args: argparse.Namespace, spec: RunSpec, result: RunResult, log: Log) -
         before, host_before, cpu_before = worker.sample(), host_cpu(), time.process_time()
         stacks = profile_path(args, spec, folder)
         with profile.recording(worker.pid, stacks) if stacks else nullcontext():
-            measured = load.run("measured", args.commands, in_flight, on_reply=sample_memory)
+            measured = load.run("measured", commands, in_flight, on_reply=sample_memory)
             load.drain(backlog, measured, args.drain_timeout, settled=settled)  # clock stops
             if isinstance(settled, EmailsArrived):
                 measured.drained = max(measured.replied, settled.last_arrival())
@@ -577,6 +587,7 @@ def run(args: argparse.Namespace, *, log: Log | None = None) -> BenchReport:
                 "prefetch",
                 "single_prefetch",
                 "bind_events",
+                "e2e_commands",
                 "e2e_in_flight",
                 "slow_smtp",
                 "worker_loops",

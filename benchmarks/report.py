@@ -243,7 +243,8 @@ def render(report: BenchReport) -> str:
         )
     e2e = (
         f"e2e: the same worker with every loop on (email notifier and sweeper), "
-        f"{s.get('e2e_in_flight', '?')} in flight, every email to a local SMTP sink"
+        f"{s.get('e2e_commands', 0):,} measured commands, {s.get('e2e_in_flight', '?')} in "
+        "flight, every email to a local SMTP sink"
         + (
             f" answering each mail after {s['slow_smtp']:g} ms"
             if s.get("slow_smtp")
