@@ -5,11 +5,10 @@ process through :class:`CommandService` in batches, as the worker does, with the
 :func:`relay_batch` after each batch (publishing to nowhere), on a fresh database with
 nothing else writing. Counted per command, from the server and the driver:
 
-- WAL bytes: ``pg_current_wal_lsn()`` before and after;
-- writing commits: transaction ids handed out (``pg_snapshot_xmax``), i.e. the
-  transactions that wrote (a read-only transaction gets none and flushes nothing), and of
-  them the WAL-flushing ones: all but the relay's marks, committed without waiting
-  (counted as the rows added to ``outbox_published``);
+- WAL bytes, writing commits (transactions given an id: a read-only one flushes nothing)
+  and of them the WAL-flushing ones (all but the relay's marks, which do not wait for the
+  disk): those of this database's own transactions, read from the WAL with
+  ``pg_walinspect`` (``benchmarks/pgstats.py``), so other work on the server is left out;
 - row writes: inserts, updates and deletes of ``pg_stat_user_tables``;
 - B-tree index entries: each insert and each non-HOT update adds one entry to every index
   of its table (a partial index's skipped rows counted too: an upper bound);
@@ -24,7 +23,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +32,7 @@ import psycopg
 from benchmarks import seed, services
 from benchmarks.bench import DEFAULT_POSTGRES_URL
 from benchmarks.load import approve_body, submit_body
+from benchmarks.pgstats import PhaseCost, PostgresCounters
 from workflow.app.outbox import PendingEvent, relay_batch
 from workflow.app.service import CommandService
 from workflow.domain.catalog import load_catalog
@@ -49,29 +49,32 @@ FROM pg_stat_user_tables s
 
 WAL_BY_TABLE = """
 WITH records AS (
-    SELECT record_length, fpi_length,
+    SELECT xid, record_length, fpi_length,
+           substring(block_ref from 'rel [0-9]+/([0-9]+)/')::oid AS db,
            substring(block_ref from 'rel [0-9]+/[0-9]+/([0-9]+)')::oid AS node
     FROM pg_get_wal_records_info(%s::pg_lsn, %s::pg_lsn)
+), ours AS (
+    SELECT DISTINCT xid FROM records
+    WHERE db = (SELECT oid FROM pg_database WHERE datname = current_database()) AND xid <> '0'
 )
-SELECT coalesce(c.relname, '(no relation)'), sum(record_length), sum(fpi_length)
+SELECT coalesce(c.relname, '(no relation: commit records)'), sum(record_length), sum(fpi_length)
 FROM records LEFT JOIN pg_class c ON c.relfilenode = records.node
+WHERE records.xid IN (SELECT xid FROM ours)
 GROUP BY 1 ORDER BY 2 DESC
 """
-"""WAL bytes per table or index, from ``pg_walinspect`` (a record is credited to the first
-block it touches; full-page images included, and shown apart)."""
+"""WAL bytes per table or index of this database's transactions, from ``pg_walinspect`` (a
+record is credited to the first block it touches; full-page images included, and shown
+apart)."""
 
 
 @dataclass(frozen=True)
 class Snapshot:
     lsn: str
-    wal: int
-    xids: int
     inserts: int
     updates: int
     deletes: int
     index_entries: int
     statements: int
-    marks: int
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class Counts:
     wal_bytes: float
     writing_commits: float
     flushing_commits: float
+    scope: str
     row_writes: float
     index_entries: float
     statements: float
@@ -90,14 +94,15 @@ class Counts:
         return [
             f"| {label} | {self.commands:,} | {self.wal_bytes:,.0f} | {self.writing_commits:.3f}"
             f" | {self.flushing_commits:.3f}"
-            f" | {self.row_writes:.2f} | {self.index_entries:.2f} | {self.statements:.2f} |"
+            f" | {self.row_writes:.2f} | {self.index_entries:.2f} | {self.statements:.2f}"
+            f" | {self.scope} |"
         ]
 
 
 HEADER = [
     "| per command | commands | WAL bytes | writing commits | WAL-flushing commits "
-    "| row writes | index entries | SQL statements |",
-    "|---|--:|--:|--:|--:|--:|--:|--:|",
+    "| row writes | index entries | SQL statements | WAL scope |",
+    "|---|--:|--:|--:|--:|--:|--:|--:|---|",
 ]
 
 
@@ -129,27 +134,9 @@ class StatementCounter:
 def snapshot(conn: psycopg.Connection[Any], statements: int) -> Snapshot:
     time.sleep(0.5)  # an ended session's table statistics reach the shared counters
     conn.execute("SELECT pg_stat_clear_snapshot()")
-    lsn, wal, xids = conn.execute(
-        "SELECT pg_current_wal_lsn()::text, pg_current_wal_lsn() - '0/0'::pg_lsn, "
-        "pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
-    ).fetchone() or ("0/0", 0, 0)
+    (lsn,) = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone() or ("0/0",)
     ins, upd, dele, entries = conn.execute(TABLE_WRITES).fetchone() or (0, 0, 0, 0)
-    # Revisions before the relay's marks have no such table (and no lazy commits).
-    has_marks = conn.execute("SELECT to_regclass('outbox_published')").fetchone()
-    marks = (0,)
-    if has_marks and has_marks[0] is not None:
-        marks = conn.execute("SELECT count(*) FROM outbox_published").fetchone() or (0,)
-    return Snapshot(
-        lsn,
-        int(wal),
-        int(xids),
-        int(ins),
-        int(upd),
-        int(dele),
-        int(entries),
-        statements,
-        int(marks[0]),
-    )
+    return Snapshot(str(lsn), int(ins), int(upd), int(dele), int(entries), statements)
 
 
 def wal_by_table(
@@ -171,15 +158,16 @@ def wal_by_table(
     ]
 
 
-def per_command(before: Snapshot, after: Snapshot, commands: int) -> Counts:
+def per_command(before: Snapshot, after: Snapshot, cost: PhaseCost, commands: int) -> Counts:
     def each(name: str) -> float:
         return (getattr(after, name) - getattr(before, name)) / commands
 
     return Counts(
         commands,
-        each("wal"),
-        each("xids"),
-        each("xids") - each("marks"),
+        cost.wal_bytes / commands,
+        cost.writing_commits / commands,
+        cost.flushing_commits / commands,
+        cost.scope,
         each("inserts") + each("updates") + each("deletes"),
         each("index_entries"),
         each("statements"),
@@ -232,8 +220,8 @@ def measure(postgres_url: str, accounts: int, rounds: int, batch: int) -> tuple[
         counter = StatementCounter()
         try:
             service = CommandService(db, load_catalog())
-            with services.pg_connect(url) as conn:
-                conn.execute("CHECKPOINT")  # every run starts after one: same full-page images
+            with services.pg_connect(url) as conn, closing(PostgresCounters(url)) as server:
+                server.start()  # after a checkpoint: every run alike
                 before = snapshot(conn, counter.count)
                 commands = 0
                 with counter.counting():
@@ -241,8 +229,9 @@ def measure(postgres_url: str, accounts: int, rounds: int, batch: int) -> tuple[
                         commands += unit()
                 db.dispose()  # its sessions end, and so hand in their table statistics
                 after = snapshot(conn, counter.count)
+                cost = server.stop()
                 by_table = wal_by_table(conn, before, after, commands)
-            return per_command(before, after, commands), by_table
+            return per_command(before, after, cost, commands), by_table
         finally:
             db.dispose()
 
