@@ -1,9 +1,8 @@
 """The outbox relay: committed events to ``subreq.events``, confirmed before marked sent.
 
-A batch is published on a channel in confirm mode, all of it at once, then the
-broker's confirms are collected (``consumers.amqp.confirms``): its word that every
-message was routed and stored, in about one round trip for the batch, where blocking
-confirms wait for one per message and an AMQP transaction costs the broker a commit.
+A batch is published inside an AMQP transaction: ``tx.commit-ok`` is the broker's
+word that every message of the batch was routed and stored, given in one round
+trip where blocking publisher confirms would wait for one per message.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import logging
 import threading
 import time
 
-from consumers.amqp.confirms import ConfirmingChannel
 from consumers.amqp.connection import Backoff, Connection, run_connected
 from consumers.amqp.publishing import publish_events
 from consumers.amqp.topology import declare_topology
@@ -62,13 +60,13 @@ class OutboxRelay:
     def _session(self, connection: Connection) -> None:
         channel = connection.channel()
         declare_topology(channel)
-        publisher = ConfirmingChannel(connection, channel)
+        channel.tx_select()
         self.ready.set()
         db_backoff = Backoff()
         while not self.stop.is_set():
             try:
                 sent = relay_batch(
-                    self.db, lambda events: publish_events(publisher, events), self.batch_size
+                    self.db, lambda events: publish_events(channel, events), self.batch_size
                 )
             except TransientError as exc:
                 delay = db_backoff.next()
@@ -82,9 +80,7 @@ class OutboxRelay:
             if sent < self.batch_size:
                 self._idle(connection)
         # Drain what is committed before stopping, so a clean stop leaves no backlog.
-        while relay_batch(
-            self.db, lambda events: publish_events(publisher, events), self.batch_size
-        ):
+        while relay_batch(self.db, lambda events: publish_events(channel, events), self.batch_size):
             pass
 
     def _housekeeping(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from itertools import groupby
-from typing import Any, Protocol, TypeAlias
+from typing import Any, TypeAlias
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
@@ -35,27 +35,17 @@ def publish_queued(
     )
 
 
-class EventPublisher(Protocol):
-    """Where the relay's batches go: ``consumers.amqp.confirms.ConfirmingChannel``."""
-
-    def publish(
-        self, exchange: str, routing_key: str, body: bytes, properties: BasicProperties
-    ) -> None: ...
-
-    def wait(self) -> None: ...
-
-
-def publish_events(publisher: EventPublisher, events: Sequence[PendingEvent]) -> None:
-    """The relay's batch: returns once the broker confirmed all of it; any failure raises,
-    and the database transaction that claimed the rows rolls back. Events written in a
-    trace are published in it: the events one command wrote (adjacent in the outbox) share
-    one publish span continuing the stored context, whose ``traceparent`` each of them
-    carries as a header."""
+def publish_events(channel: BlockingChannel, events: Sequence[PendingEvent]) -> None:
+    """The relay's batch, on a channel in transaction mode: returns once the broker committed
+    all of it; any failure raises, and the database transaction that claimed the rows rolls
+    back. Events written in a trace are published in it: the events one command wrote
+    (adjacent in the outbox) share one publish span continuing the stored context, whose
+    ``traceparent`` each of them carries as a header."""
     for traceparent, group in groupby(events, key=lambda event: event.traceparent):
         same_trace = list(group)
         if traceparent is None:  # written without a trace (tracing off)
             for event in same_trace:
-                _publish_event(publisher, event, None)
+                _publish_event(channel, event, None)
             continue
         first = same_trace[0]
         attributes: dict[str, str | int] = {
@@ -74,12 +64,12 @@ def publish_events(publisher: EventPublisher, events: Sequence[PendingEvent]) ->
         ):
             headers = headers_of()
             for event in same_trace:
-                _publish_event(publisher, event, headers)
-    publisher.wait()  # writes them all, then collects the broker's confirms
+                _publish_event(channel, event, headers)
+    channel.tx_commit()  # writes them all
 
 
 def _publish_event(
-    publisher: EventPublisher, event: PendingEvent, headers: dict[str, str] | None
+    channel: BlockingChannel, event: PendingEvent, headers: dict[str, str] | None
 ) -> None:
     properties = BasicProperties(
         content_type="application/json",
@@ -89,7 +79,7 @@ def _publish_event(
         timestamp=int(event.occurred_at.timestamp()),  # the event's occurred_at
         headers=headers,
     )
-    publisher.publish(EVENTS_EXCHANGE, event.type, event.payload, properties)
+    publish_queued(channel, EVENTS_EXCHANGE, event.type, event.payload, properties)
 
 
 def copy_properties(props: BasicProperties, headers: dict[str, Any]) -> BasicProperties:
