@@ -54,6 +54,9 @@ class PostgresCounters:
         self.conn = psycopg.connect(libpq_url(database_url), autocommit=True)
         self._inspect = self._walinspect()
         self._start: tuple[str, int, int, dict[int, float]] | None = None
+        self._slot = f"subreq_bench_{self.conn.info.backend_pid}"
+        self.fallback_reason = ""
+        """Why the last phase's figures are the whole server's, if they are."""
 
     def _walinspect(self) -> bool:
         try:
@@ -93,6 +96,12 @@ class PostgresCounters:
 
     def start(self) -> None:
         self.conn.execute("CHECKPOINT")
+        if self._inspect:
+            # A temporary slot of this session keeps the phase's WAL from being recycled by
+            # a checkpoint (other work on the server may force some) until it is read.
+            self.conn.execute(
+                "SELECT pg_create_physical_replication_slot(%s, true, true)", (self._slot,)
+            )
         lsn, xid, marks = self._position()
         self._start = (lsn, xid, marks, self._backends())
 
@@ -107,11 +116,13 @@ class PostgresCounters:
         if self._inspect:
             try:
                 writing, wal = self._one(RUN_WAL, (lsn0, lsn))
-            except psycopg.Error:
-                pass  # the segments are gone: fall back to the whole server's figures
+            except psycopg.Error as exc:  # e.g. the segments are gone already
+                self.fallback_reason = " ".join(str(exc).split())
             else:
                 flushing = max(int(writing) - relay_marks, 0)
                 return PhaseCost(int(wal), int(writing), flushing, backend_cpu, "database")
+            finally:
+                self.conn.execute("SELECT pg_drop_replication_slot(%s)", (self._slot,))
         wal = self._one("SELECT %s::pg_lsn - %s::pg_lsn", (lsn, lsn0))[0]
         writing = xid - xid0
         flushing = max(writing - relay_marks, 0)
