@@ -179,6 +179,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     limits.add_argument("--start-timeout", type=float, default=60.0)
     limits.add_argument("--reply-timeout", type=float, default=60.0)
     limits.add_argument("--drain-timeout", type=float, default=120.0)
+    limits.add_argument(
+        "--e2e-drain-timeout",
+        type=float,
+        default=600.0,
+        help="e2e: how long every email may take to arrive after the last reply",
+    )
     parser.add_argument(
         "--output",
         default=str(DEFAULT_OUTPUT),
@@ -373,11 +379,12 @@ def _run(args: argparse.Namespace, spec: RunSpec, result: RunResult, log: Log) -
         settled = None if mail is None else EmailsArrived(backlog, mail)
         in_flight = args.e2e_in_flight if spec.mode == "e2e" else args.in_flight
         commands = args.e2e_commands if spec.mode == "e2e" else args.commands
+        drain_timeout = args.e2e_drain_timeout if spec.mode == "e2e" else args.drain_timeout
 
         def phase(name: str, commands: int, in_flight: int) -> Phase:
             log(f"{name}: {commands:,} commands, {in_flight} in flight")
             done = load.run(name, commands, in_flight)
-            load.drain(backlog, done, args.drain_timeout, settled=settled)
+            load.drain(backlog, done, drain_timeout, settled=settled)
             _count_errors(result, done)
             return done
 
@@ -408,11 +415,11 @@ def _run(args: argparse.Namespace, spec: RunSpec, result: RunResult, log: Log) -
         stacks = profile_path(args, spec, folder)
         with profile.recording(worker.pid, stacks) if stacks else nullcontext():
             measured = load.run("measured", commands, in_flight, on_reply=sample_memory)
-            load.drain(backlog, measured, args.drain_timeout, settled=settled)  # clock stops
+            load.drain(backlog, measured, drain_timeout, settled=settled)  # clock stops
             if isinstance(settled, EmailsArrived):
                 measured.drained = max(measured.replied, settled.last_arrival())
         if isinstance(settled, EmailsArrived):  # off the clock: the notifier's own events
-            load.drain(backlog, None, args.drain_timeout, settled=settled.recorded)
+            load.drain(backlog, None, drain_timeout, settled=settled.recorded)
         if stacks:
             title = f"{report.DATABASE_NAMES.get(spec.database, spec.database)} {result.label}"
             result.profile = profile.markdown(title, profile.summarize(stacks), stacks)
