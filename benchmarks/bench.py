@@ -1,17 +1,26 @@
-"""``python -m benchmarks.bench``: subreq end to end, batched vs one-per-message vs a ceiling.
+"""``python -m benchmarks.bench``: subreq end to end with email, command-only, one transaction
+per message, and a ceiling.
 
 Every run (one database, one mode) gets a fresh RabbitMQ vhost and a fresh database
 (PostgreSQL: a new database; SQLite: a new file in a temporary folder), seeded without
 timing, and its own worker process, which is stopped and whose vhost and database are
 removed at the end, also on error or Ctrl-C. Modes:
 
-- ``batched``: ``subreq worker --batch 100 --prefetch 500``;
+- ``e2e``: ``subreq worker --batch 100 --prefetch 500`` as deployed, its email notifier on,
+  every email to a local SMTP sink (``benchmarks/smtp_sink.py``, ``--slow-smtp MS`` to
+  answer each mail after MS), ``--e2e-in-flight`` commands outstanding (500); the clock
+  stops when the last email arrived;
+- ``batched``: the same worker on the command path only (``--no-notify --no-sweep``);
 - ``single``: ``subreq worker --batch 1 --prefetch 50``, one transaction per message;
 - ``ceiling``: ``benchmarks/ceiling.py``, raw pika + psycopg/sqlite3 doing the same writes.
 
 A run has a warm-up, then commands one at a time (the sequential latency), then the
 measured phase, whose clock stops when every command is answered and the outbox is
-empty, i.e. every event was published with a broker confirm.
+empty, i.e. every event was published with a broker confirm (e2e: and every email arrived).
+Beside the rates and latencies it measures the CPU of each process per command (worker,
+load generator, the run's PostgreSQL sessions, the broker, the SMTP sink), and on
+PostgreSQL the WAL and the writing and WAL-flushing commits per command
+(``benchmarks/pgstats.py``).
 """
 
 from __future__ import annotations
@@ -24,28 +33,38 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack, closing, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from types import FrameType
 
-from benchmarks import ceiling, profile, report, seed, services
+from benchmarks import ceiling, pgstats, profile, report, seed, services
 from benchmarks.load import Backlog, BenchError, LoadGenerator, Phase
 from benchmarks.otlp_sink import otlp_sink
-from benchmarks.procs import WorkerDied, WorkerProcess, host_busy_percent, host_cpu
+from benchmarks.procs import (
+    WorkerDied,
+    WorkerProcess,
+    broker_pid,
+    host_busy_percent,
+    host_cpu,
+    sample,
+)
 from benchmarks.report import BenchReport, RunResult
+from benchmarks.smtp_sink import SmtpSink, smtp_sink
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "latest.md"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DATABASES = ("postgresql", "sqlite")
-MODES = ("batched", "traced", "single", "ceiling")
+MODES = ("e2e", "batched", "traced", "single", "ceiling")
 """traced: batched with OpenTelemetry on (every span exported to a local OTLP sink)."""
+DEFAULT_MODES = ("e2e", "batched", "single", "ceiling")
 
 DEFAULT_SIZES = {
     "commands": 20_000,
+    "e2e_commands": 4000,
     "accounts": 1000,
     "warmup": 1000,
     "sequential": 500,
@@ -54,6 +73,7 @@ DEFAULT_SIZES = {
 MEMORY_COMMANDS = 200_000
 SMOKE_SIZES = {
     "commands": 200,
+    "e2e_commands": 200,
     "accounts": 20,
     "warmup": 20,
     "sequential": 20,
@@ -88,6 +108,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--accounts", type=int, help="accounts, each with an owner and an admin (1000)"
     )
     size.add_argument("--in-flight", type=int, default=50, help="commands outstanding (50)")
+    size.add_argument(
+        "--e2e-in-flight", type=int, default=500, help="commands outstanding in e2e runs (500)"
+    )
+    size.add_argument(
+        "--e2e-commands",
+        type=int,
+        help="measured commands of an e2e run (4000: two rounds of a submit and an approval "
+        "over 1,000 accounts)",
+    )
     size.add_argument("--warmup", type=int, help="unmeasured commands first (1000)")
     size.add_argument("--sequential", type=int, help="commands sent one at a time (500; 0: none)")
     size.add_argument(
@@ -99,7 +128,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     size.add_argument("--smoke", action="store_true", help="a tiny size, for CI")
     what = parser.add_argument_group("what to run")
     what.add_argument("--databases", type=_csv(DATABASES), default=list(DATABASES))
-    what.add_argument("--modes", type=_csv(MODES), help="default: batched,single,ceiling")
+    what.add_argument(
+        "--modes", type=_csv(MODES), help=f"default: {','.join(DEFAULT_MODES)}; also: traced"
+    )
     what.add_argument(
         "--memory",
         action="store_true",
@@ -108,11 +139,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     what.add_argument("--memory-checkpoint", type=int, help="commands between RSS samples (10000)")
     what.add_argument(
-        "--notifier",
-        action="store_true",
-        help="run subreq worker with its email notifier and sweeper (mails as .eml files); "
-        "the clock then also waits for every notification.sent. Default: --no-notify "
-        "--no-sweep, the command path only",
+        "--slow-smtp",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="e2e: the SMTP sink answers each mail after MS milliseconds (a remote relay)",
     )
     what.add_argument(
         "--bind-events",
@@ -148,6 +179,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     limits.add_argument("--start-timeout", type=float, default=60.0)
     limits.add_argument("--reply-timeout", type=float, default=60.0)
     limits.add_argument("--drain-timeout", type=float, default=120.0)
+    limits.add_argument(
+        "--e2e-drain-timeout",
+        type=float,
+        default=600.0,
+        help="e2e: how long every email may take to arrive after the last reply",
+    )
     parser.add_argument(
         "--output",
         default=str(DEFAULT_OUTPUT),
@@ -175,14 +212,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.memory and not explicit_commands and not args.smoke:
         args.commands = MEMORY_COMMANDS
     if args.modes is None:
-        args.modes = ["batched"] if args.memory else list(MODES)
-    for name in ("commands", "accounts", "in_flight", "batch", "prefetch", "single_prefetch"):
+        args.modes = ["batched"] if args.memory else list(DEFAULT_MODES)
+    names = ("commands", "e2e_commands", "accounts", "in_flight", "e2e_in_flight", "batch")
+    names += ("prefetch",)
+    for name in (*names, "single_prefetch"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    for name in ("warmup", "sequential", "history", "memory_checkpoint"):
+    for name in ("warmup", "sequential", "history", "memory_checkpoint", "slow_smtp"):
         if getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')} must not be negative")
     args.in_flight = min(args.in_flight, args.accounts)
+    args.e2e_in_flight = min(args.e2e_in_flight, args.accounts)
     args.worker_loops = None  # the worker's flags, found out by run()
     args.route_notifications = False
     return args
@@ -213,11 +253,9 @@ def subreq_command() -> list[str]:
     return [sys.executable, "-c", "from consumers.cli import main; main()"]
 
 
-def worker_loops(notifier: bool) -> list[str]:
-    """Flags that keep ``subreq worker`` to the command path (consumer and relay) unless
-    ``notifier``; empty for a worker that has no other loops."""
-    if notifier:
-        return []
+def worker_loops() -> list[str]:
+    """Flags that keep ``subreq worker`` to the command path (consumer and relay); empty
+    for a worker that has no other loops."""
     help_text = subprocess.run(
         [*subreq_command(), "worker", "--help"],
         capture_output=True,
@@ -243,26 +281,34 @@ def worker_argv(args: argparse.Namespace, mode: str) -> list[str]:
         argv += ["--batch", str(args.batch), "--prefetch", str(args.prefetch)]
         return argv + (["--route-notifications"] if args.route_notifications else [])
     batch, prefetch = (args.batch, args.prefetch) if mode != "single" else (1, args.single_prefetch)
-    flags = ["--batch", str(batch), "--prefetch", str(prefetch), *args.worker_loops]
+    loops = [] if mode == "e2e" else args.worker_loops  # e2e: every loop, as deployed
+    flags = ["--batch", str(batch), "--prefetch", str(prefetch), *loops]
     return [*subreq_command(), "worker", *flags]
 
 
 def worker_env(
-    amqp_url: str, database_url: str, folder: Path, otlp_endpoint: str | None = None
+    amqp_url: str,
+    database_url: str,
+    folder: Path,
+    otlp_endpoint: str | None = None,
+    smtp_url: str | None = None,
 ) -> dict[str, str]:
     """The benchmark's services, and nothing else of the caller's SUBREQ_* or OTEL_*
     settings (a SUBREQ_SMTP_URL would send real mail, a SUBREQ_METRICS_PORT could clash,
-    an OTEL_* variable would trace a run that should not be); ``otlp_endpoint``: trace."""
+    an OTEL_* variable would trace a run that should not be); ``otlp_endpoint``: trace;
+    ``smtp_url``: the sink every email goes to."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SUBREQ_", "OTEL_"))}
     if otlp_endpoint is not None:
         env.update(OTEL_EXPORTER_OTLP_ENDPOINT=otlp_endpoint, OTEL_SERVICE_NAME="subreq-bench")
     env.update(
         SUBREQ_AMQP_URL=amqp_url,
         SUBREQ_DATABASE_URL=database_url,
-        SUBREQ_MAIL_DIR=str(folder / "mail"),  # with --notifier: .eml files, thrown away
+        SUBREQ_MAIL_DIR=str(folder / "mail"),  # unused: the notifier is off or has smtp_url
         PYTHONUNBUFFERED="1",
         PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
     )
+    if smtp_url is not None:
+        env["SUBREQ_SMTP_URL"] = smtp_url
     return env
 
 
@@ -296,18 +342,27 @@ def _run(args: argparse.Namespace, spec: RunSpec, result: RunResult, log: Log) -
             ceiling.create_schema(
                 database_url, [(a, seed.owner_of(a), seed.admin_of(a)) for a in accounts]
             )
-            outbox_table, processed_table = "bench_outbox", "bench_replies"
+            outbox_table, processed_table, marks = "bench_outbox", "bench_replies", None
         else:
             seed.prepare_subreq(database_url, accounts, spec.history)
-            outbox_table, processed_table = "outbox", "processed_commands"
+            outbox_table, processed_table, marks = (
+                "outbox",
+                "processed_commands",
+                "outbox_published",
+            )
         log(f"seeded in {time.perf_counter() - started:.1f}s; starting the {spec.mode} worker")
         sink = stack.enter_context(otlp_sink()) if spec.mode == "traced" else None
         otlp = sink.endpoint if sink is not None else None
+        mail: SmtpSink | None = None
+        if spec.mode == "e2e":
+            mail = stack.enter_context(smtp_sink(folder, args.slow_smtp))
 
         worker = stack.enter_context(
             WorkerProcess(
                 worker_argv(args, spec.mode),
-                env=worker_env(amqp_url, database_url, folder, otlp),
+                env=worker_env(
+                    amqp_url, database_url, folder, otlp, mail.url if mail is not None else None
+                ),
                 log_path=folder / "worker.log",
                 cwd=folder,
                 label=f"{spec.mode} worker",
@@ -316,22 +371,25 @@ def _run(args: argparse.Namespace, spec: RunSpec, result: RunResult, log: Log) -
         load = stack.enter_context(
             LoadGenerator(amqp_url, accounts, check=worker.check, reply_timeout=args.reply_timeout)
         )
-        backlog = stack.enter_context(Backlog(database_url, outbox_table))
+        backlog = stack.enter_context(Backlog(database_url, outbox_table, marks))
         load.wait_consuming(args.start_timeout)
         if args.bind_events:
             load.bind_events()
         events_before = backlog.total()
-        settled = backlog.notifications_settled if args.notifier else None
+        settled = None if mail is None else EmailsArrived(backlog, mail)
+        in_flight = args.e2e_in_flight if spec.mode == "e2e" else args.in_flight
+        commands = args.e2e_commands if spec.mode == "e2e" else args.commands
+        drain_timeout = args.e2e_drain_timeout if spec.mode == "e2e" else args.drain_timeout
 
         def phase(name: str, commands: int, in_flight: int) -> Phase:
             log(f"{name}: {commands:,} commands, {in_flight} in flight")
             done = load.run(name, commands, in_flight)
-            load.drain(backlog, done, args.drain_timeout, settled=settled)
+            load.drain(backlog, done, drain_timeout, settled=settled)
             _count_errors(result, done)
             return done
 
         if args.warmup and not spec.memory:
-            phase("warm-up", args.warmup, args.in_flight)
+            phase("warm-up", args.warmup, in_flight)
         if args.sequential and not spec.memory:
             sequential = phase("sequential", args.sequential, 1)
             result.sequential = sequential.commands
@@ -346,17 +404,37 @@ def _run(args: argparse.Namespace, spec: RunSpec, result: RunResult, log: Log) -
                 result.rss_samples.append((replies, worker.sample().rss_mib))
                 next_sample += args.memory_checkpoint
 
-        log(f"measuring: {args.commands:,} commands, {args.in_flight} in flight")
+        log(f"measuring: {commands:,} commands, {in_flight} in flight")
+        counters = None
+        if spec.database == "postgresql":
+            counters = stack.enter_context(closing(pgstats.PostgresCounters(database_url)))
+            counters.start()
+        others = OtherProcesses(mail)
+        emails_before = mail.status().accepted if mail is not None else 0
         before, host_before, cpu_before = worker.sample(), host_cpu(), time.process_time()
         stacks = profile_path(args, spec, folder)
         with profile.recording(worker.pid, stacks) if stacks else nullcontext():
-            measured = load.run("measured", args.commands, args.in_flight, on_reply=sample_memory)
-            load.drain(backlog, measured, args.drain_timeout, settled=settled)  # clock stops
+            measured = load.run("measured", commands, in_flight, on_reply=sample_memory)
+            load.drain(backlog, measured, drain_timeout, settled=settled)  # clock stops
+            if isinstance(settled, EmailsArrived):
+                measured.drained = max(measured.replied, settled.last_arrival())
+        if isinstance(settled, EmailsArrived):  # off the clock: the notifier's own events
+            load.drain(backlog, None, drain_timeout, settled=settled.recorded)
         if stacks:
             title = f"{report.DATABASE_NAMES.get(spec.database, spec.database)} {result.label}"
             result.profile = profile.markdown(title, profile.summarize(stacks), stacks)
         after, host_after = worker.sample(), host_cpu()
         measured.loadgen_cpu = time.process_time() - cpu_before
+        result.broker_cpu_s, result.smtp_cpu_s = others.used()
+        if mail is not None:
+            result.emails_total = mail.status().accepted
+            result.emails = result.emails_total - emails_before
+            result.emails_expected = settled.expected if isinstance(settled, EmailsArrived) else 0
+        if counters is not None:
+            cost = counters.stop()
+            result.wal_bytes, result.writing_commits = cost.wal_bytes, cost.writing_commits
+            result.flushing_commits, result.db_cpu_s = cost.flushing_commits, cost.backend_cpu_s
+            result.db_scope = cost.scope
         _count_errors(result, measured)
 
         result.commands, result.in_flight = measured.commands, measured.in_flight
@@ -391,6 +469,55 @@ def _run(args: argparse.Namespace, spec: RunSpec, result: RunResult, log: Log) -
             f"p99 {result.p99_ms:.1f} ms, relay lag {result.relay_lag_ms:.0f} ms"
             + (f"; problems: {result.problems}" if result.problems else "")
         )
+
+
+class EmailsArrived:
+    """The e2e clock's condition: the sink accepted an email for every
+    ``notification.requested`` the commands wrote (counted once every command was
+    answered: no more are written then)."""
+
+    def __init__(self, backlog: Backlog, sink: SmtpSink) -> None:
+        self.backlog = backlog
+        self.sink = sink
+        self.expected = 0
+        self._offset = time.perf_counter() - time.time()
+
+    def __call__(self) -> bool:
+        self.expected = self.backlog.count_type("notification.requested")
+        return self.sink.status().accepted >= self.expected
+
+    def recorded(self) -> bool:
+        """Whether the notifier recorded every email it sent (a ``notification.sent``
+        each): only then is the outbox's backlog final."""
+        return self.backlog.count_type("notification.sent") >= self.expected
+
+    def last_arrival(self) -> float:
+        """When the last email arrived, on ``perf_counter``'s clock."""
+        return self.sink.status().last + self._offset
+
+
+class OtherProcesses:
+    """CPU seconds of the broker (the whole server: others may use it too) and of the SMTP
+    sink, from construction to :meth:`used`."""
+
+    def __init__(self, mail: SmtpSink | None) -> None:
+        self.broker = broker_pid()
+        self.mail = mail
+        self._broker0 = self._cpu(self.broker)
+        self._mail0 = self._cpu(mail.pid if mail is not None else None)
+
+    @staticmethod
+    def _cpu(pid: int | None) -> float:
+        if pid is None:
+            return float("nan")
+        try:
+            return sample(pid).cpu_seconds
+        except OSError:
+            return float("nan")
+
+    def used(self) -> tuple[float, float]:
+        mail = self._cpu(self.mail.pid if self.mail is not None else None)
+        return self._cpu(self.broker) - self._broker0, mail - self._mail0
 
 
 def profile_path(args: argparse.Namespace, spec: RunSpec, folder: Path) -> Path | None:
@@ -443,7 +570,7 @@ def run(args: argparse.Namespace, *, log: Log | None = None) -> BenchReport:
     log = log or (lambda _message: None)
     started = report.now()
     if args.worker_loops is None:
-        args.worker_loops = worker_loops(args.notifier)
+        args.worker_loops = worker_loops()
     args.route_notifications = routes_notifications()
     idle_before = host_cpu()
     time.sleep(1.0)
@@ -467,7 +594,9 @@ def run(args: argparse.Namespace, *, log: Log | None = None) -> BenchReport:
                 "prefetch",
                 "single_prefetch",
                 "bind_events",
-                "notifier",
+                "e2e_commands",
+                "e2e_in_flight",
+                "slow_smtp",
                 "worker_loops",
                 "route_notifications",
                 "databases",

@@ -18,9 +18,7 @@ import argparse
 import copy
 import dataclasses
 import os
-import socket
-import subprocess
-import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -31,6 +29,7 @@ from pathlib import Path
 
 from benchmarks.procs import host_busy_percent, host_cpu, sample
 from benchmarks.services import pg_connect, postgres_database
+from benchmarks.smtp_sink import SmtpSink, smtp_sink
 from consumers.mail import SmtpMailer
 from consumers.notifier import Notifier
 from workflow.contract.examples import EVENT_EXAMPLES
@@ -42,7 +41,6 @@ from workflow.persistence.database import Database
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 WRITE_BATCH = 500
-SINK = (sys.executable, "-m", "benchmarks.smtp_sink")
 
 
 @dataclass(frozen=True)
@@ -102,12 +100,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def request_emails(db: Database, count: int) -> None:
     """``count`` pending notifications, as commands write them."""
     data = EVENT_EXAMPLES[NOTIFICATION_REQUESTED]["data"]
@@ -146,41 +138,22 @@ def backend_cpu(conn: object, database: str, mine: int) -> dict[int, float]:
 
 
 def run_case(args: argparse.Namespace, case: str, delay_ms: float) -> Result:
-    port = free_port()
-    sink = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.smtp_sink",
-            "--port",
-            str(port),
-            "--delay-ms",
-            str(delay_ms),
-        ],
-        stdout=subprocess.PIPE,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    try:
-        assert sink.stdout is not None
-        if sink.stdout.readline().strip() != b"ready":
-            raise RuntimeError("the SMTP sink did not start")
+    with (
+        tempfile.TemporaryDirectory(prefix="subreq-notifier-bench-") as folder,
+        smtp_sink(Path(folder), delay_ms) as sink,
+    ):
         with postgres_database(args.postgres_url) as url:
-            result = _measure(args, case, url, port, sink)
-    finally:
-        if sink.poll() is None:
-            sink.terminate()
-        out, _ = sink.communicate(timeout=10)
-    return dataclasses.replace(result, received=int(out.split()[-1]))
+            result = _measure(args, case, url, sink)
+        received = sink.status().accepted
+    return dataclasses.replace(result, received=received)
 
 
-def _measure(
-    args: argparse.Namespace, case: str, url: str, port: int, sink: subprocess.Popen[bytes]
-) -> Result:
+def _measure(args: argparse.Namespace, case: str, url: str, sink: SmtpSink) -> Result:
     db = Database(url)
     migrate.upgrade(db)
     request_emails(db, args.emails)
     name = db.url.database or ""
-    server = parse_smtp_url(f"smtp://127.0.0.1:{port}")
+    server = parse_smtp_url(sink.url)
     stop = threading.Event()
     notifier = Notifier(
         args.amqp_url,

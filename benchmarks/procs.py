@@ -59,6 +59,21 @@ def sample(pid: int) -> ProcSample:
     )
 
 
+def broker_pid() -> int | None:
+    """The RabbitMQ server's Erlang VM on this machine, if there is one (``rabbitmqctl``
+    runs in a VM of its own, which is not it)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"beam.smp") and b"rabbit" in argv and b"boot" in argv:
+            return int(entry.name)
+    return None
+
+
 def host_cpu() -> tuple[int, int]:
     """(busy, total) jiffies of the whole machine, from the first line of /proc/stat."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]

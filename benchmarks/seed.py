@@ -230,7 +230,7 @@ def historic_rows(
     )
     steps = [t.filler(["request_id", "actor_id", "at"]) for t in templates["request_transitions"]]
     events = [
-        t.filler(["event_id", "account_id", "request_id", "created_at", "published_at"])
+        t.filler(["event_id", "account_id", "request_id", "created_at"])
         for t in templates["outbox"]
     ]
 
@@ -258,7 +258,6 @@ def historic_rows(
                         account,
                         request_id,
                         stamp(at + offset),
-                        stamp(at + offset, "050000"),
                     ]
                 )
 
@@ -267,6 +266,13 @@ def historic_rows(
         "request_transitions": transition_rows,
         "outbox": outbox_rows,
     }
+
+
+MARK_HISTORY_PUBLISHED = (
+    "INSERT INTO outbox_published (upto_id, at) SELECT max(id), CURRENT_TIMESTAMP FROM outbox"
+)
+"""Historic events were published long ago: the relay's mark goes past them (and past the
+few events seeding wrote, which no one waits for)."""
 
 
 def load_history(db: Database, accounts: Sequence[str], count: int) -> None:
@@ -288,6 +294,7 @@ def load_history(db: Database, accounts: Sequence[str], count: int) -> None:
                         for row in rows[table]():
                             copy.write_row(row)
                     log.debug("%s loaded in %.1fs", table, time.perf_counter() - started)
+            conn.execute(MARK_HISTORY_PUBLISHED)
             conn.commit()
             conn.autocommit = True
             conn.execute("VACUUM ANALYZE")  # as autovacuum would have done on a real database
@@ -305,5 +312,6 @@ def load_history(db: Database, accounts: Sequence[str], count: int) -> None:
                     f"INSERT INTO {table} ({', '.join(columns[table])}) VALUES ({marks})",
                     rows[table](),
                 )
+            raw.execute(MARK_HISTORY_PUBLISHED)
     finally:
         raw.close()

@@ -35,6 +35,9 @@ from workflow.contract.names import (
     DEAD_EXCHANGE,
     DEAD_QUEUE,
     EVENTS_EXCHANGE,
+    NOTIFICATIONS_DEAD_EXCHANGE,
+    NOTIFICATIONS_DEAD_QUEUE,
+    NOTIFICATIONS_QUEUE,
 )
 
 NAME_PREFIX = "subreq_bench_"
@@ -42,9 +45,21 @@ MANAGEMENT_PORT = 15672
 TIMEOUT = 5  # seconds, for every administrative call
 
 # What a run may leave in a reused vhost: subreq's topology (declared by the worker or
-# the ceiling) and the benchmark's own events queue.
-TOPOLOGY_QUEUES = (COMMANDS_QUEUE, DEAD_QUEUE, "bench.events")
-TOPOLOGY_EXCHANGES = (COMMANDS_EXCHANGE, EVENTS_EXCHANGE, DEAD_EXCHANGE)
+# the ceiling), the notifier's among it (a notification left there would be mailed by the
+# next run's notifier), and the benchmark's own events queue.
+TOPOLOGY_QUEUES = (
+    COMMANDS_QUEUE,
+    DEAD_QUEUE,
+    NOTIFICATIONS_QUEUE,
+    NOTIFICATIONS_DEAD_QUEUE,
+    "bench.events",
+)
+TOPOLOGY_EXCHANGES = (
+    COMMANDS_EXCHANGE,
+    EVENTS_EXCHANGE,
+    DEAD_EXCHANGE,
+    NOTIFICATIONS_DEAD_EXCHANGE,
+)
 
 
 class ServiceError(RuntimeError):

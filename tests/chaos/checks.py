@@ -54,7 +54,8 @@ class Verdict:
 def _deliveries_settled(stack: Stack, last_kill: float | None) -> bool:
     """Every notification has a delivery that is sent, or (with kills) a claim left in
     'sending' by a worker killed after it claimed it."""
-    unpublished = stack.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+    unpublished = stack.scalar("SELECT count(*) FROM outbox WHERE id > "
+        "(SELECT coalesce(max(upto_id), 0) FROM outbox_published)")
     requested = stack.scalar("SELECT count(*) FROM outbox WHERE type = 'notification.requested'")
     rows = stack.rows("SELECT status, claimed_at FROM notification_deliveries")
     if unpublished or len(rows) != requested:
@@ -251,7 +252,8 @@ def verify(
 
     # --- outbox and events --------------------------------------------------------------
     outbox = stack.rows(
-        "SELECT id, event_id, type, request_id, published_at IS NOT NULL, "
+        "SELECT id, event_id, type, request_id, "
+        "id <= (SELECT coalesce(max(upto_id), 0) FROM outbox_published), "
         "CASE WHEN type LIKE 'notification.%' THEN payload END FROM outbox ORDER BY id"
     )
     figures["events_outbox"] = len(outbox)

@@ -23,6 +23,7 @@ from psycopg import sql
 
 from tests.chaos.smtp import MailSink
 from tests.chaos.stack import Stack, libpq, rabbitmqctl
+from workflow.persistence.locks import account_lock_keys
 
 
 class Fault(Protocol):
@@ -121,10 +122,9 @@ class SlowTransactions:
     def _hold(self) -> None:
         chosen = sorted(self.rng.sample(self.accounts, max(1, len(self.accounts) // 5)))
         with psycopg.connect(libpq(self.stack.database_url), connect_timeout=5) as conn:
+            keys = account_lock_keys(chosen)  # as a command takes them
             conn.execute(
-                "SELECT account_id FROM accounts WHERE account_id = ANY(%s) "
-                "ORDER BY account_id FOR UPDATE",
-                (chosen,),
+                "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::bigint[]) k", (keys,)
             )
             time.sleep(self.hold)
             conn.rollback()

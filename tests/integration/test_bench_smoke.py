@@ -22,7 +22,7 @@ def test_benchmark_runs_at_smoke_size(amqp_url: str, postgres_url: str, tmp_path
             "--databases",
             "postgresql,sqlite",
             "--modes",
-            "batched,traced,ceiling",
+            "e2e,batched,traced,single,ceiling",
             # The session's vhost is used as is (no vhost creation rights needed); fresh
             # databases are created on the server of the session's database.
             "--amqp-url",
@@ -38,13 +38,9 @@ def test_benchmark_runs_at_smoke_size(amqp_url: str, postgres_url: str, tmp_path
 
     result = bench.run(args, log=messages.append)
 
+    modes = ["e2e", "batched", "traced", "single", "ceiling"]
     assert [(r.database, r.mode) for r in result.runs] == [
-        ("postgresql", "batched"),
-        ("postgresql", "traced"),
-        ("postgresql", "ceiling"),
-        ("sqlite", "batched"),
-        ("sqlite", "traced"),
-        ("sqlite", "ceiling"),
+        (database, mode) for database in ("postgresql", "sqlite") for mode in modes
     ]
     for run in result.runs:
         context = f"{run.database}/{run.mode}: " + "\n".join(messages[-20:])
@@ -58,10 +54,21 @@ def test_benchmark_runs_at_smoke_size(amqp_url: str, postgres_url: str, tmp_path
         assert not run.problems, run.problems
         if run.mode == "traced":
             assert run.spans_exported, context  # the traced worker really exported spans
+        if run.mode == "e2e":
+            # Every notification the commands asked for reached the sink, once.
+            assert run.emails > 0, context
+            assert run.emails_total == run.emails_expected > 0, context
+        if run.database == "postgresql":
+            assert run.wal_bytes > 0, context
+            assert 0 < run.flushing_commits <= run.writing_commits, context
+            assert run.db_scope in ("database", "server"), context
+        assert run.worker_cpu_s > 0, context
     assert result.ok
 
     report.write(result, Path(args.output))
     written = Path(args.output).read_text()
     assert "| PostgreSQL | batched | 200 |" in written
     assert "| SQLite | ceiling | 200 |" in written
+    assert "| PostgreSQL | e2e | 200 |" in written
+    assert "end to end / command-only" in written
     assert Path(args.output).with_suffix(".json").exists()

@@ -10,7 +10,7 @@ from tests.integration.helpers import seed, submit
 from workflow.app.outbox import relay_batch
 from workflow.app.service import CommandService
 from workflow.ops.retention import KEEP_REPLIES, prune
-from workflow.persistence.tables import outbox, processed_commands
+from workflow.persistence.tables import outbox, outbox_published, processed_commands
 
 
 def count(service: CommandService, table) -> int:
@@ -29,6 +29,6 @@ def test_prune_keeps_fresh_rows_and_unpublished_events(service: CommandService, 
     assert count(service, outbox) == events
     relay_batch(service.db, lambda batch: None)
     with service.db.engine.begin() as conn:
-        conn.execute(update(outbox).values(published_at=clock.now))
+        conn.execute(update(outbox_published).values(at=clock.now))
     assert prune(service.db, clock.now + timedelta(days=8)) == events
     assert count(service, outbox) == 0

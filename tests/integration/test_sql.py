@@ -113,10 +113,10 @@ def test_autoincrement_ids_are_left_to_the_database_and_ids_select_by_number(
         ids = [r["id"] for r in sql.select(outbox, "1 = 1", [], names=["id"])]
         assert len(set(ids)) == 3
         where, param = sql.among("id", ids[:2])
-        sql.update_where(outbox, {"published_at": AT}, where, [param])
+        sql.update_where(outbox, {"traceparent": "traced"}, where, [param])
     with database.transaction() as conn:
-        published = conn.execute(select(outbox.c.event_id, outbox.c.published_at)).all()
-        assert sorted(published) == [("e-0", AT), ("e-1", AT), ("e-2", None)]
+        traced = conn.execute(select(outbox.c.event_id, outbox.c.traceparent)).all()
+        assert sorted(traced) == [("e-0", "traced"), ("e-1", "traced"), ("e-2", None)]
         assert conn.execute(select(outbox.c.payload)).scalars().first() == event["payload"]
 
 

@@ -1,9 +1,11 @@
 """Claiming committed outbox rows for publication, and marking them published.
 
 The broker is not known here: the relay passes a ``publish`` callable that
-returns only once the broker confirmed every event. Rows are marked in the same
-transaction that claimed them, so a crash before the confirm leaves them
-unpublished (published again later: consumers dedupe on ``event_id``).
+returns only once the broker confirmed every event. The batch is marked published (one
+row: "up to this id") in the same transaction that claimed it, so a crash before the
+confirm leaves it unpublished (published again later: consumers dedupe on ``event_id``).
+That transaction does not wait for its commit to reach the disk: losing the mark in a
+crash of the database server means publishing the batch again, which is allowed.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ def relay_batch(
         if not events:
             return 0
         publish(events)
-        store.outbox.mark_published([e.id for e in events], datetime.now(UTC))
+        store.outbox.mark_published(events[-1].id, datetime.now(UTC))
+        store.outbox.lazy_commit()
         return len(events)
 
 

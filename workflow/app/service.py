@@ -88,6 +88,11 @@ def _named(body: bytes | str | dict[str, Any]) -> dict[str, str] | None:
         and 0 < len(value) <= 128
         and "\x00" not in value
     } or None
+def _may_write(commands: Sequence[Prepared]) -> bool:
+    """Whether a batch needs its accounts locked: not when every command is a query (or
+    unusable, which writes only its audit record), since nothing it reads is then written
+    back."""
+    return any(c.invalid is None and c.routing_key not in QUERIES for c in commands)
 
 
 Item = tuple[str, bytes | str | dict[str, Any], str | None]
@@ -160,7 +165,7 @@ class CommandService:
             for item, t in zip(items, traced, strict=True)
         ]
         try:
-            with self.db.store() as store:
+            with self.db.store(lock=_may_write(commands)) as store:
                 return self._run_batch(store, commands)
         except Conflict:
             if len(commands) > 1:

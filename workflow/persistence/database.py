@@ -151,7 +151,7 @@ class Database:
         with self.transaction() as conn:
             store = SqlStore(self.sql(conn), lock=lock)
             yield store
-            store.flush()
+            store.finish()
 
     def dispose(self) -> None:
         self.engine.dispose()

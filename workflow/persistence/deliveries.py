@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from workflow.persistence.locks import account_lock_keys
 from workflow.persistence.sql import Sql
 from workflow.persistence.tables import notification_deliveries as deliveries
 
@@ -71,15 +72,9 @@ class DeliveryRecords:
         oldest first."""
         sql = self.sql
         statements: list[tuple[str, Any]] = []
-        if accounts:
-            where, param = sql.among("account_id", sorted(accounts))
-            statements.append(
-                (
-                    f"SELECT account_id FROM accounts WHERE {where} "
-                    f"ORDER BY account_id{sql.lock_rows}",
-                    (param,),
-                )
-            )
+        lock = sql.lock_statement(account_lock_keys(accounts)) if accounts else None
+        if lock is not None:
+            statements.append(lock)
         settling = sql.guarded_updates(
             deliveries,
             ("notification_id", "claim_token"),
@@ -92,7 +87,7 @@ class DeliveryRecords:
         if claim is not None:
             statements.append(self._claim(claim))
         results = sql.run_all(statements)
-        first = 1 if accounts else 0
+        first = 1 if lock is not None else 0
         ours = {row[0] for rows in results[first : first + len(settling)] for row in rows or []}
         claimed: list[dict[str, Any]] = []
         if claim is not None:

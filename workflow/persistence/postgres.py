@@ -46,7 +46,6 @@ def text_array(values: Sequence[str]) -> str:
 class PostgresSql(Sql):
     name = "postgresql"
     mark = "%s"
-    lock_rows = " FOR UPDATE"
 
     def _convert(self, table: Table) -> tuple[dict[str, Convert], dict[str, Convert]]:
         bind: dict[str, Convert] = {}
@@ -128,6 +127,19 @@ class PostgresSql(Sql):
     def try_exclusive(self, key: int) -> bool:
         found = self.scalar_rows("SELECT pg_try_advisory_xact_lock(%s)", [key])
         return bool(found[0])
+
+    def lock_statement(self, keys: Sequence[int]) -> tuple[str, Any] | None:
+        # unnest keeps the array's order, and the aggregate takes the locks row by row.
+        return (
+            "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::bigint[]) AS k",
+            ("{" + ",".join(map(str, keys)) + "}",),
+        )
+
+    def hold_exclusive(self, key: int) -> None:
+        self._run("SELECT pg_advisory_xact_lock(%s)", (key,))
+
+    def lazy_commit(self) -> None:
+        self.conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
 
     def _run_all(self, statements: Sequence[tuple[str, Any]]) -> list[Sequence[Any] | None]:
         """Send every statement, then read every answer (psycopg pipeline mode). Errors

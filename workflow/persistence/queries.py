@@ -18,13 +18,13 @@ class Queries:
     def due_requests(self, cutoff: datetime, *, unreminded: bool, limit: int) -> list[str]:
         """Pending requests created before ``cutoff``, oldest first (an indexed scan)."""
         mark = self.sql.mark
-        where = f"state = {mark} AND created_at < {mark}"
+        where = f"state = '{PENDING}' AND created_at < {mark}"
         if unreminded:
             where += " AND reminded_at IS NULL"
         return self.sql.scalar_rows(
             f"SELECT request_id FROM requests WHERE {where} "
             f"ORDER BY created_at, request_id LIMIT {mark}",
-            [PENDING, self.sql.value(requests, "created_at", cutoff), limit],
+            [self.sql.value(requests, "created_at", cutoff), limit],
         )
 
     def history_traces(self, request_id: str) -> list[str | None]:
@@ -38,8 +38,7 @@ class Queries:
     def pending_backlog(self) -> tuple[int, datetime | None]:
         """How many requests wait for a decision, and since when the oldest does."""
         count, oldest = self.sql.conn.exec_driver_sql(
-            f"SELECT count(*), min(created_at) FROM requests WHERE state = {self.sql.mark}",
-            (PENDING,),
+            f"SELECT count(*), min(created_at) FROM requests WHERE state = '{PENDING}'"
         ).one()
         return int(count), self.sql.loaded(requests, "created_at", oldest)
 

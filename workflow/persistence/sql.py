@@ -74,8 +74,6 @@ class Sql(ABC):
     name: ClassVar[str]
     mark: ClassVar[str]
     """The driver's parameter placeholder."""
-    lock_rows: ClassVar[str]
-    """Appended to a SELECT that must lock what it reads until the transaction ends."""
 
     _columns_cache: ClassVar[dict[str, Columns]]
 
@@ -132,6 +130,27 @@ class Sql(ABC):
     @abstractmethod
     def try_exclusive(self, key: int) -> bool:
         """Whether this transaction is now the only one holding the lock named ``key``."""
+
+    def lock_statement(self, keys: Sequence[int]) -> tuple[str, Any] | None:
+        """A statement waiting until this transaction holds every lock of ``keys`` (until it
+        ends), taken in the order given; ``None`` where ``BEGIN IMMEDIATE`` already made
+        the transaction the only writer (SQLite)."""
+        return None
+
+    def lock_keys(self, keys: Sequence[int]) -> None:
+        """Take the locks of ``keys`` now (see :meth:`lock_statement`)."""
+        statement = self.lock_statement(keys)
+        if statement is not None:
+            self._run_all([statement])
+
+    @abstractmethod
+    def hold_exclusive(self, key: int) -> None:
+        """Wait until this transaction alone holds the lock named ``key``, until it ends;
+        deferred like a write."""
+
+    @abstractmethod
+    def lazy_commit(self) -> None:
+        """Let this transaction's commit return before it is on disk."""
 
     def _run_all(self, statements: Sequence[tuple[str, Any]]) -> list[Sequence[Any] | None]:
         """Several statements in order; the results of those that return rows."""
@@ -194,10 +213,17 @@ class Sql(ABC):
         as the column types would."""
         return self.select_all([Query(table, where, params, names, suffix)])[0]
 
-    def select_all(self, queries: Sequence[Query]) -> list[list[dict[str, Any]]]:
-        """Several independent queries; on PostgreSQL in one round trip."""
+    def select_all(
+        self, queries: Sequence[Query], *, locks: Sequence[int] = ()
+    ) -> list[list[dict[str, Any]]]:
+        """Several independent queries; on PostgreSQL in one round trip, after the locks of
+        ``locks`` (see :meth:`lock_statement`) when given, so they read what the previous
+        holders committed."""
         statements = []
         shapes = []
+        lock = self.lock_statement(locks) if locks else None
+        if lock is not None:
+            statements.append(lock)
         for q in queries:
             cols = self.columns(q.table)
             names = tuple(q.names or cols.names)
@@ -208,7 +234,7 @@ class Sql(ABC):
                 )
             )
             shapes.append((cols, names))
-        results = self._run_all(statements)
+        results = self._run_all(statements)[1 if lock is not None else 0 :]
         return [
             cols.rows(names, records or [])
             for (cols, names), records in zip(shapes, results, strict=True)

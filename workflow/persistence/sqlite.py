@@ -30,7 +30,6 @@ def _boolean(value: Any) -> bool:
 class SqliteSql(Sql):
     name = "sqlite"
     mark = "?"
-    lock_rows = ""  # BEGIN IMMEDIATE already holds the database's write lock
 
     def _convert(self, table: Table) -> tuple[dict[str, Convert], dict[str, Convert]]:
         dialect = self.conn.dialect
@@ -105,3 +104,9 @@ class SqliteSql(Sql):
 
     def try_exclusive(self, key: int) -> bool:
         return True  # BEGIN IMMEDIATE: no other writer holds the database now
+
+    def hold_exclusive(self, key: int) -> None:
+        """Nothing to wait for: ``BEGIN IMMEDIATE`` already made this the only writer."""
+
+    def lazy_commit(self) -> None:
+        """Nothing to do: ``synchronous=NORMAL`` in WAL mode never waits for the disk."""

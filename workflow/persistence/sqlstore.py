@@ -26,6 +26,7 @@ from workflow.persistence import tables as t
 from workflow.persistence.cache import Cache
 from workflow.persistence.deliveries import DeliveryRecords
 from workflow.persistence.links import LinkRecords
+from workflow.persistence.locks import account_lock_key, account_lock_keys
 from workflow.persistence.outbox import OutboxRecords
 from workflow.persistence.queries import Queries
 from workflow.persistence.rows import delivery_row, history_entry, outbox_row
@@ -61,35 +62,24 @@ class SqlStore:
         request_ids: Iterable[str],
         keys: Iterable[str],
     ) -> None:
-        """Load and lock what the batch will touch: the accounts first (locked, in order),
-        then everything else in one go (one round trip on PostgreSQL)."""
+        """Lock what the batch will touch, then load it: the accounts named and those of the
+        requests named, locked in one go (in key order, so workers never deadlock each
+        other), then everything in one round trip on PostgreSQL, after the locks."""
         sql = self.sql
         request_ids = sorted(set(request_ids) - self.cache.requests.keys())
         accounts = set(account_ids) - self.cache.accounts.keys()
         keys = sorted(set(keys) - self.cache.replies.keys())
-        if accounts or request_ids:
-            # The accounts named, and those of the requests named: locked, sorted, so
-            # workers never deadlock each other.
-            conditions, params = [], []
-            if accounts:
-                where, param = sql.among("account_id", sorted(accounts))
-                conditions.append(where)
-                params.append(param)
-            if request_ids:
-                where, param = sql.among("request_id", request_ids)
-                conditions.append(f"account_id IN (SELECT account_id FROM requests WHERE {where})")
-                params.append(param)
-            lock = f" ORDER BY account_id{sql.lock_rows}" if self.lock else ""
-            for row in sql.select(t.accounts, " OR ".join(conditions), params, suffix=lock):
-                account_id = row["account_id"]
-                if account_id not in self.cache.accounts:
-                    self.cache.accounts[account_id] = row
-                    self.cache.accounts_in_db.add(account_id)
-                    accounts.add(account_id)
-        existing = sorted(a for a in accounts if a in self.cache.accounts)
-        for account_id in accounts - set(existing):
-            self.cache.accounts[account_id] = None
+        if request_ids:
+            # A request's account never changes: read without a lock, to know what to lock.
+            where, param = sql.among("request_id", request_ids)
+            owners = sql.select(t.requests, where, [param], names=["account_id"])
+            accounts.update(r["account_id"] for r in owners)
+            accounts -= self.cache.accounts.keys()
+        locks = account_lock_keys(accounts) if self.lock else []
         queries: list[Query] = []
+        if accounts:
+            where, param = sql.among("account_id", sorted(accounts))
+            queries.append(Query(t.accounts, where, [param]))
         # Idempotency records are read under the account locks: a duplicate racing with
         # its original on another worker sees the original's committed reply.
         if keys:
@@ -97,14 +87,14 @@ class SqlStore:
             queries.append(
                 Query(t.processed_commands, where, [param], ("key", "reply", "processed_at"))
             )
-        # Requests only now that their accounts are locked: their state is final.
+        # Requests only after their accounts' locks: their state is final.
         wanted, wanted_params = [], []
         if request_ids:
             where, param = sql.among("request_id", request_ids)
             wanted.append(where)
             wanted_params.append(param)
-        if existing:
-            where, param = sql.among("account_id", existing)
+        if accounts:
+            where, param = sql.among("account_id", sorted(accounts))
             queries.append(Query(t.members, where, [param]))
             queries.append(
                 Query(
@@ -124,7 +114,16 @@ class SqlStore:
                     suffix=" ORDER BY id",
                 )
             )
-        results = iter(sql.select_all(queries))
+        results = iter(sql.select_all(queries, locks=locks))
+        existing: list[str] = []
+        if accounts:
+            for row in next(results):
+                account_id = row["account_id"]
+                self.cache.accounts[account_id] = row
+                self.cache.accounts_in_db.add(account_id)
+                existing.append(account_id)
+            for account_id in accounts - set(existing):
+                self.cache.accounts[account_id] = None
         if keys:
             found = {r["key"]: (r["reply"], r["processed_at"]) for r in next(results)}
             for key in keys:
@@ -133,7 +132,7 @@ class SqlStore:
             self.cache.members[account_id] = {}
             self.cache.products[account_id] = []
             self.cache.pending[account_id] = None
-        if existing:
+        if accounts:
             for row in next(results):
                 self.cache.members[row["account_id"]][row["user_id"]] = row
             for row in next(results):
@@ -182,14 +181,7 @@ class SqlStore:
     def lock_account(self, account_id: str) -> None:
         """Only the account's lock, as a command takes it, for a write outside the command
         path that must be ordered with the account's commands; nothing else is read."""
-        sql = self.sql
-        sql.select(
-            t.accounts,
-            f"account_id = {sql.mark}",
-            [account_id],
-            names=["account_id"],
-            suffix=sql.lock_rows,
-        )
+        self.sql.lock_keys([account_lock_key(account_id)])
 
     def save_account(self, values: Mapping[str, Any], *, exists: bool) -> None:
         account_id = values["account_id"]
@@ -379,8 +371,15 @@ class SqlStore:
     # --- writing -----------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Write every change so far, one statement per table and kind. Inside a command
-        only while it has changed nothing yet (a query reading through to the database)."""
+        """Write every change so far but the events, one statement per table and kind.
+        Inside a command only while it has changed nothing yet (a query reading through to
+        the database). The events wait for :meth:`finish`: see ``writing._write_events``."""
         assert not self._log.changed, "flush after a command changed state"
+        with self.sql.deferred():
+            write(self.sql, self.cache, events=False)
+
+    def finish(self) -> None:
+        """Write every change, the events last, just before the transaction commits."""
+        assert not self._log.changed, "finish while a command is under way"
         with self.sql.deferred():
             write(self.sql, self.cache)

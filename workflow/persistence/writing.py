@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from workflow.persistence import tables as t
 from workflow.persistence.cache import Cache
+from workflow.persistence.outbox import EVENT_ORDER_LOCK_KEY
 from workflow.persistence.sql import Sql
 
 REQUEST_UPDATES = ("state", "decided_at", "decided_by", "comment", "notified", "reminded_at")
@@ -11,8 +12,9 @@ REQUEST_UPDATES = ("state", "decided_at", "decided_by", "comment", "notified", "
 ACCOUNT_UPDATES = tuple(str(c.name) for c in t.accounts.columns if c.name != "account_id")
 
 
-def write(sql: Sql, cache: Cache) -> None:
-    """Every change in ``cache`` so far, one statement per table and kind."""
+def write(sql: Sql, cache: Cache, *, events: bool = True) -> None:
+    """Every change in ``cache`` so far, one statement per table and kind; the events only
+    with ``events`` (the transaction's last write, see :func:`_write_events`)."""
     if cache.forgotten:
         where, param = sql.among("key", sorted(cache.forgotten))
         sql.delete(t.processed_commands, where, [param])
@@ -41,7 +43,6 @@ def write(sql: Sql, cache: Cache) -> None:
     _write_requests(sql, cache)
     for table, rows in (
         (t.request_transitions, cache.new_history),
-        (t.outbox, cache.new_events),
         (t.audit_log, cache.new_audit),
         (t.processed_commands, cache.new_replies),
         (t.notification_deliveries, cache.new_deliveries),
@@ -49,6 +50,18 @@ def write(sql: Sql, cache: Cache) -> None:
         if rows:
             sql.insert(table, rows)
             rows.clear()
+    if events:
+        _write_events(sql, cache)
+
+
+def _write_events(sql: Sql, cache: Cache) -> None:
+    """The events last, under the event-order lock held until the commit that follows: ids
+    become visible in the order they were drawn, so the relay's mark never passes an event
+    still to commit. Nothing that could wait on another lock comes after it."""
+    if cache.new_events:
+        sql.hold_exclusive(EVENT_ORDER_LOCK_KEY)
+        sql.insert(t.outbox, cache.new_events)
+        cache.new_events.clear()
 
 
 def _write_accounts(sql: Sql, cache: Cache) -> None:

@@ -30,6 +30,7 @@ from consumers.amqp.topology import declare_topology
 from consumers.consumer import CommandConsumer
 from consumers.worker import Worker, WorkerOptions
 from tests.integration.helpers import account, member, wait_until
+from workflow.app.outbox import backlog
 from workflow.app.service import CommandService
 from workflow.contract.names import (
     COMMANDS_EXCHANGE,
@@ -40,6 +41,7 @@ from workflow.contract.names import (
 )
 from workflow.domain.catalog import Catalog
 from workflow.persistence.database import Database
+from workflow.persistence.locks import account_lock_key
 from workflow.persistence.tables import metadata
 from workflow.settings import Settings
 
@@ -297,10 +299,7 @@ def count(db: Database, table: str, **equal: Any) -> int:
 
 def unpublished(db: Database) -> int:
     """Outbox rows the relay has not published yet."""
-    t = metadata.tables["outbox"]
-    query = select(func.count()).select_from(t).where(t.c.published_at.is_(None))
-    with db.engine.connect() as conn:
-        return int(conn.execute(query).scalar_one())
+    return backlog(db)[0]
 
 
 def processed_keys(db: Database) -> list[str]:
@@ -355,9 +354,7 @@ def account_locked(db: Database, account_id: str) -> Iterator[None]:
     """Holds the account's row lock: a worker reaching a command of that account waits,
     its batch in hand, however fast it is; it goes on once the block is left."""
     with db.engine.connect() as conn:
-        conn.execute(
-            text("SELECT 1 FROM accounts WHERE account_id = :a FOR UPDATE"), {"a": account_id}
-        )
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": account_lock_key(account_id)})
         yield
         conn.rollback()
 
