@@ -37,7 +37,7 @@ from workflow.contract.names import (
     EVENTS_EXCHANGE,
     NOTIFICATIONS_DEAD_EXCHANGE,
     NOTIFICATIONS_DEAD_QUEUE,
-    NOTIFICATIONS_QUEUE,
+    RETIRED_NOTIFICATIONS_QUEUE,
 )
 
 NAME_PREFIX = "subreq_bench_"
@@ -50,7 +50,7 @@ TIMEOUT = 5  # seconds, for every administrative call
 TOPOLOGY_QUEUES = (
     COMMANDS_QUEUE,
     DEAD_QUEUE,
-    NOTIFICATIONS_QUEUE,
+    RETIRED_NOTIFICATIONS_QUEUE,
     NOTIFICATIONS_DEAD_QUEUE,
     "bench.events",
 )
