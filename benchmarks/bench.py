@@ -456,19 +456,19 @@ def _run(args: argparse.Namespace, spec: RunSpec, result: RunResult, log: Log) -
         ):
             result.rss_samples.append((measured.commands, after.rss_mib))
 
-        if sink is not None:
-            result.spans_exported = sink.spans
         result.backlog = _final_backlog(database_url, spec.mode, backlog)
         result.processed = backlog.count(processed_table)
         result.sent = load.sent
         result.events = backlog.total() - events_before
         if args.bind_events:
             result.events_queued = load.queued_events()
-        log(
-            f"{result.throughput:,.0f} commands/s, p50 {result.p50_ms:.1f} ms, "
-            f"p99 {result.p99_ms:.1f} ms, relay lag {result.relay_lag_ms:.0f} ms"
-            + (f"; problems: {result.problems}" if result.problems else "")
-        )
+    if sink is not None:  # read once the worker stopped: its last spans go out as it stops
+        result.spans_exported = sink.spans
+    log(
+        f"{result.throughput:,.0f} commands/s, p50 {result.p50_ms:.1f} ms, "
+        f"p99 {result.p99_ms:.1f} ms, relay lag {result.relay_lag_ms:.0f} ms"
+        + (f"; problems: {result.problems}" if result.problems else "")
+    )
 
 
 class EmailsArrived:

@@ -111,9 +111,10 @@ def export_all(stream: IO[bytes], exporter: SpanExporter) -> int:
 
 
 def main() -> None:
-    # Ctrl-C reaches the whole process group: this process ends when the worker closes
-    # its stdin, after exporting what the worker flushed on its way out.
+    # Ctrl-C (or a TERM to the process group) reaches this process too: it ends when the
+    # worker closes its stdin, after exporting what the worker flushed on its way out.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="span export: %(message)s")
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
