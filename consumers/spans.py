@@ -67,6 +67,7 @@ class LeanSpan(trace.Span):
         "_record",
         "_start",
         "_status",
+        "_traceparent",
     )
 
     def __init__(
@@ -82,8 +83,9 @@ class LeanSpan(trace.Span):
     ) -> None:
         self._name = name
         self._context = context
-        self._parent = parent
-        self._kind = kind
+        self._parent = None if parent is None else (parent.span_id, parent.is_remote)
+        self._kind = kind.value
+        self._traceparent: str | None = None
         self._attributes: dict[str, Any] = dict(attributes) if attributes else {}
         self._links = list(links) if links else []
         self._events: list[tuple[str, int, dict[str, Any]]] = []
@@ -94,6 +96,16 @@ class LeanSpan(trace.Span):
 
     def get_span_context(self) -> SpanContext:
         return self._context
+
+    @property
+    def traceparent(self) -> str:
+        """What ``workflow.telemetry`` stores and sends for this span, formatted once."""
+        if self._traceparent is None:
+            context = self._context
+            self._traceparent = (
+                f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+            )
+        return self._traceparent
 
     def is_recording(self) -> bool:
         return self._end is None
@@ -157,16 +169,17 @@ class LeanSpan(trace.Span):
         if self._end is not None:
             return
         self._end = end_time if end_time is not None else time.time_ns()
-        context, parent = self._context, self._parent
+        context = self._context
+        state = context.trace_state
         self._record(
             (
                 self._name,
                 context.trace_id,
                 context.span_id,
                 int(context.trace_flags),
-                tuple(context.trace_state.items()),
-                None if parent is None else (parent.span_id, parent.is_remote),
-                self._kind.value,
+                tuple(state.items()) if state else (),
+                self._parent,
+                self._kind,
                 self._start,
                 self._end,
                 self._attributes,
@@ -179,7 +192,9 @@ class LeanSpan(trace.Span):
                         dict(link.attributes) if link.attributes else {},
                     )
                     for link in self._links
-                ),
+                )
+                if self._links
+                else (),
                 tuple(self._events),
                 self._status[0],
                 self._status[1],

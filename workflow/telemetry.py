@@ -68,9 +68,30 @@ def tracer() -> Tracer:
 _VERSION_00 = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
 
-def _remote(traceparent: str) -> SpanContext | None:
+_READ: dict[str, tuple[SpanContext, Context] | None] = {}
+"""``traceparent`` values read lately, with the context each stands for: a command's is
+read again for its reply, its settle link and the relay's publish."""
+_READ_MAX = 4096
+
+
+def _remote(traceparent: str) -> tuple[SpanContext, Context] | None:
     """A version-00 ``traceparent`` read without the propagator API's generality (it runs
-    once or twice per message); ``None`` for anything else, which the propagator reads."""
+    several times per message); ``None`` for anything else, which the propagator reads."""
+    try:
+        return _READ[traceparent]
+    except KeyError:
+        pass
+    if len(_READ) >= _READ_MAX:
+        _READ.clear()
+    remote = _read(traceparent)
+    found = None
+    if remote is not None:
+        found = (remote, trace.set_span_in_context(NonRecordingSpan(remote), Context()))
+    _READ[traceparent] = found
+    return found
+
+
+def _read(traceparent: str) -> SpanContext | None:
     found = _VERSION_00.fullmatch(traceparent)
     if found is None:
         return None
@@ -97,7 +118,7 @@ def carried(carrier: Mapping[str, Any] | None) -> Context:
     if len(found) == 1 and "traceparent" in found:  # the usual case: no tracestate
         remote = _remote(found["traceparent"])
         if remote is not None:
-            return trace.set_span_in_context(NonRecordingSpan(remote), Context())
+            return remote[1]
     return propagate.extract(found, context=Context())
 
 
@@ -106,25 +127,41 @@ def link_from(traceparent: str | None) -> Link | None:
     if not traceparent:
         return None
     remote = _remote(traceparent)
-    return Link(remote) if remote is not None else link_to(carried({"traceparent": traceparent}))
+    if remote is not None:
+        return Link(remote[0])
+    return link_to(carried({"traceparent": traceparent}))
 
 
-def _headers(span_context: SpanContext) -> dict[str, str]:
+def _traceparent(span: trace.Span) -> str | None:
+    """The span's ``traceparent``: kept by the worker's own spans (``consumers.spans``),
+    formatted here for any other."""
+    kept = getattr(span, "traceparent", None)
+    if kept is not None:
+        return str(kept)
+    span_context = span.get_span_context()
     if not span_context.is_valid:
-        return {}
-    headers = {
-        "traceparent": f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-"
+        return None
+    return (
+        f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-"
         f"{int(span_context.trace_flags):02x}"
-    }
-    if span_context.trace_state:
-        headers["tracestate"] = span_context.trace_state.to_header()
+    )
+
+
+def _headers(span: trace.Span) -> dict[str, str]:
+    traceparent = _traceparent(span)
+    if traceparent is None:
+        return {}
+    headers = {"traceparent": traceparent}
+    trace_state = span.get_span_context().trace_state
+    if trace_state:
+        headers["tracestate"] = trace_state.to_header()
     return headers
 
 
 def headers_of(context: Context | None = None) -> dict[str, str]:
     """``traceparent`` (and ``tracestate``) of ``context`` or of the current span; empty
     when no span is recording, which is always the case with tracing off."""
-    return _headers(trace.get_current_span(context).get_span_context())
+    return _headers(trace.get_current_span(context))
 
 
 @contextmanager
@@ -141,7 +178,7 @@ def producer_span(
         attributes=attributes,
     )
     try:
-        yield _headers(span.get_span_context())
+        yield _headers(span)
     except BaseException as exc:
         span.record_exception(exc)
         span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
@@ -159,7 +196,7 @@ def link_to(context: Context) -> Link | None:
 def current_traceparent() -> str | None:
     """The active span as a W3C ``traceparent``, to store with what it writes; ``None``
     without one (one cheap check when tracing is off)."""
-    return _headers(trace.get_current_span().get_span_context()).get("traceparent")
+    return _traceparent(trace.get_current_span())
 
 
 @contextmanager

@@ -272,3 +272,16 @@ def test_spans_reach_the_otlp_endpoint_through_the_export_process_by_shutdown(
     assert len(transactions) == 100
     assert all(by_id[s.parent_span_id].name == "process request.submit" for s in transactions)
     assert all(s.trace_id.hex() == INCOMING.split("-")[1] for s in transactions)
+
+
+def test_traceparents_read_again_come_from_a_bounded_cache() -> None:
+    from workflow import telemetry
+
+    first = carried({"traceparent": INCOMING})
+    assert carried({"traceparent": INCOMING}) is first  # read once, then looked up
+    assert link_from(INCOMING) is not None
+    for n in range(telemetry._READ_MAX + 10):
+        carried({"traceparent": f"00-{n + 1:032x}-{n + 1:016x}-01"})
+    assert len(telemetry._READ) <= telemetry._READ_MAX
+    malformed = carried({"traceparent": "00-not-a-trace-01"})
+    assert not trace.get_current_span(malformed).get_span_context().is_valid  # a new trace
