@@ -82,7 +82,13 @@ def test_metrics_count_outcomes_and_read_state(worker: Worker, amqp_url: str) ->
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         after = scrape(worker)
-        settled = after.get("subreq_outbox_backlog") == 0 and delta(after, before, mailed) >= 1
+        # The relay counts a batch once it committed its mark, so an empty backlog can be
+        # seen a moment before the counter moves: wait for both.
+        settled = (
+            after.get("subreq_outbox_backlog") == 0
+            and delta(after, before, mailed) >= 1
+            and delta(after, before, "subreq_events_published_total") >= 3
+        )
         if delta(after, before, dead) >= 1 and settled:
             break
         time.sleep(0.1)
