@@ -16,6 +16,7 @@ waiting for the disk, so the WAL-flushing commits are the others.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,6 +111,7 @@ class PostgresCounters:
             raise RuntimeError("stop() before start()")
         lsn0, xid0, marks0, cpu0 = self._start
         lsn, xid, marks = self._position()
+        self._flushed_to(lsn)
         cpu1 = self._backends()
         backend_cpu = sum(cpu1[p] - cpu0[p] for p in cpu1.keys() & cpu0.keys())
         relay_marks = marks - marks0
@@ -121,12 +123,26 @@ class PostgresCounters:
             else:
                 flushing = max(int(writing) - relay_marks, 0)
                 return PhaseCost(int(wal), int(writing), flushing, backend_cpu, "database")
-            finally:
-                self.conn.execute("SELECT pg_drop_replication_slot(%s)", (self._slot,))
+            finally:  # an error in this session has dropped the temporary slot already
+                self.conn.execute(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                    "WHERE slot_name = %s",
+                    (self._slot,),
+                )
         wal = self._one("SELECT %s::pg_lsn - %s::pg_lsn", (lsn, lsn0))[0]
         writing = xid - xid0
         flushing = max(writing - relay_marks, 0)
         return PhaseCost(int(wal), writing, flushing, backend_cpu, "server")
+
+    def _flushed_to(self, lsn: str, timeout: float = 5.0) -> None:
+        """Until the server has flushed its WAL up to ``lsn``: pg_walinspect reads only
+        flushed WAL, and commits that do not wait for the disk (the relay's marks) leave
+        the flush behind for up to three ``wal_writer_delay``."""
+        deadline = time.monotonic() + timeout
+        while not self._one("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn", (lsn,))[0]:
+            if time.monotonic() > deadline:
+                return  # the range is read anyway; an error there falls back to the server
+            time.sleep(0.02)
 
     def close(self) -> None:
         self.conn.close()
