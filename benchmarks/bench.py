@@ -224,7 +224,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.in_flight = min(args.in_flight, args.accounts)
     args.e2e_in_flight = min(args.e2e_in_flight, args.accounts)
     args.worker_loops = None  # the worker's flags, found out by run()
-    args.route_notifications = False
     return args
 
 
@@ -267,19 +266,11 @@ def worker_loops() -> list[str]:
     return [flag for flag in ("--no-notify", "--no-sweep") if flag in help_text]
 
 
-def routes_notifications() -> bool:
-    """Whether subreq's topology binds a notifier queue to the events (the ceiling then
-    declares the same, so the broker does the same work for both)."""
-    from consumers.amqp import topology
-
-    return hasattr(topology, "declare_notification_queues")
-
-
 def worker_argv(args: argparse.Namespace, mode: str) -> list[str]:
     if mode == "ceiling":
         argv = [sys.executable, "-m", "benchmarks.ceiling"]
         argv += ["--batch", str(args.batch), "--prefetch", str(args.prefetch)]
-        return argv + (["--route-notifications"] if args.route_notifications else [])
+        return argv
     batch, prefetch = (args.batch, args.prefetch) if mode != "single" else (1, args.single_prefetch)
     loops = [] if mode == "e2e" else args.worker_loops  # e2e: every loop, as deployed
     flags = ["--batch", str(batch), "--prefetch", str(prefetch), *loops]
@@ -571,7 +562,6 @@ def run(args: argparse.Namespace, *, log: Log | None = None) -> BenchReport:
     started = report.now()
     if args.worker_loops is None:
         args.worker_loops = worker_loops()
-    args.route_notifications = routes_notifications()
     idle_before = host_cpu()
     time.sleep(1.0)
     busy_before = host_busy_percent(idle_before, host_cpu())
@@ -598,7 +588,6 @@ def run(args: argparse.Namespace, *, log: Log | None = None) -> BenchReport:
                 "e2e_in_flight",
                 "slow_smtp",
                 "worker_loops",
-                "route_notifications",
                 "databases",
                 "modes",
             )

@@ -56,10 +56,6 @@ from workflow.contract.names import (
     DEAD_QUEUE,
     DELIVERY_LIMIT,
     EVENTS_EXCHANGE,
-    NOTIFICATION_REQUESTED,
-    NOTIFICATIONS_DEAD_EXCHANGE,
-    NOTIFICATIONS_DEAD_QUEUE,
-    RETIRED_NOTIFICATIONS_QUEUE,
 )
 
 SEAT_PRICE = 115  # Support Professional, USD monthly
@@ -626,10 +622,8 @@ def connect(url: str, name: str) -> BlockingConnection:
     return BlockingConnection(params)
 
 
-def declare_topology(channel: BlockingChannel, *, route_notifications: bool = False) -> None:
-    """subreq's topology, same names and arguments (a quorum command queue); with
-    ``route_notifications``, also the notifier's quorum queue bound to
-    ``notification.requested``, so the broker stores those events as it does for subreq."""
+def declare_topology(channel: BlockingChannel) -> None:
+    """subreq's topology, same names and arguments (a quorum command queue)."""
     channel.exchange_declare(COMMANDS_EXCHANGE, exchange_type="topic", durable=True)
     channel.exchange_declare(EVENTS_EXCHANGE, exchange_type="topic", durable=True)
     channel.exchange_declare(DEAD_EXCHANGE, exchange_type="fanout", durable=True)
@@ -645,20 +639,6 @@ def declare_topology(channel: BlockingChannel, *, route_notifications: bool = Fa
         },
     )
     channel.queue_bind(COMMANDS_QUEUE, COMMANDS_EXCHANGE, routing_key="#")
-    if route_notifications:
-        channel.exchange_declare(NOTIFICATIONS_DEAD_EXCHANGE, exchange_type="fanout", durable=True)
-        channel.queue_declare(NOTIFICATIONS_DEAD_QUEUE, durable=True)
-        channel.queue_bind(NOTIFICATIONS_DEAD_QUEUE, NOTIFICATIONS_DEAD_EXCHANGE)
-        channel.queue_declare(
-            RETIRED_NOTIFICATIONS_QUEUE,
-            durable=True,
-            arguments={
-                "x-queue-type": "quorum",
-                "x-delivery-limit": DELIVERY_LIMIT,
-                "x-dead-letter-exchange": NOTIFICATIONS_DEAD_EXCHANGE,
-            },
-        )
-        channel.queue_bind(RETIRED_NOTIFICATIONS_QUEUE, EVENTS_EXCHANGE, NOTIFICATION_REQUESTED)
 
 
 class Confirms:
@@ -715,11 +695,8 @@ class Relay(threading.Thread):
         amqp_url: str,
         database_url: str,
         batch_size: int = 500,
-        *,
-        route_notifications: bool = False,
     ) -> None:
         super().__init__(name="ceiling-relay", daemon=True)
-        self.route_notifications = route_notifications
         self.amqp_url = amqp_url
         self.database_url = database_url
         self.batch_size = batch_size
@@ -739,7 +716,7 @@ class Relay(threading.Thread):
         connection = connect(self.amqp_url, "bench-ceiling-relay")
         try:
             channel = connection.channel()
-            declare_topology(channel, route_notifications=self.route_notifications)
+            declare_topology(channel)
             confirms = Confirms(connection, channel)
             while True:
                 sent = self._once(store, confirms)
@@ -794,9 +771,7 @@ class Relay(threading.Thread):
             return len(rows)
 
 
-def serve(
-    amqp_url: str, database_url: str, batch: int, prefetch: int, *, route_notifications: bool
-) -> int:
+def serve(amqp_url: str, database_url: str, batch: int, prefetch: int) -> int:
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -806,7 +781,7 @@ def serve(
     signal.signal(signal.SIGINT, on_signal)
     store = open_store(database_url)
     processor = Processor(store)
-    relay = Relay(amqp_url, database_url, route_notifications=route_notifications)
+    relay = Relay(amqp_url, database_url)
     connection = connect(amqp_url, "bench-ceiling")
     buffer: list[Delivery] = []
 
@@ -817,7 +792,7 @@ def serve(
 
     try:
         channel = connection.channel()
-        declare_topology(channel, route_notifications=route_notifications)
+        declare_topology(channel)
         channel.basic_qos(prefetch_count=max(prefetch, batch))
         tag = channel.basic_consume(COMMANDS_QUEUE, on_message)
         relay.start()
@@ -868,12 +843,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--prefetch", type=int, default=500)
-    parser.add_argument(
-        "--route-notifications",
-        action="store_true",
-        help="declare the notifier queue of subreq before revision 0006, bound to "
-        "notification.requested",
-    )
     args = parser.parse_args(argv)
     if not args.amqp_url or not args.database_url:
         parser.error("--amqp-url and --database-url (or their environment variables) are needed")
@@ -883,13 +852,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("pika").setLevel(logging.CRITICAL)
     patches.apply()  # pika's socket writes coalesced, as in subreq's worker
     log.info("consuming %s (prefetch %d, batch %d)", COMMANDS_QUEUE, args.prefetch, args.batch)
-    return serve(
-        args.amqp_url,
-        args.database_url,
-        args.batch,
-        args.prefetch,
-        route_notifications=args.route_notifications,
-    )
+    return serve(args.amqp_url, args.database_url, args.batch, args.prefetch)
 
 
 if __name__ == "__main__":

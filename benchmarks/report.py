@@ -252,16 +252,9 @@ def render(report: BenchReport) -> str:
         )
         + "; its clock stops when the last email arrived. "
     )
-    if s.get("route_notifications"):
-        events = (
-            "`notification.requested` events go to the notifier's quorum queue (nobody "
-            "consumes it here); the other events are "
-            + ("also stored in a bound queue." if s.get("bind_events") else "unrouted.")
-        )
-    else:
-        events = "Events are " + (
-            "stored in a bound queue." if s.get("bind_events") else "unrouted (no queue bound)."
-        )
+    events = "Events are " + (
+        "stored in a bound queue." if s.get("bind_events") else "unrouted (no queue bound)."
+    )
     lines = [
         f"# subreq benchmark, {report.started:%Y-%m-%d %H:%M} UTC",
         "",
