@@ -32,7 +32,7 @@ import psycopg
 from benchmarks import seed, services
 from benchmarks.bench import DEFAULT_POSTGRES_URL
 from benchmarks.load import approve_body, submit_body
-from benchmarks.pgstats import PhaseCost, PostgresCounters
+from benchmarks.pgstats import PhaseCost, PostgresCounters, flushed_to
 from workflow.app.outbox import PendingEvent, relay_batch
 from workflow.app.service import CommandService
 from workflow.domain.catalog import load_catalog
@@ -134,7 +134,9 @@ class StatementCounter:
 def snapshot(conn: psycopg.Connection[Any], statements: int) -> Snapshot:
     time.sleep(0.5)  # an ended session's table statistics reach the shared counters
     conn.execute("SELECT pg_stat_clear_snapshot()")
-    (lsn,) = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone() or ("0/0",)
+    # The insert position (an asynchronous commit may not be written yet), once flushed.
+    (lsn,) = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone() or ("0/0",)
+    flushed_to(conn, str(lsn))
     ins, upd, dele, entries = conn.execute(TABLE_WRITES).fetchone() or (0, 0, 0, 0)
     return Snapshot(str(lsn), int(ins), int(upd), int(dele), int(entries), statements)
 

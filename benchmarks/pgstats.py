@@ -67,8 +67,10 @@ class PostgresCounters:
         return True
 
     def _position(self) -> tuple[str, int, int]:
+        # The insert position, not pg_current_wal_lsn() (the write position): a commit
+        # that did not wait for the disk may still sit in the WAL buffers, before it.
         lsn, xid = self._one(
-            "SELECT pg_current_wal_lsn()::text, "
+            "SELECT pg_current_wal_insert_lsn()::text, "
             "pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
         )
         marks = self._one("SELECT count(*) FROM outbox_published")[0] if self._has_marks() else 0
@@ -111,7 +113,7 @@ class PostgresCounters:
             raise RuntimeError("stop() before start()")
         lsn0, xid0, marks0, cpu0 = self._start
         lsn, xid, marks = self._position()
-        self._flushed_to(lsn)
+        flushed_to(self.conn, lsn)
         cpu1 = self._backends()
         backend_cpu = sum(cpu1[p] - cpu0[p] for p in cpu1.keys() & cpu0.keys())
         relay_marks = marks - marks0
@@ -134,15 +136,21 @@ class PostgresCounters:
         flushing = max(writing - relay_marks, 0)
         return PhaseCost(int(wal), writing, flushing, backend_cpu, "server")
 
-    def _flushed_to(self, lsn: str, timeout: float = 5.0) -> None:
-        """Until the server has flushed its WAL up to ``lsn``: pg_walinspect reads only
-        flushed WAL, and commits that do not wait for the disk (the relay's marks) leave
-        the flush behind for up to three ``wal_writer_delay``."""
-        deadline = time.monotonic() + timeout
-        while not self._one("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn", (lsn,))[0]:
-            if time.monotonic() > deadline:
-                return  # the range is read anyway; an error there falls back to the server
-            time.sleep(0.02)
-
     def close(self) -> None:
         self.conn.close()
+
+
+def flushed_to(conn: psycopg.Connection[Any], lsn: str, timeout: float = 5.0) -> None:
+    """Until the server has flushed its WAL up to ``lsn``: pg_walinspect reads only flushed
+    WAL, and commits that do not wait for the disk (the relay's marks) leave the flush
+    behind for up to three ``wal_writer_delay``."""
+    deadline = time.monotonic() + timeout
+    while not _flushed(conn, lsn):
+        if time.monotonic() > deadline:
+            return  # the range is read anyway; an error there falls back to the server
+        time.sleep(0.02)
+
+
+def _flushed(conn: psycopg.Connection[Any], lsn: str) -> bool:
+    row = conn.execute("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn", (lsn,)).fetchone()
+    return bool(row and row[0])

@@ -1,6 +1,8 @@
 """The benchmark's WAL counters read a phase whose last commits did not wait for the disk
-(the relay's marks commit that way): pg_walinspect reads only flushed WAL, and an error in
-the counters' session drops its temporary replication slot."""
+(the relay's marks commit that way): such a commit may still sit in the WAL buffers,
+past the write position (``pg_current_wal_lsn``), so the phase ends at the insert
+position; pg_walinspect reads only flushed WAL; and an error in the counters' session
+drops its temporary replication slot."""
 
 from __future__ import annotations
 
