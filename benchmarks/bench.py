@@ -455,6 +455,7 @@ def _run(args: argparse.Namespace, spec: RunSpec, result: RunResult, log: Log) -
             result.events_queued = load.queued_events()
     if sink is not None:  # read once the worker stopped: its last spans go out as it stops
         result.spans_exported = sink.spans
+        result.spans_dropped = _spans_dropped(folder / "worker.log")
     log(
         f"{result.throughput:,.0f} commands/s, p50 {result.p50_ms:.1f} ms, "
         f"p99 {result.p99_ms:.1f} ms, relay lag {result.relay_lag_ms:.0f} ms"
@@ -509,6 +510,17 @@ class OtherProcesses:
     def used(self) -> tuple[float, float]:
         mail = self._cpu(self.mail.pid if self.mail is not None else None)
         return self._cpu(self.broker) - self._broker0, mail - self._mail0
+
+
+def _spans_dropped(worker_log: Path) -> str:
+    """The worker's last warning that it dropped spans (queue full, export process gone),
+    or nothing: a traced run counts only if every span was exported."""
+    found = ""
+    if worker_log.exists():
+        for line in worker_log.read_text(errors="replace").splitlines():
+            if "spans dropped so far" in line:
+                found = line.strip()[-200:]
+    return found
 
 
 def profile_path(args: argparse.Namespace, spec: RunSpec, folder: Path) -> Path | None:

@@ -2,7 +2,8 @@
 
 Runs the benchmark's job (each account's admin submits, its owner approves) in this
 process through :class:`CommandService` in batches, as the worker does, with the relay's
-:func:`relay_batch` after each batch (publishing to nowhere), on a fresh database with
+:func:`relay_batch` after each batch (publishing to nowhere) and the notifier's exchanges
+(every email claimed and recorded sent, none actually sent), on a fresh database with
 nothing else writing. Counted per command, from the server and the driver:
 
 - WAL bytes, writing commits (transactions given an id: a read-only one flushes nothing)
@@ -25,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -33,9 +35,11 @@ from benchmarks import seed, services
 from benchmarks.bench import DEFAULT_POSTGRES_URL
 from benchmarks.load import approve_body, submit_body
 from benchmarks.pgstats import PhaseCost, PostgresCounters, flushed_to
+from consumers.notifier import IN_HAND_PER_CONNECTION
 from workflow.app.outbox import PendingEvent, relay_batch
 from workflow.app.service import CommandService
 from workflow.domain.catalog import load_catalog
+from workflow.notifications.deliveries import Outcome, exchange
 from workflow.persistence.database import Database
 
 TABLE_WRITES = """
@@ -201,11 +205,37 @@ def job(
                             pending[account] = request["request_id"]
                         else:
                             del pending[account]
-                    while relay_batch(service.db, _nowhere):
-                        pass
+                    _relay(service)
+                    _deliver(service)
+                    _relay(service)  # the notification.sent events
                     return len(items)
 
                 yield run
+
+
+def _relay(service: CommandService) -> None:
+    while relay_batch(service.db, _nowhere):
+        pass
+
+
+def _deliver(service: CommandService) -> None:
+    """The notifier's side, every mail accepted at once: claims of up to
+    ``IN_HAND_PER_CONNECTION`` x 16 records, each recorded ``sent`` in the transaction that
+    claims the next ones, as the notifier's exchanges do."""
+    want = IN_HAND_PER_CONNECTION * 16
+    lease = timedelta(minutes=5)
+    claimed = exchange(service.db, [], _now(), want=want, lease=lease).claimed
+    while claimed:
+        at = _now()
+        sent = [
+            Outcome(c, "sent", at, message_id=f"<{c.notice.notification_id}@bench>")
+            for c in claimed
+        ]
+        claimed = exchange(service.db, sent, at, want=want, lease=lease).claimed
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _command(kind: str, account: str, pending: dict[str, str]) -> tuple[str, bytes, None]:

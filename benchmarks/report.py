@@ -77,6 +77,7 @@ class RunResult:
     events: int = 0  # outbox rows written by the commands of this run
     events_queued: int | None = None  # with --bind-events: events in the bound queue
     spans_exported: int | None = None  # traced: spans the OTLP sink received
+    spans_dropped: str = ""  # traced: the worker's warning that it dropped spans, if any
     rss_samples: list[tuple[int, float]] = field(default_factory=list)  # (commands, MiB)
     profile: list[str] = field(default_factory=list)  # with --profile: Markdown summary
     error_samples: list[str] = field(default_factory=list)
@@ -108,6 +109,8 @@ class RunResult:
             found.append(f"{self.processed} commands stored as processed, {self.sent} sent")
         if self.mode == "traced" and not self.spans_exported:
             found.append("tracing on, but no span reached the OTLP sink")
+        if self.mode == "traced" and self.spans_dropped:
+            found.append(f"spans were dropped: {self.spans_dropped}")
         if self.mode == "e2e" and self.emails <= 0:
             found.append("no email reached the SMTP sink")
         if self.mode == "e2e" and self.emails_total != self.emails_expected:

@@ -8,6 +8,7 @@ import logging
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -285,3 +286,26 @@ def test_traceparents_read_again_come_from_a_bounded_cache() -> None:
     assert len(telemetry._READ) <= telemetry._READ_MAX
     malformed = carried({"traceparent": "00-not-a-trace-01"})
     assert not trace.get_current_span(malformed).get_span_context().is_valid  # a new trace
+
+
+def test_the_export_process_yields_the_cpu_to_the_work() -> None:
+    """It runs niced, so on a busy machine exporting takes what the worker leaves."""
+    import os
+
+    from consumers.span_export import NICENESS
+
+    with otlp_sink() as receiver, pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+        shipper = SpanShipper({}, {"OTEL_BSP_SCHEDULE_DELAY": "60000"})
+        shipper.record(flat())
+        assert shipper.force_flush()
+        process = shipper._process
+        assert process is not None
+        deadline = time.monotonic() + 10
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        while os.getpriority(os.PRIO_PROCESS, process.pid) == ours:  # until it has started
+            assert time.monotonic() < deadline, "the export process never reniced itself"
+            time.sleep(0.01)
+        assert os.getpriority(os.PRIO_PROCESS, process.pid) == min(19, ours + NICENESS)
+        shipper.shutdown()
+        assert receiver.spans == 1
