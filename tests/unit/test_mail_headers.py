@@ -297,3 +297,27 @@ def test_settings_refuse_a_bad_smtp_url_or_sender(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("SUBREQ_MAIL_FROM", "no address")
     with pytest.raises(ConfigurationError, match="SUBREQ_MAIL_FROM"):
         load_settings()
+
+
+def test_content_that_looks_like_the_boundary_cannot_end_a_part() -> None:
+    """The boundary needs no secret: quoted-printable turns every "=" of the content into
+    "=3D", so a line of the content never reads as a boundary line."""
+    raw = build_message(
+        Outgoing(
+            "n",
+            recipient("O", "o@acme.example"),
+            "Hi",
+            "--===============0000000000000000001==\nstill text\n",
+            "<p>--===============0000000000000000001==--</p>",
+            "en",
+            "t",
+        ),
+        SENDER,
+        NOW,
+    ).as_bytes()
+    parsed = message_from_bytes(raw, policy=default)
+    assert isinstance(parsed, EmailMessage)
+    plain, html = (part.get_content() for part in parsed.iter_parts())
+    assert plain.splitlines() == ["--===============0000000000000000001==", "still text"]
+    assert "--===============0000000000000000001==--" in html
+    assert b"\r\n--===============0000000000000000001==" not in raw
