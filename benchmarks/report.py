@@ -78,6 +78,7 @@ class RunResult:
     events_queued: int | None = None  # with --bind-events: events in the bound queue
     spans_exported: int | None = None  # traced: spans the OTLP sink received
     spans_dropped: str = ""  # traced: the worker's warning that it dropped spans, if any
+    rounds: list[float] = field(default_factory=list)  # --repeat: every round's commands/s
     rss_samples: list[tuple[int, float]] = field(default_factory=list)  # (commands, MiB)
     profile: list[str] = field(default_factory=list)  # with --profile: Markdown summary
     error_samples: list[str] = field(default_factory=list)
@@ -317,6 +318,19 @@ def render(report: BenchReport) -> str:
                 )
                 + " |"
             )
+        repeated = [r for r in throughput_runs if len(r.rounds) > 1]
+        if repeated:
+            lines += [
+                "",
+                f"Each row is the median of {len(repeated[0].rounds)} rounds, run interleaved "
+                "(every run once, then again); every round's commands/s: "
+                + "; ".join(
+                    f"{DATABASE_NAMES.get(r.database, r.database)} {r.label} "
+                    + ", ".join(_num(t) for t in r.rounds)
+                    for r in repeated
+                )
+                + ".",
+            ]
         lines += ["", *_costs(throughput_runs)]
         for database in dict.fromkeys(r.database for r in throughput_runs):
             lines += _ratios(database, [r for r in throughput_runs if r.database == database])
