@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import binascii
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -67,6 +68,8 @@ class Permanent(DeliveryError):
 def one_line(value: str, limit: int = HEADER_LIMIT) -> str:
     """Whitespace (CR and LF included) collapsed to single spaces, other control
     characters dropped: a header value that cannot start a new header."""
+    if value.isascii() and value.isprintable():  # the usual case: nothing to drop
+        return " ".join(value.split())[:limit]
     kept = "".join(
         ch for ch in value if not unicodedata.category(ch).startswith("C") or ch in "\t\r\n"
     )
@@ -142,6 +145,12 @@ class Mail:
         return self.data
 
 
+@functools.lru_cache(maxsize=8)
+def _date(second: datetime) -> str:
+    """The ``Date`` header: the same for every mail of that second."""
+    return format_datetime(second)
+
+
 def build_message(mail: Outgoing, sender: Address, now: datetime) -> Mail:
     """multipart/alternative (text, then HTML; text alone without HTML) with the headers a
     person and a mail system expect, and ``Auto-Submitted`` so autoresponders stay quiet
@@ -156,7 +165,7 @@ def build_message(mail: Outgoing, sender: Address, now: datetime) -> Mail:
         f"From: {_address(sender)}",
         f"To: {_address(mail.to)}",
         f"Subject: {_encoded(one_line(mail.subject, 998 - len('Subject: ')), 'Subject')}",
-        f"Date: {format_datetime(now)}",
+        f"Date: {_date(now.replace(microsecond=0))}",
         f"Message-ID: {mid}",
         "Auto-Submitted: auto-generated",
         "X-Auto-Response-Suppress: All",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import smtplib
 import socket
+import unicodedata
 from datetime import UTC, datetime
 from email import message_from_bytes
 from email.message import EmailMessage
@@ -12,8 +13,11 @@ from email.policy import default
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from consumers.mail import (
+    HEADER_LIMIT,
     FileMailer,
     Mail,
     Outgoing,
@@ -22,6 +26,7 @@ from consumers.mail import (
     Transient,
     build_message,
     message_id,
+    one_line,
     recipient,
 )
 from workflow.errors import ConfigurationError
@@ -321,3 +326,16 @@ def test_content_that_looks_like_the_boundary_cannot_end_a_part() -> None:
     assert plain.splitlines() == ["--===============0000000000000000001==", "still text"]
     assert "--===============0000000000000000001==--" in html
     assert b"\r\n--===============0000000000000000001==" not in raw
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=80) | st.text(max_size=80))
+def test_a_header_value_keeps_no_control_character_and_no_line_break(value: str) -> None:
+    """The plain-ASCII shortcut and the general path agree: whitespace runs become one
+    space, other control characters go (no value can start a new header)."""
+    cleaned = one_line(value)
+    assert not any(unicodedata.category(ch).startswith("C") for ch in cleaned)
+    kept = "".join(
+        ch for ch in value if not unicodedata.category(ch).startswith("C") or ch in "\t\r\n"
+    )
+    assert cleaned == " ".join(kept.split())[:HEADER_LIMIT]
