@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
+from consumers.terminal import deliveries_table
 from tests.integration.helpers import seed, submit
 from workflow.app.outbox import relay_batch
 from workflow.app.service import CommandService
@@ -86,5 +87,20 @@ def test_an_event_whose_delivery_is_still_due_stays_with_every_later_one(
     sent = [deliveries.Outcome(c, "sent", clock.now, message_id="<m@x>") for c in taken]
     assert deliveries.exchange(service.db, sent, clock.now, want=0, lease=LEASE).recorded
     publish_all(service, clock)
+    with service.db.store(lock=False) as store:
+        (shown,) = deliveries.recent(store)
     prune(service.db, later)
     assert outbox_rows(service) == []
+
+    # Its event pruned, the operators' list still says what became of the email.
+    with service.db.store(lock=False) as store:
+        (left,) = deliveries.recent(store)
+    kept = ("notification_id", "template", "status", "attempts", "message_id", "sent_at")
+    assert {k: left[k] for k in kept} == {k: shown[k] for k in kept}
+    assert left["recipient"]["email"] == shown["recipient"]["email"]
+    assert shown["subject"]
+    assert shown["request_id"]
+    assert (left["subject"], left["request_id"], left["recipient"]["name"]) == (None, None, None)
+    line = deliveries_table([left]).splitlines()[1]
+    assert f" {left['recipient']['email']} " in line
+    assert "None" not in line

@@ -75,7 +75,8 @@ class SqliteSql(Sql):
         ref: str,
     ) -> None:
         """The rows, then the children, each finding its row among the newest ``len(rows)``
-        by rowid: ``BEGIN IMMEDIATE`` made this the only writer, so those are the rows."""
+        by rowid: SQLite has one writer at a time, so no other transaction inserted rows
+        between the two statements, and those are the rows."""
         self.insert(table, rows)
         if not children:
             return
