@@ -2,11 +2,14 @@
 
 The command that asks for an email writes its delivery record (``pending``, due at once)
 in its own transaction, beside the ``notification.requested`` event, which is still
-published for other consumers. Notifiers never read that event: they *claim* due records
+published for other consumers. The record refers to the event's outbox row rather than
+copying it. Notifiers never consume that event from the broker: they *claim* due records
 in a committed transaction before any SMTP traffic (many at once; rows another notifier is
-claiming are skipped), and record outcomes with the claim token, many per transaction:
-``sent`` with ``notification.sent`` in the outbox, ``retrying`` with the time it is due
-again, or ``failed`` with the reason (and a dead-letter copy, see the notifier). An
+claiming are skipped), reading each record's event from the outbox in the same statement
+(retention keeps it while the record is due), and record outcomes with the claim token,
+many per transaction: ``sent`` with ``notification.sent`` in the outbox, ``retrying`` with
+the time it is due again, or ``failed`` with the reason (and a dead-letter copy, the
+stored event itself, see the notifier). An
 outcome is recorded only while its claim still holds, so a notification is sent and
 reported once however many notifiers share the database.
 
