@@ -2,9 +2,11 @@
 
 Runs the benchmark's job (each account's admin submits, its owner approves) in this
 process through :class:`CommandService` in batches, as the worker does, with the relay's
-:func:`relay_batch` after each batch (publishing to nowhere) and the notifier's exchanges
-(every email claimed and recorded sent, none actually sent), on a fresh database with
-nothing else writing. Counted per command, from the server and the driver:
+:func:`relay_batch` after each batch (publishing to nowhere) and the notifier's work on the
+emails the batch asked for (its claims, then their ``sent`` outcomes with their
+``notification.sent`` events, as :func:`deliveries.exchange` records them; no SMTP), on a
+fresh database with nothing else writing. Counted per command, from the server and the
+driver:
 
 - WAL bytes, writing commits (transactions given an id: a read-only one flushes nothing)
   and of them the WAL-flushing ones (all but the relay's marks, which do not wait for the
@@ -35,12 +37,16 @@ from benchmarks import seed, services
 from benchmarks.bench import DEFAULT_POSTGRES_URL
 from benchmarks.load import approve_body, submit_body
 from benchmarks.pgstats import PhaseCost, PostgresCounters, flushed_to
-from consumers.notifier import IN_HAND_PER_CONNECTION
 from workflow.app.outbox import PendingEvent, relay_batch
 from workflow.app.service import CommandService
 from workflow.domain.catalog import load_catalog
-from workflow.notifications.deliveries import Outcome, exchange
+from workflow.notifications import deliveries
 from workflow.persistence.database import Database
+
+LEASE = timedelta(minutes=5)
+"""The notifier's claim lease (its default)."""
+CLAIMS = 500
+"""Records claimed per exchange: every email of a batch at once."""
 
 TABLE_WRITES = """
 SELECT coalesce(sum(n_tup_ins), 0), coalesce(sum(n_tup_upd), 0),
@@ -205,37 +211,26 @@ def job(
                             pending[account] = request["request_id"]
                         else:
                             del pending[account]
-                    _relay(service)
-                    _deliver(service)
-                    _relay(service)  # the notification.sent events
+                    _notify(service.db)
+                    while relay_batch(service.db, _nowhere):
+                        pass
                     return len(items)
 
                 yield run
 
 
-def _relay(service: CommandService) -> None:
-    while relay_batch(service.db, _nowhere):
-        pass
-
-
-def _deliver(service: CommandService) -> None:
-    """The notifier's side, every mail accepted at once: claims of up to
-    ``IN_HAND_PER_CONNECTION`` x 16 records, each recorded ``sent`` in the transaction that
-    claims the next ones, as the notifier's exchanges do."""
-    want = IN_HAND_PER_CONNECTION * 16
-    lease = timedelta(minutes=5)
-    claimed = exchange(service.db, [], _now(), want=want, lease=lease).claimed
-    while claimed:
-        at = _now()
+def _notify(db: Database) -> None:
+    """The notifier's database work for every due email: claim, then record it sent."""
+    while True:
+        now = datetime.now(UTC)
+        claimed = deliveries.exchange(db, [], now, want=CLAIMS, lease=LEASE).claimed
+        if not claimed:
+            return
         sent = [
-            Outcome(c, "sent", at, message_id=f"<{c.notice.notification_id}@bench>")
+            deliveries.Outcome(c, "sent", now, message_id=f"<{c.notice.notification_id}@bench>")
             for c in claimed
         ]
-        claimed = exchange(service.db, sent, at, want=want, lease=lease).claimed
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
+        deliveries.exchange(db, sent, now, want=0, lease=LEASE)
 
 
 def _command(kind: str, account: str, pending: dict[str, str]) -> tuple[str, bytes, None]:

@@ -179,7 +179,7 @@ def deliveries_table(found: Sequence[Mapping[str, Any]]) -> str:
             when(d["updated_at"]),
             d["status"],
             d["attempts"],
-            f"{d['recipient']['name']} <{d['recipient']['email']}>",
+            _recipient(d["recipient"]),
             d["template"],
             d["request_id"],
             _short(d["last_error"] or "") if d["status"] != "sent" else "",
@@ -188,6 +188,12 @@ def deliveries_table(found: Sequence[Mapping[str, Any]]) -> str:
     ]
     headers = ("AT", "STATUS", "ATTEMPTS", "RECIPIENT", "TEMPLATE", "REQUEST", "REASON")
     return table(headers, rows)
+
+
+def _recipient(recipient: Mapping[str, Any]) -> str:
+    """Name and address; the address alone once the event that named them is pruned."""
+    name, email = recipient["name"], recipient["email"]
+    return f"{name} <{email}>" if name else str(email)
 
 
 def audit_table(entries: Sequence[Mapping[str, Any]]) -> str:

@@ -54,8 +54,10 @@ class Verdict:
 def _deliveries_settled(stack: Stack, last_kill: float | None) -> bool:
     """Every notification has a delivery that is sent, or (with kills) a claim left in
     'sending' by a worker killed after it claimed it."""
-    unpublished = stack.scalar("SELECT count(*) FROM outbox WHERE id > "
-        "(SELECT coalesce(max(upto_id), 0) FROM outbox_published)")
+    unpublished = stack.scalar(
+        "SELECT count(*) FROM outbox WHERE id > "
+        "(SELECT coalesce(max(upto_id), 0) FROM outbox_published)"
+    )
     requested = stack.scalar("SELECT count(*) FROM outbox WHERE type = 'notification.requested'")
     rows = stack.rows("SELECT status, claimed_at FROM notification_deliveries")
     if unpublished or len(rows) != requested:

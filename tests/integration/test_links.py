@@ -21,16 +21,15 @@ from workflow.notifications.deliveries import Notice, notice_of
 from workflow.notifications.links import Links
 from workflow.notifications.texts import Email
 from workflow.ops.retention import KEEP_LINKS, prune
-from workflow.persistence.tables import access_links, notification_deliveries, outbox
+from workflow.persistence.tables import access_links, outbox
 
 URL = "https://console.example"
 TOKEN = re.compile(r"/(?:r|signin)/([A-Za-z0-9_-]{43})")
 
 
 def notices(service: CommandService, template: str) -> list[Notice]:
-    with service.db.engine.connect() as conn:
-        rows = conn.execute(select(notification_deliveries)).mappings()
-        found = [notice_of(row) for row in rows]
+    with service.db.store(lock=False) as store:  # the records with their events
+        found = [notice_of(row) for row in store.deliveries.recent(None, 1000)]
     return [n for n in found if n.template == template]
 
 

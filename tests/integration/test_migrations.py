@@ -7,7 +7,7 @@ import copy
 import json
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from sqlalchemy import text
 
 from tests import services
 from workflow.contract.examples import EVENT_EXAMPLES
+from workflow.notifications import deliveries
 from workflow.persistence.database import Database
 from workflow.persistence.migrate import current_revision, downgrade, head_revision, upgrade
 from workflow.persistence.tables import metadata
@@ -74,33 +75,43 @@ def test_0006_adopts_notifications_the_queue_fed_notifier_had_not_taken_on(
             ),
             {"at": claimed},
         )
-    upgrade(db)
-    with db.store(lock=False) as store:
-        rows = {r["notification_id"]: r for r in store.deliveries.recent(None, 10)}
+    upgrade(db, "0006")
+    with db.engine.connect() as conn:
+        found = conn.execute(text("SELECT * FROM notification_deliveries")).mappings()
+        rows = {r["notification_id"]: r for r in found}
     db.dispose()
     waiting, old_claim = rows["waiting"], rows["claimed"]
     assert (waiting["status"], waiting["attempts"]) == ("pending", 0)
-    assert waiting["context"] == data["context"]
+    assert json.loads(waiting["context"]) == data["context"]
     assert waiting["recipient_email"] == data["recipient"]["email"]
     assert waiting["traceparent"] == TRACEPARENT
-    assert waiting["due_at"] == waiting["created_at"] == datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    assert str(waiting["due_at"])[:19] == str(waiting["created_at"])[:19] == "2026-01-05 09:00:00"
     assert old_claim["status"] == "sending"
-    assert old_claim["due_at"] == datetime(2026, 1, 5, 9, 6, tzinfo=UTC)
+    assert str(old_claim["due_at"])[:19] == "2026-01-05 09:06:00"
     assert len(rows) == 2
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def at_0004(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """A new database of each kind migrated up to revision 0004 only."""
+DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@contextlib.contextmanager
+def database_at(kind: str, tmp_path: Path, revision: str) -> Iterator[Database]:
+    """A new database of ``kind`` migrated up to ``revision`` only."""
     with contextlib.ExitStack() as stack:
-        if request.param == "sqlite":
+        if kind == "sqlite":
             url = f"sqlite:///{tmp_path / 'old.db'}"
         else:
             base = os.environ.get("SUBREQ_TEST_DATABASE_URL", services.DEFAULT_DATABASE_URL)
             url = stack.enter_context(services.postgres_database(base))
         db = Database(url)
         stack.callback(db.dispose)
-        upgrade(db, "0004")
+        upgrade(db, revision)
+        yield db
+
+
+@pytest.fixture(params=DATABASES)
+def at_0004(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    with database_at(request.param, tmp_path, "0004") as db:
         yield db
 
 
@@ -118,9 +129,7 @@ def _old_event(n: int, published: bool) -> dict[str, object]:
 def test_0005_marks_what_was_published_up_to_the_first_event_still_waiting(
     at_0004: Database,
 ) -> None:
-    old_outbox = sa.table(
-        "outbox", *(sa.column(c) for c in _old_event(0, True)), sa.column("id")
-    )
+    old_outbox = sa.table("outbox", *(sa.column(c) for c in _old_event(0, True)), sa.column("id"))
     with at_0004.engine.begin() as conn:
         conn.execute(
             sa.insert(old_outbox),
@@ -152,3 +161,110 @@ def test_0005_downgrades_to_published_times_per_event(at_0004: Database) -> None
         rows = conn.execute(sa.text("SELECT published_at FROM outbox ORDER BY id")).scalars()
         published = [None if v is None else str(v)[:16] for v in rows]
     assert published == ["2026-01-05 10:00", "2026-01-05 10:00", None]
+
+
+@pytest.fixture(params=DATABASES)
+def at_0007(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    with database_at(request.param, tmp_path, "0007") as db:
+        yield db
+
+
+def _record_0007(notification_id: str, event_id: str, **values: object) -> dict[str, object]:
+    """A delivery record as revision 0007 wrote it: a copy of its event's data."""
+    data = EVENT_EXAMPLES["notification.requested"]["data"]
+    return {
+        "notification_id": notification_id,
+        "event_id": event_id,
+        "account_id": "acme",
+        "request_id": "r-1",
+        "template": data["template"],
+        "locale": data["locale"],
+        "recipient_id": "u-1",
+        "recipient_email": "ann@acme.example",
+        "recipient_name": "Ann",
+        "subject": "Old subject",
+        "status": "pending",
+        "attempts": 0,
+        "created_at": datetime(2026, 1, 5, 9, 0),
+        "updated_at": datetime(2026, 1, 5, 9, 0),
+        "traceparent": TRACEPARENT,
+        "context": json.dumps(data["context"]),
+        "due_at": datetime(2026, 1, 5, 9, 0),
+        **values,
+    }
+
+
+def test_0008_records_refer_to_their_events_and_orphans_keep_theirs(at_0007: Database) -> None:
+    """Each record gets its event's outbox id; one whose event was pruned keeps the event,
+    rebuilt from its columns: both are still sent with what the event says."""
+    db = at_0007
+    data = copy.deepcopy(EVENT_EXAMPLES["notification.requested"]["data"])
+    event = {
+        "event_id": "e-kept",
+        "type": "notification.requested",
+        "occurred_at": "2026-01-05T09:00:00Z",
+        "account_id": "acme",
+        "request_id": "r-1",
+        "data": {**data, "notification_id": "kept"},
+    }
+    columns = _record_0007("x", "x").keys()
+    old_deliveries = sa.table("notification_deliveries", *(sa.column(c) for c in columns))
+    with db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO outbox (event_id, type, account_id, request_id, payload, "
+                "created_at, traceparent) VALUES ('e-other', 'request.submitted', 'acme', "
+                "'r-1', '{}', :at, NULL), ('e-kept', 'notification.requested', 'acme', "
+                "'r-1', :p, :at, :tp)"
+            ),
+            {"p": json.dumps(event), "at": datetime(2026, 1, 5, 9, 0), "tp": TRACEPARENT},
+        )
+        conn.execute(
+            sa.insert(old_deliveries),
+            [_record_0007("kept", "e-kept"), _record_0007("orphan", "e-pruned")],
+        )
+        kept_id = conn.execute(text("SELECT id FROM outbox WHERE event_id = 'e-kept'")).scalar()
+    upgrade(db)
+
+    with db.engine.connect() as conn:
+        names = {c["name"] for c in sa.inspect(conn).get_columns("notification_deliveries")}
+        refs = dict(
+            conn.execute(
+                text("SELECT notification_id, outbox_id FROM notification_deliveries")
+            ).all()
+        )
+        stored = dict(
+            conn.execute(text("SELECT notification_id, event FROM notification_deliveries")).all()
+        )
+    assert {"context", "subject", "recipient_name", "traceparent", "event_id"}.isdisjoint(names)
+    assert refs == {"kept": kept_id, "orphan": None}
+    assert stored["kept"] is None
+    assert json.loads(stored["orphan"])["occurred_at"] == "2026-01-05T09:00:00Z"
+    now = datetime(2026, 1, 5, 9, 1, tzinfo=UTC)
+    claimed = deliveries.exchange(db, [], now, want=10, lease=timedelta(minutes=5)).claimed
+    notices = {c.notice.notification_id: c for c in claimed}
+    assert set(notices) == {"kept", "orphan"}
+    kept, orphan = notices["kept"].notice, notices["orphan"].notice
+    # The kept record is what its event says; the orphan what its columns said.
+    assert (kept.event_id, kept.subject, kept.context) == (
+        "e-kept",
+        data["subject"],
+        data["context"],
+    )
+    assert notices["kept"].traceparent == TRACEPARENT
+    assert (orphan.event_id, orphan.subject, orphan.name) == ("e-pruned", "Old subject", "Ann")
+    assert (orphan.account_id, orphan.request_id, orphan.context) == (
+        "acme",
+        "r-1",
+        data["context"],
+    )
+
+    downgrade(db, "0007")
+    with db.engine.connect() as conn:
+        back = conn.execute(
+            text("SELECT notification_id, subject, recipient_name FROM notification_deliveries")
+        ).all()
+    assert sorted(tuple(r) for r in back) == [
+        ("kept", data["subject"], data["recipient"]["name"]),
+        ("orphan", "Old subject", "Ann"),
+    ]

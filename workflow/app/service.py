@@ -88,6 +88,8 @@ def _named(body: bytes | str | dict[str, Any]) -> dict[str, str] | None:
         and 0 < len(value) <= 128
         and "\x00" not in value
     } or None
+
+
 def _may_write(commands: Sequence[Prepared]) -> bool:
     """Whether a batch needs its accounts locked: not when every command is a query (or
     unusable, which writes only its audit record), since nothing it reads is then written

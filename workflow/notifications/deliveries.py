@@ -2,11 +2,14 @@
 
 The command that asks for an email writes its delivery record (``pending``, due at once)
 in its own transaction, beside the ``notification.requested`` event, which is still
-published for other consumers. Notifiers never read that event: they *claim* due records
+published for other consumers. The record refers to the event's outbox row rather than
+copying it. Notifiers never consume that event from the broker: they *claim* due records
 in a committed transaction before any SMTP traffic (many at once; rows another notifier is
-claiming are skipped), and record outcomes with the claim token, many per transaction:
-``sent`` with ``notification.sent`` in the outbox, ``retrying`` with the time it is due
-again, or ``failed`` with the reason (and a dead-letter copy, see the notifier). An
+claiming are skipped), reading each record's event from the outbox in the same statement
+(retention keeps it while the record is due), and record outcomes with the claim token,
+many per transaction: ``sent`` with ``notification.sent`` in the outbox, ``retrying`` with
+the time it is due again, or ``failed`` with the reason (and a dead-letter copy, the
+stored event itself, see the notifier). An
 outcome is recorded only while its claim still holds, so a notification is sent and
 reported once however many notifiers share the database.
 
@@ -95,21 +98,34 @@ class Exchange:
     claimed: list[Claimed] = field(default_factory=list)
 
 
+def _event(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``notification.requested`` event a record read with its event refers to; ``{}``
+    if it is gone (retention keeps it while the record is due)."""
+    payload = row.get("payload")
+    found = orjson.loads(payload) if payload else {}
+    return found if isinstance(found, dict) else {}
+
+
 def notice_of(row: Mapping[str, Any]) -> Notice:
-    """The notice a claimed record holds."""
+    """The notice of a record read with its event (``payload``): what the email is built
+    from is the event's; without it, only what the record keeps (no context: it fails)."""
+    event = _event(row)
+    data = event.get("data") or {}
+    recipient = data.get("recipient") or {}
+    context = data.get("context")
     return Notice(
         notification_id=row["notification_id"],
-        event_id=row["event_id"],
-        account_id=row["account_id"] or "",
-        request_id=row["request_id"],
+        event_id=event.get("event_id"),
+        account_id=event.get("account_id") or "",
+        request_id=event.get("request_id"),
         template=row["template"],
-        locale=row["locale"],
-        recipient_id=row["recipient_id"],
+        locale=data.get("locale") or "en",
+        recipient_id=recipient.get("user_id"),
         email=row["recipient_email"],
-        name=row["recipient_name"] or "",
-        subject=row["subject"] or "",
+        name=recipient.get("name") or "",
+        subject=data.get("subject") or "",
         text="",
-        context=row["context"] if isinstance(row["context"], dict) else None,
+        context=context if isinstance(context, dict) else None,
     )
 
 
@@ -204,13 +220,14 @@ def unreported_failures(db: Database, limit: int = 100) -> list[tuple[Notice, by
     found = []
     for row in rows:
         notice = notice_of(row)
-        found.append((notice, dead_letter_of(notice), str(row["last_error"] or "failed")))
+        body = row["payload"].encode() if row["payload"] else dead_letter_of(notice)
+        found.append((notice, body, str(row["last_error"] or "failed")))
     return found
 
 
 def dead_letter_of(notice: Notice) -> bytes:
     """The ``notification.requested`` event a dead-letter copy holds, rebuilt from the
-    record (the body a queue-fed notifier used to bury)."""
+    notice: only for a record whose event is gone (a copy is the stored event itself)."""
     data: dict[str, Any] = {
         "notification_id": notice.notification_id,
         "template": notice.template,
@@ -241,24 +258,30 @@ def mark_reported(db: Database, notification_ids: Sequence[str]) -> None:
 # --- reading, for operators ------------------------------------------------------------
 
 
-def _as_dict(row: Mapping[Any, Any]) -> dict[str, Any]:
+def _as_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A record as operators read it, what it does not keep taken from its event (``None``
+    once the event is pruned)."""
+    event = _event(row)
+    data = event.get("data") or {}
+    recipient = data.get("recipient") or {}
+    created = event.get("occurred_at")
     return {
         "notification_id": row["notification_id"],
-        "request_id": row["request_id"],
-        "account_id": row["account_id"],
+        "request_id": event.get("request_id"),
+        "account_id": event.get("account_id"),
         "template": row["template"],
-        "locale": row["locale"],
+        "locale": data.get("locale"),
         "recipient": {
-            "user_id": row["recipient_id"],
+            "user_id": recipient.get("user_id"),
             "email": row["recipient_email"],
-            "name": row["recipient_name"],
+            "name": recipient.get("name"),
         },
-        "subject": row["subject"],
+        "subject": data.get("subject"),
         "status": row["status"],
         "attempts": row["attempts"],
         "last_error": row["last_error"],
         "message_id": row["message_id"],
-        "created_at": row["created_at"],
+        "created_at": datetime.fromisoformat(created) if isinstance(created, str) else None,
         "updated_at": row["updated_at"],
         "sent_at": row["sent_at"],
     }
@@ -270,7 +293,17 @@ def recent(store: SqlStore, status: str | None = None, limit: int = 50) -> list[
 
 
 def of_request(store: SqlStore, request_id: str) -> dict[str, dict[str, Any]]:
-    """The delivery records of one request's notifications, by notification id."""
+    """The delivery records of one request's notifications still in the outbox (the
+    request's events name them), by notification id."""
+    events = store.outbox.of_type(NOTIFICATION_REQUESTED, request_id)
+    return of_notifications(
+        store, [orjson.loads(e["payload"])["data"]["notification_id"] for e in events]
+    )
+
+
+def of_notifications(store: SqlStore, notification_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The delivery records of these notifications (those that have one), by id."""
     return {
-        row["notification_id"]: _as_dict(row) for row in store.deliveries.of_request(request_id)
+        row["notification_id"]: _as_dict(row)
+        for row in store.deliveries.of_notifications(notification_ids)
     }

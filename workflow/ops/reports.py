@@ -17,7 +17,7 @@ import orjson
 from workflow.app.views import request_view, request_views
 from workflow.contract.names import NOTIFICATION_REQUESTED
 from workflow.errors import DatabaseUnavailable, SchemaMissing
-from workflow.notifications.deliveries import of_request, recent
+from workflow.notifications.deliveries import of_notifications, recent
 from workflow.persistence.database import Database, database_errors, describe
 from workflow.persistence.sqlstore import SqlStore
 
@@ -68,10 +68,11 @@ def request_notifications(store: SqlStore, request_id: str) -> list[dict[str, An
     """Every notification asked for about a request (R14, R16, R17), oldest first: whether
     the relay has published it, and what the email notifier did with it (``delivery``:
     ``None`` until a notifier took it on)."""
-    delivered = of_request(store, request_id)
+    events = store.outbox.of_type(NOTIFICATION_REQUESTED, request_id)
+    datas = [orjson.loads(row["payload"])["data"] for row in events]
+    delivered = of_notifications(store, [data["notification_id"] for data in datas])
     found = []
-    for row in store.outbox.of_type(NOTIFICATION_REQUESTED, request_id):
-        data = orjson.loads(row["payload"])["data"]
+    for row, data in zip(events, datas, strict=True):
         found.append(
             {
                 "notification_id": data["notification_id"],

@@ -17,31 +17,22 @@ from workflow.persistence.tables import notification_deliveries as deliveries
 
 PENDING, SENDING, RETRYING, SENT, FAILED = "pending", "sending", "retrying", "sent", "failed"
 
-CLAIMED_COLUMNS = (
-    "notification_id",
-    "event_id",
-    "account_id",
-    "request_id",
-    "template",
-    "locale",
-    "recipient_id",
-    "recipient_email",
-    "recipient_name",
-    "subject",
-    "attempts",
-    "claimed_at",
-    "due_at",
-    "context",
-    "traceparent",
+CLAIMED_COLUMNS = ("notification_id", "template", "recipient_email", "attempts", "due_at")
+"""What a claim hands the notifier of the record; the email is built from its event
+(``payload``, with the event's ``traceparent``), read in the same statement."""
+
+EVENT_COLUMNS = (
+    "coalesce((SELECT payload FROM outbox WHERE outbox.id = notification_deliveries.outbox_id), "
+    "notification_deliveries.event) AS payload",
+    "(SELECT traceparent FROM outbox WHERE outbox.id = notification_deliveries.outbox_id) "
+    "AS traceparent",
 )
-"""What a claim hands the notifier: everything an email is built from."""
+"""The record's event (its outbox row, else the copy a migrated record keeps) and the trace
+of the command that wrote it: one lookup by key each, in any statement on the records."""
 
 SETTLED = ("status", "updated_at", "sent_at", "message_id", "last_error", "due_at")
 """What recording an outcome sets (``None`` where the outcome has none); the claim token is
 cleared with them."""
-
-_CLAIMABLE = (PENDING, RETRYING, SENDING)
-"""``sending`` too: a claim whose lease ended belongs to a notifier that died."""
 
 
 @dataclass(frozen=True)
@@ -91,39 +82,52 @@ class DeliveryRecords:
         ours = {row[0] for rows in results[first : first + len(settling)] for row in rows or []}
         claimed: list[dict[str, Any]] = []
         if claim is not None:
-            claimed = sql.columns(deliveries).rows(CLAIMED_COLUMNS, results[-1] or [])
+            claimed = self._rows(CLAIMED_COLUMNS, results[-1] or [])
             claimed.sort(key=lambda r: r["due_at"])
         return ours, claimed
 
+    def _rows(self, names: Sequence[str], records: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+        """Records read with ``names`` and then the :data:`EVENT_COLUMNS`, converted."""
+        return self.sql.columns(deliveries).rows((*names, "payload", "traceparent"), records)
+
+    def _with_events(self, where: str, params: Sequence[Any], suffix: str) -> list[dict[str, Any]]:
+        """Every column of the records matching ``where``, and their events."""
+        names = self.sql.columns(deliveries).names
+        listed = ", ".join((*names, *EVENT_COLUMNS))
+        records = self.sql.conn.exec_driver_sql(
+            f"SELECT {listed} FROM notification_deliveries WHERE {where}{suffix}", tuple(params)
+        ).fetchall()
+        return self._rows(names, records)
+
     def _claim(self, claim: Claim) -> tuple[str, Any]:
-        """Up to ``claim.limit`` due records (oldest first) under ``claim.token`` until
-        ``claim.lease_until``, an attempt counted each. Rows another transaction is claiming
-        are skipped, never waited for, so notifiers sharing the database never take the same
-        record."""
+        """Up to ``claim.limit`` due records (oldest first) under ``claim.token``, an attempt
+        counted each, with their events. A ``sending`` record is due once its claim is older
+        than the lease (``claim.lease_until - claim.now``): its notifier died. Rows another
+        transaction is claiming are skipped, never waited for, so notifiers sharing the
+        database never take the same record. Only columns no index holds change, so
+        PostgreSQL can update the rows in place (HOT)."""
         sql, mark = self.sql, self.sql.mark
         at = sql.value(deliveries, "due_at", claim.now)
-        until = sql.value(deliveries, "due_at", claim.lease_until)
-        states = ", ".join(f"'{s}'" for s in _CLAIMABLE)
+        stale = sql.value(deliveries, "claimed_at", claim.now - (claim.lease_until - claim.now))
         skip = " FOR UPDATE SKIP LOCKED" if sql.name == "postgresql" else ""
         return (
             f"UPDATE notification_deliveries SET status = '{SENDING}', "
             f"attempts = attempts + 1, claim_token = {mark}, claimed_at = {mark}, "
-            f"updated_at = {mark}, due_at = {mark} "
+            f"updated_at = {mark} "
             "WHERE notification_id IN (SELECT notification_id FROM notification_deliveries "
-            f"WHERE due_at IS NOT NULL AND due_at <= {mark} AND status IN ({states}) "
+            f"WHERE due_at IS NOT NULL AND due_at <= {mark} AND (status IN ('{PENDING}', "
+            f"'{RETRYING}') OR (status = '{SENDING}' AND claimed_at <= {mark})) "
             f"ORDER BY due_at LIMIT {mark}{skip}) "
-            f"RETURNING {', '.join(CLAIMED_COLUMNS)}",
-            (claim.token, at, at, until, at, claim.limit),
+            f"RETURNING {', '.join((*CLAIMED_COLUMNS, *EVENT_COLUMNS))}",
+            (claim.token, at, at, at, stale, claim.limit),
         )
 
     def failed_unreported(self, limit: int) -> list[dict[str, Any]]:
         """Records given up whose dead-letter copy the broker has not confirmed yet."""
-        mark = self.sql.mark
-        return self.sql.select(
-            deliveries,
+        return self._with_events(
             f"due_at IS NOT NULL AND status = '{FAILED}'",
             [limit],
-            suffix=f" ORDER BY due_at LIMIT {mark}",
+            f" ORDER BY due_at LIMIT {self.sql.mark}",
         )
 
     def reported(self, notification_ids: Sequence[str]) -> None:
@@ -134,15 +138,26 @@ class DeliveryRecords:
         )
 
     def recent(self, status: str | None, limit: int) -> list[dict[str, Any]]:
-        """The latest records, most recently changed first."""
+        """The latest records, most recently changed first (a scan of the records: no
+        index on ``updated_at`` is kept for this operators' list, see tables.py)."""
         mark = self.sql.mark
         where, params = (f"status = {mark}", [status]) if status else ("1 = 1", [])
-        return self.sql.select(
-            deliveries,
+        return self._with_events(
             where,
             [*params, limit],
-            suffix=f" ORDER BY updated_at DESC, notification_id DESC LIMIT {mark}",
+            f" ORDER BY updated_at DESC, notification_id DESC LIMIT {mark}",
         )
 
-    def of_request(self, request_id: str) -> list[dict[str, Any]]:
-        return self.sql.select(deliveries, f"request_id = {self.sql.mark}", [request_id])
+    def of_notifications(self, notification_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The records of these notifications (by key), with their events."""
+        if not notification_ids:
+            return []
+        where, param = self.sql.among("notification_id", notification_ids)
+        return self._with_events(where, [param], "")
+
+    def oldest_due_event(self) -> int | None:
+        """The smallest outbox id of a record still due: retention keeps it and all after."""
+        found = self.sql.scalar_rows(
+            "SELECT min(outbox_id) FROM notification_deliveries WHERE due_at IS NOT NULL", []
+        )
+        return None if found[0] is None else int(found[0])

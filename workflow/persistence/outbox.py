@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from workflow.persistence.deliveries import DeliveryRecords
 from workflow.persistence.sql import Sql
 from workflow.persistence.tables import outbox, outbox_published
 
@@ -91,7 +92,9 @@ class OutboxRecords:
 
     def prune_published(self, before: datetime, limit: int) -> int:
         """Delete up to ``limit`` events published before ``before``, and the marks older
-        than the newest of those (the newest mark always stays: it is the relay's)."""
+        than the newest of those (the newest mark always stays: it is the relay's). Never
+        an event a delivery record still due refers to, nor any after it: the notifier
+        builds the email from it."""
         mark = self.sql.mark
         at = self.sql.value(outbox_published, "at", before)
         upto = self.sql.scalar_rows(
@@ -99,6 +102,9 @@ class OutboxRecords:
         )[0]
         if upto is None:
             return 0
+        needed = DeliveryRecords(self.sql).oldest_due_event()
+        if needed is not None:
+            upto = min(upto, needed - 1)
         removed = self.sql.execute(
             f"DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE id <= {mark} "
             f"ORDER BY id LIMIT {mark})",

@@ -77,6 +77,30 @@ class PostgresSql(Sql):
         names = inserted_columns(table, rows[0])
         self._run(_insert_text(table.name, names), (self._document(table, rows, names),))
 
+    def insert_with_children(
+        self,
+        table: Table,
+        rows: Sequence[Mapping[str, Any]],
+        child: Table,
+        children: Sequence[Mapping[str, Any]],
+        *,
+        link: str,
+        ref: str,
+    ) -> None:
+        """One statement: the rows' insert returns their ids, which the children's takes."""
+        if not children:
+            self.insert(table, rows)
+            return
+        names = inserted_columns(table, rows[0])
+        child_names = tuple(n for n in inserted_columns(child, children[0]) if n != ref)
+        self._run(
+            _insert_children_text(table.name, names, child.name, child_names, link, ref),
+            (
+                self._document(table, rows, names),
+                self._document(child, children, [*child_names, link]),
+            ),
+        )
+
     def update(
         self, table: Table, key: str, names: Sequence[str], rows: Sequence[Mapping[str, Any]]
     ) -> None:
@@ -180,6 +204,25 @@ def _insert_text(table: str, names: tuple[str, ...]) -> str:
     return (
         f"INSERT INTO {table} ({listed}) "
         f"SELECT {listed} FROM json_populate_recordset(NULL::{table}, %s)"
+    )
+
+
+@cache
+def _insert_children_text(
+    table: str,
+    names: tuple[str, ...],
+    child: str,
+    child_names: tuple[str, ...],
+    link: str,
+    ref: str,
+) -> str:
+    picked = ", ".join(f"c.{n}" for n in child_names)
+    return (
+        f"WITH parent AS ({_insert_text(table, names)} RETURNING id, {link}) "
+        f"INSERT INTO {child} ({', '.join(child_names)}, {ref}) SELECT {picked}, parent.id "
+        f"FROM json_array_elements(%s::json) AS d "
+        f"CROSS JOIN LATERAL json_populate_record(NULL::{child}, d) AS c "
+        f"JOIN parent ON parent.{link} = d->>'{link}'"
     )
 
 

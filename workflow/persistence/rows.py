@@ -44,26 +44,18 @@ def outbox_row(
 
 def delivery_row(event: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
     """The pending delivery record of the ``notification.requested`` outbox row ``event``
-    (whose ``data`` is given): due at once, the event's trace kept for the notifier."""
-    recipient = data["recipient"]
+    (whose ``data`` is given), due at once. It refers to the event by its outbox id, drawn
+    when the two are written together (``writing._write_events``); ``event_id`` says which
+    event that is."""
     at = event["created_at"]
     return {
         "notification_id": data["notification_id"],
         "event_id": event["event_id"],
-        "account_id": event["account_id"],
-        "request_id": event["request_id"],
         "template": data["template"],
-        "locale": data["locale"],
-        "recipient_id": recipient["user_id"],
-        "recipient_email": recipient["email"],
-        "recipient_name": recipient["name"],
-        "subject": data["subject"][:1000],
+        "recipient_email": data["recipient"]["email"],
         "status": PENDING,
         "attempts": 0,
-        "created_at": at,
         "updated_at": at,
-        "traceparent": event["traceparent"],
-        "context": data.get("context"),
         "due_at": at,
     }
 

@@ -101,6 +101,21 @@ class Sql(ABC):
         """Every row in one statement; autoincrement primary keys left to the database."""
 
     @abstractmethod
+    def insert_with_children(
+        self,
+        table: Table,
+        rows: Sequence[Mapping[str, Any]],
+        child: Table,
+        children: Sequence[Mapping[str, Any]],
+        *,
+        link: str,
+        ref: str,
+    ) -> None:
+        """:meth:`insert` ``rows`` into ``table`` (its key ``id`` left to the database), and
+        ``children`` into ``child`` with ``child.<ref>`` the ``id`` of the row whose ``link``
+        column equals the child's ``link`` value (a key of the child's row, no column)."""
+
+    @abstractmethod
     def update(
         self, table: Table, key: str, names: Sequence[str], rows: Sequence[Mapping[str, Any]]
     ) -> None:

@@ -64,6 +64,32 @@ class SqliteSql(Sql):
         sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks})"
         self._run(sql, [tuple(cols.values(r, names)) for r in rows])
 
+    def insert_with_children(
+        self,
+        table: Table,
+        rows: Sequence[Mapping[str, Any]],
+        child: Table,
+        children: Sequence[Mapping[str, Any]],
+        *,
+        link: str,
+        ref: str,
+    ) -> None:
+        """The rows, then the children, each finding its row among the newest ``len(rows)``
+        by rowid: SQLite has one writer at a time, so no other transaction inserted rows
+        between the two statements, and those are the rows."""
+        self.insert(table, rows)
+        if not children:
+            return
+        names = tuple(n for n in inserted_columns(child, children[0]) if n != ref)
+        cols = self.columns(child)
+        marks = ", ".join("?" for _ in names)
+        newest = f"SELECT id, {link} FROM {table.name} ORDER BY id DESC LIMIT ?"
+        sql = (
+            f"INSERT INTO {child.name} ({', '.join(names)}, {ref}) "
+            f"VALUES ({marks}, (SELECT id FROM ({newest}) WHERE {link} = ?))"
+        )
+        self._run(sql, [(*cols.values(c, names), len(rows), c[link]) for c in children])
+
     def update(
         self, table: Table, key: str, names: Sequence[str], rows: Sequence[Mapping[str, Any]]
     ) -> None:

@@ -45,7 +45,6 @@ def write(sql: Sql, cache: Cache, *, events: bool = True) -> None:
         (t.request_transitions, cache.new_history),
         (t.audit_log, cache.new_audit),
         (t.processed_commands, cache.new_replies),
-        (t.notification_deliveries, cache.new_deliveries),
     ):
         if rows:
             sql.insert(table, rows)
@@ -57,11 +56,21 @@ def write(sql: Sql, cache: Cache, *, events: bool = True) -> None:
 def _write_events(sql: Sql, cache: Cache) -> None:
     """The events last, under the event-order lock held until the commit that follows: ids
     become visible in the order they were drawn, so the relay's mark never passes an event
-    still to commit. Nothing that could wait on another lock comes after it."""
+    still to commit. Nothing that could wait on another lock comes after it. The delivery
+    records of the ``notification.requested`` ones go in with them: each refers to its
+    event's outbox id, drawn only now."""
     if cache.new_events:
         sql.hold_exclusive(EVENT_ORDER_LOCK_KEY)
-        sql.insert(t.outbox, cache.new_events)
+        sql.insert_with_children(
+            t.outbox,
+            cache.new_events,
+            t.notification_deliveries,
+            cache.new_deliveries,
+            link="event_id",
+            ref="outbox_id",
+        )
         cache.new_events.clear()
+        cache.new_deliveries.clear()
 
 
 def _write_accounts(sql: Sql, cache: Cache) -> None:

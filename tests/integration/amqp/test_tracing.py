@@ -28,7 +28,7 @@ from tests.integration.amqp.support import (
 from tests.integration.notifications.smtp import SmtpServer
 from workflow.domain.catalog import Catalog
 from workflow.persistence.database import Database
-from workflow.persistence.tables import notification_deliveries, outbox
+from workflow.persistence.tables import outbox
 from workflow.settings import Settings
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -138,10 +138,12 @@ def test_one_command_with_a_traceparent_is_one_trace_from_consume_to_smtp(
     # The acks and replies of the batch: one settle span, linked to the message's processing.
     settles = [s for s in finished if s.name == "settle subreq.commands"]
     assert any(link.context.span_id == process.context.span_id for s in settles for link in s.links)
-    # The stored contexts: the outbox rows and the delivery record carry the trace.
+    # The stored contexts: the outbox rows carry the trace, the delivery record's through
+    # the event it refers to.
     with database.engine.connect() as conn:
         stored = conn.execute(select(outbox.c.type, outbox.c.traceparent)).all()
-        delivered = conn.execute(select(notification_deliveries.c.traceparent)).scalars().all()
+    with database.store(lock=False) as store:
+        delivered = [r["traceparent"] for r in store.deliveries.recent(None, 10)]
     assert {trace_of(tp) for _, tp in stored} == {TRACE_ID}, stored
     assert [trace_of(tp) for tp in delivered] == [TRACE_ID]
 
