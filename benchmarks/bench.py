@@ -3,8 +3,10 @@ per message, and a ceiling.
 
 Every run (one database, one mode) gets a fresh RabbitMQ vhost and a fresh database
 (PostgreSQL: a new database; SQLite: a new file in a temporary folder), seeded without
-timing, and its own worker process, which is stopped and whose vhost and database are
-removed at the end, also on error or Ctrl-C. Modes:
+timing, and its own worker processes (``--workers``, two on PostgreSQL by default as
+docker-compose deploys them, one per core; one on SQLite, which has one writer), which are
+stopped and whose vhost and database are removed at the end, also on error or Ctrl-C.
+Modes:
 
 - ``e2e``: ``subreq worker --batch 100 --prefetch 500`` as deployed, its email notifier on,
   every email to a local SMTP sink (``benchmarks/smtp_sink.py``, ``--slow-smtp MS`` to
@@ -44,6 +46,7 @@ from benchmarks.load import Backlog, BenchError, LoadGenerator, Phase
 from benchmarks.otlp_sink import otlp_sink
 from benchmarks.procs import (
     WorkerDied,
+    WorkerGroup,
     WorkerProcess,
     broker_pid,
     host_busy_percent,
@@ -151,6 +154,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="bind a durable queue to subreq.events (events are stored, and counted)",
     )
     worker = parser.add_argument_group("worker")
+    worker.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="worker processes of each PostgreSQL run, ceiling included (2: as docker-compose "
+        "deploys them, one per core); SQLite runs have one, SQLite having one writer",
+    )
     worker.add_argument("--batch", type=int, default=100, help="batched mode --batch (100)")
     worker.add_argument("--prefetch", type=int, default=500, help="batched mode --prefetch (500)")
     worker.add_argument(
@@ -223,7 +233,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.modes = ["batched"] if args.memory else list(DEFAULT_MODES)
     names = ("commands", "e2e_commands", "accounts", "in_flight", "e2e_in_flight", "batch")
     names += ("prefetch",)
-    for name in (*names, "single_prefetch", "repeat"):
+    for name in (*names, "single_prefetch", "repeat", "workers"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     for name in ("warmup", "sequential", "history", "memory_checkpoint", "slow_smtp"):
@@ -283,6 +293,11 @@ def worker_argv(args: argparse.Namespace, mode: str) -> list[str]:
     loops = [] if mode == "e2e" else args.worker_loops  # e2e: every loop, as deployed
     flags = ["--batch", str(batch), "--prefetch", str(prefetch), *loops]
     return [*subreq_command(), "worker", *flags]
+
+
+def workers_of(args: argparse.Namespace, spec: RunSpec) -> int:
+    """Worker processes of a run: ``--workers`` on PostgreSQL, one on SQLite (one writer)."""
+    return args.workers if spec.database == "postgresql" else 1
 
 
 def worker_env(
@@ -356,22 +371,33 @@ def _run(args: argparse.Namespace, spec: RunSpec, result: RunResult, log: Log) -
         if spec.mode == "e2e":
             mail = stack.enter_context(smtp_sink(folder, args.slow_smtp))
 
+        count = workers_of(args, spec)
         worker = stack.enter_context(
-            WorkerProcess(
-                worker_argv(args, spec.mode),
-                env=worker_env(
-                    amqp_url, database_url, folder, otlp, mail.url if mail is not None else None
-                ),
-                log_path=folder / "worker.log",
-                cwd=folder,
-                label=f"{spec.mode} worker",
+            WorkerGroup(
+                [
+                    WorkerProcess(
+                        worker_argv(args, spec.mode),
+                        env=worker_env(
+                            amqp_url,
+                            database_url,
+                            folder,
+                            otlp,
+                            mail.url if mail is not None else None,
+                        ),
+                        log_path=folder / ("worker.log" if n == 0 else f"worker-{n + 1}.log"),
+                        cwd=folder,
+                        label=f"{spec.mode} worker" + (f" {n + 1}" if count > 1 else ""),
+                    )
+                    for n in range(count)
+                ]
             )
         )
+        result.workers = count
         load = stack.enter_context(
             LoadGenerator(amqp_url, accounts, check=worker.check, reply_timeout=args.reply_timeout)
         )
         backlog = stack.enter_context(Backlog(database_url, outbox_table, marks))
-        load.wait_consuming(args.start_timeout)
+        load.wait_consuming(args.start_timeout, consumers=count)
         if args.bind_events:
             load.bind_events()
         events_before = backlog.total()
@@ -463,7 +489,9 @@ def _run(args: argparse.Namespace, spec: RunSpec, result: RunResult, log: Log) -
             result.events_queued = load.queued_events()
     if sink is not None:  # read once the worker stopped: its last spans go out as it stops
         result.spans_exported = sink.spans
-        result.spans_dropped = _spans_dropped(folder / "worker.log")
+        result.spans_dropped = next(
+            (found for path in worker.log_paths if (found := _spans_dropped(path))), ""
+        )
     log(
         f"{result.throughput:,.0f} commands/s, p50 {result.p50_ms:.1f} ms, "
         f"p99 {result.p99_ms:.1f} ms, relay lag {result.relay_lag_ms:.0f} ms"
@@ -611,6 +639,7 @@ def run(args: argparse.Namespace, *, log: Log | None = None) -> BenchReport:
                 "databases",
                 "modes",
                 "repeat",
+                "workers",
             )
         },
         machine=report.machine(),

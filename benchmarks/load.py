@@ -195,15 +195,16 @@ class LoadGenerator:
 
     # --- set-up ---------------------------------------------------------------------------
 
-    def wait_consuming(self, timeout: float) -> None:
-        """Until the command queue exists and has a consumer (the worker is ready)."""
+    def wait_consuming(self, timeout: float, consumers: int = 1) -> None:
+        """Until the command queue exists and has ``consumers`` consumers (the workers are
+        ready)."""
         deadline = time.monotonic() + timeout
         while True:
             self.check()
             channel = self.connection.channel()
             try:
                 declared = channel.queue_declare(COMMANDS_QUEUE, passive=True)
-                if declared.method.consumer_count > 0:
+                if declared.method.consumer_count >= consumers:
                     return
             except ChannelClosedByBroker:  # 404: not declared yet
                 pass

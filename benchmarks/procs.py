@@ -174,3 +174,50 @@ class WorkerProcess:
             if self._log is not None:
                 self._log.close()
                 self._log = None
+
+
+class WorkerGroup:
+    """Several worker processes of one run, started and stopped together: CPU is their sum,
+    memory the largest one's, and any one of them dying stops the run."""
+
+    def __init__(self, workers: Sequence[WorkerProcess]) -> None:
+        if not workers:
+            raise ValueError("a run needs at least one worker")
+        self.workers = list(workers)
+
+    def __enter__(self) -> WorkerGroup:
+        with contextlib.ExitStack() as started:
+            for worker in self.workers:
+                started.enter_context(worker)
+            started.pop_all()  # all up: __exit__ stops them
+        return self
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _exc: BaseException | None,
+        _tb: TracebackType | None,
+    ) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+    @property
+    def pid(self) -> int:
+        """The first worker's: the one a profile samples."""
+        return self.workers[0].pid
+
+    @property
+    def log_paths(self) -> list[Path]:
+        return [worker.log_path for worker in self.workers]
+
+    def check(self) -> None:
+        for worker in self.workers:
+            worker.check()
+
+    def sample(self) -> ProcSample:
+        samples = [worker.sample() for worker in self.workers]
+        return ProcSample(
+            sum(s.cpu_seconds for s in samples),
+            max(s.rss_mib for s in samples),
+            max(s.peak_rss_mib for s in samples),
+        )

@@ -42,6 +42,7 @@ class RunResult:
     mode: str  # batched | traced | single | ceiling
     history: int = 0
     memory: bool = False
+    workers: int = 1  # worker (or ceiling) processes of the run
     commands: int = 0
     in_flight: int = 0
     seconds: float = math.nan  # first publish -> outbox empty
@@ -267,7 +268,9 @@ def render(report: BenchReport) -> str:
         "",
         f"Load: {s['commands']:,} measured commands, 50% `request.submit` / 50% "
         f"`request.decide` (approve) over {s['accounts']:,} accounts, {s['in_flight']} in "
-        f"flight, {phases}. Worker: `subreq worker --batch "
+        f"flight, {phases}. Workers: {s.get('workers', 1)} processes on PostgreSQL "
+        "(as docker-compose deploys them; the ceiling too), one on SQLite (one writer), "
+        "their CPU summed and the largest one's memory. Worker: `subreq worker --batch "
         f"{s['batch']} --prefetch {s['prefetch']}{loops}` (batched), `--batch 1 --prefetch "
         f"{s['single_prefetch']}{loops}` (single: one transaction per message); ceiling: raw "
         f"pika + psycopg/sqlite3, same batching (`benchmarks/ceiling.py`). {e2e}"
@@ -278,16 +281,16 @@ def render(report: BenchReport) -> str:
         "The clock runs from the first publish until every command is answered **and** the "
         "outbox is empty (every event published with a broker confirm). Worker CPU is "
         "for the measured phase, with its child processes (the traced worker's span export "
-        "process); peak RSS is the worker's VmHWM.",
+        "process); peak RSS is the largest worker's VmHWM.",
         "",
     ]
     throughput_runs = [r for r in report.runs if not r.memory]
     if throughput_runs:
         lines += [
-            "| database | mode | commands | in flight | s | commands/s | emails/s | p50 ms "
-            "| p99 ms | seq p50 ms | seq p99 ms | worker CPU s | CPU ms/cmd | peak RSS MiB "
-            "| loadgen CPU s | host CPU % | relay lag ms | errors |",
-            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+            "| database | mode | workers | commands | in flight | s | commands/s | emails/s "
+            "| p50 ms | p99 ms | seq p50 ms | seq p99 ms | worker CPU s | CPU ms/cmd "
+            "| peak RSS MiB | loadgen CPU s | host CPU % | relay lag ms | errors |",
+            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
         ]
         for r in throughput_runs:
             lines.append(
@@ -296,6 +299,7 @@ def render(report: BenchReport) -> str:
                     [
                         DATABASE_NAMES.get(r.database, r.database),
                         r.label,
+                        _num(r.workers),
                         _num(r.commands),
                         _num(r.in_flight),
                         _num(r.seconds, 2),

@@ -63,12 +63,15 @@ def test_benchmark_runs_at_smoke_size(amqp_url: str, postgres_url: str, tmp_path
             assert 0 < run.flushing_commits <= run.writing_commits, context
             assert run.db_scope in ("database", "server"), context
         assert run.worker_cpu_s > 0, context
+        # PostgreSQL runs have --workers processes (two by default, as deployed), every one
+        # of them consuming; SQLite runs one.
+        assert run.workers == (2 if run.database == "postgresql" else 1), context
     assert result.ok
 
     report.write(result, Path(args.output))
     written = Path(args.output).read_text()
-    assert "| PostgreSQL | batched | 200 |" in written
-    assert "| SQLite | ceiling | 200 |" in written
-    assert "| PostgreSQL | e2e | 200 |" in written
+    assert "| PostgreSQL | batched | 2 | 200 |" in written
+    assert "| SQLite | ceiling | 1 | 200 |" in written
+    assert "| PostgreSQL | e2e | 2 | 200 |" in written
     assert "end to end / command-only" in written
     assert Path(args.output).with_suffix(".json").exists()
