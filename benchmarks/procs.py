@@ -87,7 +87,22 @@ def host_busy_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
     return 100.0 * busy / total if total else 0.0
 
 
-class WorkerProcess:
+class _StoppedOnExit:
+    """``stop()`` on leaving the ``with`` block, whatever happened."""
+
+    def stop(self) -> object:
+        raise NotImplementedError
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _exc: BaseException | None,
+        _tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class WorkerProcess(_StoppedOnExit):
     """Started on enter, stopped (SIGTERM, then SIGKILL) on exit, whatever happened."""
 
     def __init__(
@@ -119,14 +134,6 @@ class WorkerProcess:
             start_new_session=True,  # Ctrl-C reaches the benchmark, which stops it cleanly
         )
         return self
-
-    def __exit__(
-        self,
-        _type: type[BaseException] | None,
-        _exc: BaseException | None,
-        _tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def pid(self) -> int:
@@ -176,7 +183,7 @@ class WorkerProcess:
                 self._log = None
 
 
-class WorkerGroup:
+class WorkerGroup(_StoppedOnExit):
     """Several worker processes of one run, started and stopped together: CPU is their sum,
     memory the largest one's, and any one of them dying stops the run."""
 
@@ -192,12 +199,7 @@ class WorkerGroup:
             started.pop_all()  # all up: __exit__ stops them
         return self
 
-    def __exit__(
-        self,
-        _type: type[BaseException] | None,
-        _exc: BaseException | None,
-        _tb: TracebackType | None,
-    ) -> None:
+    def stop(self) -> None:
         for worker in self.workers:
             worker.stop()
 
