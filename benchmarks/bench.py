@@ -532,7 +532,7 @@ class OtherProcesses:
         self.broker = broker_pid()
         self.mail = mail
         self._broker0 = self._cpu(self.broker)
-        self._mail0 = self._cpu(mail.pid if mail is not None else None)
+        self._mail0 = mail.cpu_seconds() if mail is not None else float("nan")
 
     @staticmethod
     def _cpu(pid: int | None) -> float:
@@ -544,7 +544,7 @@ class OtherProcesses:
             return float("nan")
 
     def used(self) -> tuple[float, float]:
-        mail = self._cpu(self.mail.pid if self.mail is not None else None)
+        mail = self.mail.cpu_seconds() if self.mail is not None else float("nan")
         return self._cpu(self.broker) - self._broker0, mail - self._mail0
 
 

@@ -168,7 +168,7 @@ def _measure(args: argparse.Namespace, case: str, url: str, sink: SmtpSink) -> R
         mine = watch.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
         pg_before = backend_cpu(watch, name, mine)
         host_before = host_cpu()
-        cpu_before, sink_before = time.process_time(), sample(sink.pid).cpu_seconds
+        cpu_before, sink_before = time.process_time(), sink.cpu_seconds()
         started = time.monotonic()
         thread = threading.Thread(target=notifier.run, name="subreq-notifier", daemon=True)
         thread.start()
@@ -178,7 +178,7 @@ def _measure(args: argparse.Namespace, case: str, url: str, sink: SmtpSink) -> R
                 raise RuntimeError(f"{case}: not every email was sent in {args.timeout:.0f} s")
             time.sleep(0.01)
         seconds = time.monotonic() - started
-        cpu_after, sink_after = time.process_time(), sample(sink.pid).cpu_seconds
+        cpu_after, sink_after = time.process_time(), sink.cpu_seconds()
         pg_after = backend_cpu(watch, name, mine)
         busy = host_busy_percent(host_before, host_cpu())
     stop.set()
