@@ -43,7 +43,7 @@ from types import FrameType
 
 from benchmarks import ceiling, pgstats, profile, report, seed, services
 from benchmarks.load import Backlog, BenchError, LoadGenerator, Phase
-from benchmarks.otlp_sink import otlp_sink
+from benchmarks.otlp_sink import otlp_sink_process
 from benchmarks.procs import (
     WorkerDied,
     WorkerGroup,
@@ -365,7 +365,10 @@ def _run(args: argparse.Namespace, spec: RunSpec, result: RunResult, log: Log) -
                 "outbox_published",
             )
         log(f"seeded in {time.perf_counter() - started:.1f}s; starting the {spec.mode} worker")
-        sink = stack.enter_context(otlp_sink()) if spec.mode == "traced" else None
+        sink = stack.enter_context(otlp_sink_process(folder)) if spec.mode == "traced" else None
+        if sink is not None:  # on the way out, once the workers stopped (their last spans go
+            # out as they stop) and before the sink does
+            stack.callback(lambda: setattr(result, "spans_exported", sink.spans))
         otlp = sink.endpoint if sink is not None else None
         mail: SmtpSink | None = None
         if spec.mode == "e2e":
@@ -487,8 +490,7 @@ def _run(args: argparse.Namespace, spec: RunSpec, result: RunResult, log: Log) -
         result.events = backlog.total() - events_before
         if args.bind_events:
             result.events_queued = load.queued_events()
-    if sink is not None:  # read once the worker stopped: its last spans go out as it stops
-        result.spans_exported = sink.spans
+    if sink is not None:
         result.spans_dropped = next(
             (found for path in worker.log_paths if (found := _spans_dropped(path))), ""
         )

@@ -1,13 +1,26 @@
 """A local OTLP/HTTP endpoint: it accepts every trace export and counts the spans, so a
 traced worker in the ``traced`` runs pays for recording and exporting its spans without a
-collector on the machine; the tests keep what it received (``keep=True``) to look at."""
+collector on the machine; the tests keep what it received (``keep=True``) to look at.
+
+The benchmark runs it as a process of its own (``python -m benchmarks.otlp_sink``, as a
+collector would be): inside the load generator, parsing the exports took the interpreter
+lock that the load generator's reply handling needs, and slowed the load, not the worker.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -16,8 +29,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 class Sink(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, keep: bool = False) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, keep: bool = False, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
         self.keep = keep
         self.received: list[ExportTraceServiceRequest] = []
         self.spans = 0
@@ -84,3 +97,87 @@ def otlp_sink(keep: bool = False) -> Iterator[Sink]:
         sink.shutdown()
         sink.server_close()
         thread.join(5)
+
+
+STATUS_EVERY = 0.05  # seconds
+
+
+class SinkProcess:
+    """The sink as a child process: its endpoint and the spans it counted so far."""
+
+    def __init__(self, port: int, status: Path, process: subprocess.Popen[bytes]) -> None:
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self.status_path = status
+        self.process = process
+
+    @property
+    def spans(self) -> int:
+        """From a status the sink wrote after this call began."""
+        asked = time.time()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the OTLP sink exited with status {self.process.returncode}")
+            try:
+                found = json.loads(self.status_path.read_text())
+            except (OSError, ValueError):
+                found = {}
+            if float(found.get("at", 0.0)) >= asked:
+                return int(found["spans"])
+            time.sleep(STATUS_EVERY / 2)
+        raise RuntimeError("the OTLP sink wrote no status in time")
+
+
+@contextmanager
+def otlp_sink_process(folder: Path) -> Iterator[SinkProcess]:
+    """A sink in a process of its own on a free port, stopped on exit."""
+    from benchmarks.smtp_sink import free_port
+
+    port, status = free_port(), folder / "otlp-sink.json"
+    argv = [sys.executable, "-m", "benchmarks.otlp_sink", "--port", str(port)]
+    process = subprocess.Popen(
+        [*argv, "--status", str(status)], stdin=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not status.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the OTLP sink did not start")
+            time.sleep(0.05)
+        yield SinkProcess(port, status, process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _write_status(path: Path, sink: Sink) -> None:
+    scratch = path.with_suffix(".tmp")
+    with sink.lock:
+        status = {"spans": sink.spans, "exports": sink.exports, "at": time.time()}
+    scratch.write_text(json.dumps(status))
+    os.replace(scratch, path)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.otlp_sink")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--status", type=Path, required=True)
+    args = parser.parse_args(argv)
+    stopped = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopped.set())
+    sink = Sink(port=args.port)
+    threading.Thread(target=sink.serve_forever, name="otlp-sink", daemon=True).start()
+    _write_status(args.status, sink)
+    while not stopped.wait(STATUS_EVERY):
+        _write_status(args.status, sink)
+    sink.shutdown()
+    sink.server_close()
+
+
+if __name__ == "__main__":
+    main()
