@@ -45,6 +45,22 @@ SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 
 
+def _described(exception: BaseException, escaped: bool = False) -> dict[str, Any]:
+    """An ``exception`` event's attributes, as the SDK writes them."""
+    kind = type(exception)
+    module = kind.__module__
+    return {
+        "exception.type": (
+            f"{module}.{kind.__qualname__}"
+            if module and module != "builtins"
+            else kind.__qualname__
+        ),
+        "exception.message": str(exception),
+        "exception.stacktrace": "".join(traceback.format_exception(exception)),
+        "exception.escaped": str(escaped),
+    }
+
+
 def _new_id(bits: int, invalid: int) -> int:
     while True:
         value = random.getrandbits(bits)
@@ -149,18 +165,7 @@ class LeanSpan(trace.Span):
         timestamp: int | None = None,
         escaped: bool = False,
     ) -> None:
-        kind = type(exception)
-        module = kind.__module__
-        described: dict[str, Any] = {
-            "exception.type": (
-                f"{module}.{kind.__qualname__}"
-                if module and module != "builtins"
-                else kind.__qualname__
-            ),
-            "exception.message": str(exception),
-            "exception.stacktrace": "".join(traceback.format_exception(exception)),
-            "exception.escaped": str(escaped),
-        }
+        described = _described(exception, escaped)
         if attributes:
             described.update(attributes)
         self.add_event("exception", described, timestamp)
@@ -202,11 +207,73 @@ class LeanSpan(trace.Span):
         )
 
 
+class _PublishSpan:
+    """A sampled publish span continuing a stored context: never made current and never a
+    parent, so it needs no span object, only its ids, its clock and, at its end, the same
+    flat tuple a ``LeanSpan`` would hand over. Entered, it gives the published message's
+    trace headers."""
+
+    __slots__ = ("_attributes", "_name", "_parent", "_record", "_span_id", "_start", "headers")
+
+    def __init__(
+        self, name: str, parent: SpanContext, attributes: Attributes, record: Record
+    ) -> None:
+        self._name = name
+        self._parent = parent
+        self._attributes = dict(attributes) if attributes else {}
+        self._record = record
+        self._span_id = _new_id(64, INVALID_SPAN_ID)
+        self.headers = {"traceparent": f"00-{parent.trace_id:032x}-{self._span_id:016x}-01"}
+        self._start = time.time_ns()
+
+    def __enter__(self) -> dict[str, str]:
+        return self.headers
+
+    def __exit__(self, _kind: Any, exc: BaseException | None, _tb: Any) -> None:
+        end = time.time_ns()
+        events: tuple[tuple[str, int, dict[str, Any]], ...] = ()
+        status: tuple[int, str | None] = (StatusCode.UNSET.value, None)
+        if exc is not None:  # as ``workflow.telemetry.producer_span`` records a failure
+            events = (("exception", end, _described(exc)),)
+            status = (StatusCode.ERROR.value, f"{type(exc).__name__}: {exc}")
+        parent = self._parent
+        self._record(
+            (
+                self._name,
+                parent.trace_id,
+                self._span_id,
+                int(SAMPLED),
+                (),
+                (parent.span_id, parent.is_remote),
+                _PRODUCER,
+                self._start,
+                end,
+                self._attributes,
+                (),
+                events,
+                *status,
+            )
+        )
+
+
+_PRODUCER = SpanKind.PRODUCER.value
+
+
 class LeanTracer(trace.Tracer):
     def __init__(self, sampler: Sampler, record: Record) -> None:
         self._sampler = sampler
         self._default = sampler is DEFAULT_ON
         self._record = record
+
+    def publish_span(
+        self, name: str, parent: SpanContext, attributes: Attributes
+    ) -> _PublishSpan | None:
+        """The cheap publish span (``workflow.telemetry.producer_span``) where the default
+        sampler records it and the stored context carries no trace state; ``None``: make
+        an ordinary one."""
+        if not self._default or not parent.trace_flags.sampled or parent.trace_state:
+            return None
+        return _PublishSpan(name, parent, attributes, self._record)
 
     def _sampled(
         self,

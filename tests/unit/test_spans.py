@@ -144,6 +144,64 @@ def test_the_lean_recorder_records_the_spans_the_sdk_records(restore_provider: N
     assert sdk_headers["traceparent"].endswith("-01")
 
 
+def failed_publish() -> dict[str, str]:
+    """A publish continuing a stored context that fails while the message goes out."""
+    seen: dict[str, str] = {}
+    attributes = messaging("publish", "subreq.events", "request.approved", "e-1")
+
+    def publish() -> None:
+        with producer_span("publish subreq.events", INCOMING, attributes) as headers:
+            seen.update(headers)
+            raise ConnectionError("broker gone")
+
+    with pytest.raises(ConnectionError, match="broker gone"):
+        publish()
+    return seen
+
+
+def test_a_failed_publish_is_recorded_as_the_sdk_records_it(restore_provider: None) -> None:
+    """The worker's publish spans skip the span object: the same span comes out, error
+    status and exception event included, and the headers name it."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    _install(provider)
+    sdk_headers = failed_publish()
+    recorded: list[Flat] = []
+    _install(LeanTracerProvider(recorded.append))
+    lean_headers = failed_publish()
+    resource = Resource.create({})
+    lean = [rebuild(flat, resource) for flat in recorded]
+    sdk = list(exporter.get_finished_spans())
+    assert shape(lean) == shape(sdk)
+    (span,) = lean
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.events[0].attributes is not None
+    assert span.events[0].attributes["exception.type"] == "ConnectionError"
+    assert span.parent is not None
+    assert span.parent.is_remote
+    trace_id, span_id = lean_headers["traceparent"].split("-")[1:3]
+    assert trace_id == INCOMING.split("-")[1] == sdk_headers["traceparent"].split("-")[1]
+    assert span.context is not None
+    assert f"{span.context.span_id:016x}" == span_id
+
+
+def test_a_publish_after_an_unsampled_or_stateful_context_takes_the_ordinary_path(
+    restore_provider: None,
+) -> None:
+    recorded: list[Flat] = []
+    _install(LeanTracerProvider(recorded.append))
+    with producer_span("publish", UNSAMPLED, {}) as headers:
+        assert headers["traceparent"].endswith("-00")  # followed, not recorded
+    assert recorded == []
+    parent = carried({"traceparent": INCOMING, "tracestate": "v=1"})
+    with tracer().start_as_current_span("process", context=parent):
+        stored = headers_of()
+    assert stored["tracestate"] == "v=1"
+    with producer_span("publish", stored["traceparent"], {}) as headers:
+        assert headers["traceparent"].split("-")[1] == INCOMING.split("-")[1]
+
+
 def test_an_unsampled_parent_is_followed_and_nothing_is_recorded(restore_provider: None) -> None:
     recorded: list[Flat] = []
     _install(LeanTracerProvider(recorded.append))
