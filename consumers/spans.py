@@ -174,32 +174,29 @@ class LeanSpan(trace.Span):
         if self._end is not None:
             return
         self._end = end_time if end_time is not None else time.time_ns()
-        context = self._context
-        state = context.trace_state
+        # A SpanContext is a tuple (trace id, span id, is remote, flags, state, is valid):
+        # unpacked, it costs none of its properties' calls.
+        trace_id, span_id, _remote, flags, state, _valid = self._context
+        links = []
+        for link in self._links:
+            link_trace, link_span, remote, link_flags, _state, _ok = link.context
+            extra = link.attributes
+            links.append(
+                (link_trace, link_span, int(link_flags), remote, dict(extra) if extra else {})
+            )
         self._record(
             (
                 self._name,
-                context.trace_id,
-                context.span_id,
-                int(context.trace_flags),
+                trace_id,
+                span_id,
+                int(flags),
                 tuple(state.items()) if state else (),
                 self._parent,
                 self._kind,
                 self._start,
                 self._end,
                 self._attributes,
-                tuple(
-                    (
-                        link.context.trace_id,
-                        link.context.span_id,
-                        int(link.context.trace_flags),
-                        link.context.is_remote,
-                        dict(link.attributes) if link.attributes else {},
-                    )
-                    for link in self._links
-                )
-                if self._links
-                else (),
+                tuple(links),
                 tuple(self._events),
                 self._status[0],
                 self._status[1],
