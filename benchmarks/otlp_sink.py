@@ -25,6 +25,9 @@ from pathlib import Path
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from benchmarks.procs import fresh_status, status_process
+from benchmarks.smtp_sink import free_port
+
 
 class Sink(ThreadingHTTPServer):
     daemon_threads = True
@@ -113,45 +116,17 @@ class SinkProcess:
     @property
     def spans(self) -> int:
         """From a status the sink wrote after this call began."""
-        asked = time.time()
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the OTLP sink exited with status {self.process.returncode}")
-            try:
-                found = json.loads(self.status_path.read_text())
-            except (OSError, ValueError):
-                found = {}
-            if float(found.get("at", 0.0)) >= asked:
-                return int(found["spans"])
-            time.sleep(STATUS_EVERY / 2)
-        raise RuntimeError("the OTLP sink wrote no status in time")
+        found = fresh_status(self.status_path, self.process, "OTLP sink", STATUS_EVERY, 5.0)
+        return int(found["spans"])
 
 
 @contextmanager
 def otlp_sink_process(folder: Path) -> Iterator[SinkProcess]:
     """A sink in a process of its own on a free port, stopped on exit."""
-    from benchmarks.smtp_sink import free_port
-
     port, status = free_port(), folder / "otlp-sink.json"
     argv = [sys.executable, "-m", "benchmarks.otlp_sink", "--port", str(port)]
-    process = subprocess.Popen(
-        [*argv, "--status", str(status)], stdin=subprocess.DEVNULL, start_new_session=True
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not status.exists():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the OTLP sink did not start")
-            time.sleep(0.05)
+    with status_process([*argv, "--status", str(status)], status, "OTLP sink") as process:
         yield SinkProcess(port, status, process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _write_status(path: Path, sink: Sink) -> None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STOP_TIMEOUT = 30.0  # seconds for a clean SIGTERM stop before SIGKILL
@@ -223,3 +225,47 @@ class WorkerGroup(_StoppedOnExit):
             max(s.rss_mib for s in samples),
             max(s.peak_rss_mib for s in samples),
         )
+
+
+@contextlib.contextmanager
+def status_process(
+    argv: Sequence[str], status: Path, what: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A helper process of the benchmark (a sink), up once it wrote its ``status`` file,
+    stopped (SIGTERM, then SIGKILL) on exit."""
+    process = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not status.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the {what} did not start")
+            time.sleep(0.05)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def fresh_status(
+    status: Path, process: subprocess.Popen[bytes], what: str, every: float, timeout: float
+) -> dict[str, Any]:
+    """The helper's status, written after this call began (it writes one every ``every``
+    seconds, stamped ``at``)."""
+    asked = time.time()
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the {what} exited with status {process.returncode}")
+        try:
+            found = json.loads(status.read_text())
+        except (OSError, ValueError):
+            found = {}
+        if isinstance(found, dict) and float(found.get("at", 0.0)) >= asked:
+            return found
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the {what} wrote no status in time")
+        time.sleep(every / 2)

@@ -25,6 +25,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.procs import fresh_status, status_process
+
 STATUS_EVERY = 0.02  # seconds
 
 
@@ -119,15 +121,8 @@ class SmtpSink:
 
     def cpu_seconds(self, timeout: float = 2.0) -> float:
         """The sink's CPU so far, from a status it wrote after this call began."""
-        asked = time.time()
-        deadline = time.monotonic() + timeout
-        while True:
-            found = self._read()
-            if found is not None and float(found.get("at", 0.0)) >= asked:
-                return float(found["cpu"])
-            if time.monotonic() > deadline:
-                raise RuntimeError("the SMTP sink wrote no status in time")
-            time.sleep(STATUS_EVERY / 2)
+        found = fresh_status(self.status_path, self.process, "SMTP sink", STATUS_EVERY, timeout)
+        return float(found["cpu"])
 
     def _read(self) -> dict[str, float] | None:
         if self.process.poll() is not None:
@@ -157,21 +152,8 @@ def smtp_sink(folder: Path, delay_ms: float = 0.0) -> Iterator[SmtpSink]:
     port, status = free_port(), folder / "smtp-sink.json"
     argv = [sys.executable, "-m", "benchmarks.smtp_sink", "--port", str(port)]
     argv += ["--status", str(status), "--delay-ms", str(delay_ms)]
-    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 30
-        while not status.exists():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the SMTP sink did not start")
-            time.sleep(0.05)
+    with status_process(argv, status, "SMTP sink") as process:
         yield SmtpSink(port, status, process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
