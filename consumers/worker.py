@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -28,6 +29,21 @@ from workflow.persistence.database import Database
 from workflow.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+COLLECTOR_THRESHOLDS = (10_000, 20, 20)
+"""Python's defaults are (700, 10, 10)."""
+
+
+def settle_collector() -> None:
+    """Freeze what start-up made (modules, settings, compiled statements, pools) out of the
+    cyclic collector's scans, and collect the young generations less often. The worker
+    allocates a lot that dies young, more so tracing: a gc callback measured the
+    collector's CPU at 0.23 s over a SQLite benchmark run without tracing and 0.51 s with
+    it, full scans of objects that live as long as the process among it."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*COLLECTOR_THRESHOLDS)
 
 
 @dataclass(frozen=True)
@@ -180,6 +196,7 @@ class Worker:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         self.start()
+        settle_collector()
         while any(t.is_alive() for t in self._threads):
             for thread in self._threads:
                 thread.join(0.2)
