@@ -176,6 +176,20 @@ class Console:
             visit, "error.html", status=status, message=t(key, **values), title=t("error.title")
         )
 
+    async def refuse_form(
+        self, visit: Visit, refused: FormRefused, *, command: str, **audit: Any
+    ) -> HTMLResponse:
+        """:meth:`refuse` for a form that cannot be read: ``invalid_message``, its reason."""
+        return await self.refuse(
+            visit,
+            refused.status,
+            refused.key,
+            command=command,
+            code=ErrorCode.INVALID_MESSAGE,
+            **audit,
+            **refused.values,
+        )
+
     async def refuse(
         self,
         visit: Visit,
@@ -227,15 +241,7 @@ class Console:
         try:
             found = await read_form(visit.request, fields, prefixes)
         except FormRefused as refused:
-            return await self.refuse(
-                visit,
-                refused.status,
-                refused.key,
-                command=command,
-                code=ErrorCode.INVALID_MESSAGE,
-                **audit,
-                **refused.values,
-            )
+            return await self.refuse_form(visit, refused, command=command, **audit)
         form_id = self.signer.check_form(found.get("csrf"), bound_to, action)
         if form_id is None:
             return await self.refuse(

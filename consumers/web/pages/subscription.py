@@ -15,7 +15,6 @@ from consumers.web.console import STATUS_OF_CODE, Console, Visit
 from consumers.web.forms import CHANGE_PREFIXES, FormRefused, change_form
 from consumers.web.security import message_id
 from consumers.web.texts import translator
-from policies.decision import ErrorCode
 from workflow.contract.names import CHANNEL_WEB, REQUEST_PREVIEW, REQUEST_SUBMIT
 
 FIELDS = ("csrf", "action", "note")
@@ -120,14 +119,7 @@ async def _read_change(
     try:
         form = change_form(fields, owned, _addable(console, account))
     except FormRefused as refused:
-        return await console.refuse(
-            visit,
-            refused.status,
-            refused.key,
-            command=REQUEST_SUBMIT,
-            code=ErrorCode.INVALID_MESSAGE,
-            **refused.values,
-        )
+        return await console.refuse_form(visit, refused, command=REQUEST_SUBMIT)
     return fields, form, form_id
 
 
