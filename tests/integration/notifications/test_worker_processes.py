@@ -38,6 +38,7 @@ def workers(
         "SUBREQ_SMTP_URL": smtp.url,
         "SUBREQ_REQUEST_TTL": "5s",
         "SUBREQ_REMINDER_AFTER": "1s",
+        "SUBREQ_EXPIRY_WARNING": "0",  # a day is longer than the TTL
     }
     started: list[subprocess.Popen[bytes]] = []
     logs = []
