@@ -12,9 +12,18 @@ from typer.testing import CliRunner
 from consumers.cli import app
 from policies.timers import Timers
 from workflow.errors import ConfigurationError
+from workflow.ops.deadlines import sweep_interval
 from workflow.settings import load_settings
 
 DAY = timedelta(days=1)
+TIMER_VARIABLES = (
+    "REQUEST_TTL",
+    "REMINDER_AFTER",
+    "REMINDER_EVERY",
+    "REMINDERS_MAX",
+    "EXPIRY_WARNING",
+    "ESCALATE_AFTER",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -135,3 +144,20 @@ def test_the_command_line_says_it_in_one_line_with_exit_2(monkeypatch: pytest.Mo
     assert "; SUBREQ_ESCALATE_AFTER: '-' is not a duration" in result.stderr
     assert result.stderr.count("\n") == 1
     assert "Traceback" not in result.output
+
+
+def test_the_sweeper_looks_every_quarter_of_the_shortest_timer_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def interval(**env: str) -> float:
+        for name in TIMER_VARIABLES:  # only what this call sets
+            monkeypatch.delenv(f"SUBREQ_{name}", raising=False)
+        return sweep_interval(*settings_with(monkeypatch, **env).durations())
+
+    assert interval() == 60.0  # a quarter of a day, capped at a minute
+    assert interval(REQUEST_TTL="8s", REMINDER_AFTER="6s", EXPIRY_WARNING="0") == 1.5
+    assert interval(REQUEST_TTL="8s", REMINDER_AFTER="6s", EXPIRY_WARNING="4s") == 1.0
+    timers = {"REQUEST_TTL": "8s", "REMINDER_AFTER": "6s", "EXPIRY_WARNING": "0"}
+    assert interval(**timers, REMINDER_EVERY="2s", REMINDERS_MAX="3") == 0.5
+    assert interval(**timers, ESCALATE_AFTER="1.2s") == 0.3
+    assert interval(**timers, ESCALATE_AFTER="100ms") == 0.2  # the floor
