@@ -1,5 +1,5 @@
 """Time-driven rules (R14, R20, R21, R22): is a reminder, an expiry warning or an escalation
-due for a pending request now?
+due for a pending request now, and who does it go to?
 
 The sweeper asks these questions twice: its query picks candidates by age, and the answer
 that counts is given again under the account's lock, from the request as stored then, so
