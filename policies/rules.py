@@ -34,4 +34,6 @@ RULES: dict[str, str] = {
     "other side is told; emails follow the recipient's locale.",
     "R18": "No email is sent twice for the same event, whatever is redelivered.",
     "R19": "A rejection must carry a comment, which the requester is told.",
+    "R23": "A request whose total exceeds the account's approval.second_above needs the "
+    "approvals of two different deciders; the first is recorded and told to the others.",
 }
