@@ -62,6 +62,7 @@ EXPECTED = {
     "request_withdrawn",
     "request_cancelled",
     "request_reminder",
+    "request_approval_recorded",
 }
 
 
@@ -134,6 +135,25 @@ def test_time_pending_and_expiry_appear_in_the_reminder() -> None:
     assert "it expires on 4 February 2026 at 09:00 UTC" in text
     italian = " ".join(event("request_reminder", "it")["text"].split())
     assert "da 3 giorni (dal 5 gennaio 2026 alle 07:00 UTC)" in italian
+
+
+def test_the_call_for_a_second_approval_names_the_first_approver_and_what_is_asked() -> None:
+    """R23: the other deciders learn who approved, that a second approval is needed, and
+    what the request changes and costs, in their language."""
+    text = " ".join(event("request_approval_recorded", user_id="bella")["text"].split())
+    subject = event("request_approval_recorded", user_id="bella")["subject"]
+    assert subject == ("Olivia Owner approved a change to Acme Corp: a second approval is needed")
+    assert "Olivia Owner approved Adamo Rossi's request" in text
+    assert "needs the approval of a second decider before anything changes" in text
+    assert "Comment from Olivia Owner: Budget <approved> & signed" in text
+    assert "Additional cost: 1,310.00 USD per month." in text
+    italian = " ".join(event("request_approval_recorded", "it", "bella")["text"].split())
+    assert "serve l'approvazione di una seconda persona" in italian
+    assert "Costo aggiuntivo: 1.310,00 USD al mese." in italian
+    html = render_email(
+        "request_approval_recorded", "en", event("request_approval_recorded")["context"]
+    ).html
+    assert "Budget &lt;approved&gt; &amp; signed" in html
 
 
 def test_voided_reads_differently_for_the_requester_and_the_deciders() -> None:
