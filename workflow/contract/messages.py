@@ -112,6 +112,10 @@ class SubscriptionIn(Body):
     products: Annotated[list[ProductLineIn], Field(max_length=50)]
 
 
+BLAMED = "blamed_field"
+"""The key of a validation error's context naming the field a cross-field check blames
+(``approval.currency`` for a threshold in another currency than the subscription's)."""
+
 MAX_THRESHOLD = Decimal("1e12")
 """No subscription costs this much per period: a larger threshold is a typing slip."""
 
@@ -182,7 +186,7 @@ class AccountUpsert(Body):
                 {
                     "currency": approval.currency,
                     "billed": subscription.currency,
-                    "field": "currency",
+                    BLAMED: "currency",
                 },
             )
         return approval
