@@ -40,4 +40,6 @@ RULES: dict[str, str] = {
     "told once that it will expire, and when.",
     "R22": "A request still pending a configured time after submit is sent, once, to every "
     "decider of the account who was not emailed about it yet.",
+    "R23": "A request whose total exceeds the account's approval.second_above needs the "
+    "approvals of two different deciders; the first is recorded and told to the others.",
 }

@@ -315,3 +315,39 @@ def test_0009_counts_the_one_reminder_a_request_already_had(at_0008: Database) -
         columns = {c["name"] for c in sa.inspect(conn).get_columns("requests")}
     assert not columns & {"reminders", "warned_at", "escalated_at"}
     assert "reminded_at" in columns
+
+
+@pytest.fixture(params=DATABASES)
+def at_0009(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    with database_at(request.param, tmp_path, "0009") as db:
+        yield db
+
+
+def test_0010_accounts_get_no_threshold_and_keep_everything_else(at_0009: Database) -> None:
+    """Accounts from before R23 need one decider, as they did; a downgrade drops the
+    threshold and keeps the account."""
+    db = at_0009
+    at = datetime(2026, 1, 5, 9, 0)
+    with db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO accounts (account_id, name, type, allows_subscription_changes, "
+                "currency, billing_cycle, created_at, updated_at) VALUES ('acme', 'Acme', "
+                "'sales_assisted', :yes, 'USD', 'monthly', :at, :at)"
+            ),
+            {"yes": True, "at": at},
+        )
+    upgrade(db)
+    with db.engine.begin() as conn:
+        row = conn.execute(text("SELECT * FROM accounts")).mappings().one()
+        assert (row["approval_second_above"], row["approval_currency"]) == (None, None)
+        assert (row["name"], row["currency"]) == ("Acme", "USD")
+        conn.execute(
+            text("UPDATE accounts SET approval_second_above = '1000.00', approval_currency = 'USD'")
+        )
+    downgrade(db, "0009")
+    with db.engine.connect() as conn:
+        names = {c["name"] for c in sa.inspect(conn).get_columns("accounts")}
+        kept = conn.execute(text("SELECT account_id, currency FROM accounts")).all()
+    assert {"approval_second_above", "approval_currency"}.isdisjoint(names)
+    assert [tuple(r) for r in kept] == [("acme", "USD")]

@@ -203,6 +203,10 @@ def test_every_event_example_is_what_the_service_published(story: Callable[[], S
     Sweeper(expired.db, load_catalog(), timers=timers, clock=lambda: expired.now).expire_due()
     published.setdefault("request.expired", expired.events()["request.expired"])
 
+    two = story()
+    two.send("account.upsert", {**COMMANDS["account.upsert"], **examples.TWO_PERSON_UPSERT})
+    two.with_id("request.decide", two.submit())
+    published.setdefault("request.approval_recorded", two.events()["request.approval_recorded"])
     voided = story()
     voided.submit()
     voided.send("account.upsert", {**COMMANDS["account.upsert"], **examples.VOIDING_UPSERT})

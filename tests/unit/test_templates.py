@@ -65,6 +65,7 @@ EXPECTED = {
     "request_reminder",
     "request_expiry_warning",
     "request_escalated",
+    "request_approval_recorded",
 }
 
 
@@ -172,6 +173,23 @@ def test_the_escalation_says_how_long_nobody_decided() -> None:
     italian = event("request_escalated", "it")
     assert italian["subject"].startswith("Ora anche a te: Adamo Rossi chiede")
     assert "nessuno ha deciso in 3 giorni" in " ".join(italian["text"].split())
+def test_the_call_for_a_second_approval_names_the_first_approver_and_what_is_asked() -> None:
+    """R23: the other deciders learn who approved, that a second approval is needed, and
+    what the request changes and costs, in their language."""
+    text = " ".join(event("request_approval_recorded", user_id="bella")["text"].split())
+    subject = event("request_approval_recorded", user_id="bella")["subject"]
+    assert subject == ("Olivia Owner approved a change to Acme Corp: a second approval is needed")
+    assert "Olivia Owner approved Adamo Rossi's request" in text
+    assert "needs the approval of a second decider before anything changes" in text
+    assert "Comment from Olivia Owner: Budget <approved> & signed" in text
+    assert "Additional cost: 1,310.00 USD per month." in text
+    italian = " ".join(event("request_approval_recorded", "it", "bella")["text"].split())
+    assert "serve l'approvazione di una seconda persona" in italian
+    assert "Costo aggiuntivo: 1.310,00 USD al mese." in italian
+    html = render_email(
+        "request_approval_recorded", "en", event("request_approval_recorded")["context"]
+    ).html
+    assert "Budget &lt;approved&gt; &amp; signed" in html
 
 
 def test_voided_reads_differently_for_the_requester_and_the_deciders() -> None:

@@ -187,8 +187,8 @@ class SqlStore:
         account_id = values["account_id"]
         current = self.cache.accounts.get(account_id)
         row = {**(current or {}), **values}
-        row.setdefault("currency", None)
-        row.setdefault("billing_cycle", None)
+        for column in ("currency", "billing_cycle", "approval_second_above", "approval_currency"):
+            row.setdefault(column, None)
         self._log.assign(self.cache.accounts, account_id, row)
         if current is None:
             self._log.assign(self.cache.members, account_id, {})

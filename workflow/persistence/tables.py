@@ -64,6 +64,10 @@ accounts = Table(
     Column("allows_subscription_changes", Boolean, nullable=False),
     Column("currency", String(3)),
     Column("billing_cycle", String(10)),
+    # R23: above this total per billing period (a decimal string, exact on every database)
+    # a request needs two deciders; NULL: one is enough. Its currency is the account's.
+    Column("approval_second_above", String(32)),
+    Column("approval_currency", String(3)),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
