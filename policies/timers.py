@@ -121,6 +121,14 @@ def told_deciders(members: Sequence[Actor], told: Collection[str]) -> list[Actor
     return [m for m in members if m.role in BILLING_ROLES and m.user_id in told]
 
 
+def reminded_deciders(
+    members: Sequence[Actor], told: Collection[str], approvers: Collection[str]
+) -> list[Actor]:
+    """R20 with R23: the deciders told about the request, but for those who approved it
+    already (the first of two approvals): they have decided; the reminder asks the others."""
+    return [m for m in told_deciders(members, told) if m.user_id not in approvers]
+
+
 def escalation_recipients(members: Sequence[Actor], told: Collection[str]) -> list[Actor]:
     """R22: every decider of the account who was not emailed about the request yet."""
     return [m for m in members if m.role in BILLING_ROLES and m.user_id not in told]

@@ -15,6 +15,7 @@ from policies.timers import (
     escalation_recipients,
     expires_at,
     expiry_warning_due,
+    reminded_deciders,
     reminder_due,
     told_deciders,
 )
@@ -192,6 +193,18 @@ def test_r20_r21_reminders_and_warnings_go_to_the_deciders_who_were_emailed(
     told: set[str], reminded_ids: list[str]
 ) -> None:
     assert [m.user_id for m in told_deciders(MEMBERS, told)] == reminded_ids
+
+
+def test_r20_r23_a_decider_who_approved_already_is_not_reminded() -> None:
+    """The first of two approvals is a decision made: the reminder asks the other deciders."""
+    told = {"olivia", "bianca", "bruno"}
+    reminded = reminded_deciders(MEMBERS, told, approvers={"olivia"})
+    assert [m.user_id for m in reminded] == ["bianca", "bruno"]
+    assert [m.user_id for m in reminded_deciders(MEMBERS, told, approvers=())] == [
+        "olivia",
+        "bianca",
+        "bruno",
+    ]
 
 
 @pytest.mark.parametrize(

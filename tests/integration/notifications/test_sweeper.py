@@ -12,7 +12,7 @@ import pytest
 
 from policies.timers import Timers
 from tests.conftest import Clock
-from tests.integration.helpers import decide, events, member, seed, send, submit
+from tests.integration.helpers import account, decide, events, member, seed, send, submit
 from workflow.app.service import CommandService
 from workflow.domain.catalog import Catalog
 from workflow.ops import reports
@@ -146,6 +146,28 @@ def test_an_escalated_decider_is_reminded_and_told_of_a_withdrawal(
     assert recipients(service.db, "request_reminder") == ["acme-billing", "acme-owner"]
     send(service, "request.cancel", {"request_id": request_id, "actor_id": "acme-admin"})
     assert recipients(service.db, "request_withdrawn") == ["acme-billing", "acme-owner"]
+
+
+def test_r20_r23_after_the_first_of_two_approvals_only_the_other_deciders_are_reminded(
+    service: CommandService, clock: Clock
+) -> None:
+    """The owner approved a request that needs two (R23): the reminders ask the billing
+    admin, who was told of the first approval, not the owner, who has decided."""
+    seed(service)
+    assert send(service, "account.upsert", {**account(), "approval": {"second_above": "500.00"}})[
+        "ok"
+    ]
+    request_id = submit(service)["result"]["request"]["request_id"]
+    first = decide(service, request_id, "owner")
+    assert first["ok"], first
+    assert first["result"]["request"]["state"] == "pending"
+    sweep = sweeper(service, clock, reminder_every=timedelta(days=2), reminders_max=2)
+    clock.advance(days=3, seconds=1)
+    assert sweep.sweep().reminded == [request_id]
+    assert recipients(service.db, "request_reminder") == ["acme-billing"]
+    assert decide(service, request_id, "billing")["result"]["request"]["state"] == "approved"
+    clock.advance(days=3)
+    assert sweep.sweep().reminded == []  # decided: no second reminder
 
 
 def test_r14_reminders_go_to_the_deciders_emailed_on_submit_only(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from policies.facts import Actor
 from policies.roles import BILLING_ROLES
@@ -24,6 +25,7 @@ from policies.timers import (
     escalation_recipients,
     expires_at,
     expiry_warning_due,
+    reminded_deciders,
     reminder_due,
     told_deciders,
 )
@@ -70,11 +72,12 @@ def _tell(
     row: Row,
     account: Row,
     timers: Timers,
+    view: dict[str, Any] | None = None,
 ) -> None:
     ctx.notify(
         template,
         recipients,
-        request_view(ctx.store, row),
+        view if view is not None else request_view(ctx.store, row),
         {
             "account": account["name"],
             "request_id": row["request_id"],
@@ -85,7 +88,8 @@ def _tell(
 
 
 def remind(request_id: str, ctx: CommandContext, timers: Timers) -> bool:
-    """R14, R20: the next reminder to the deciders who were emailed about the request."""
+    """R14, R20: the next reminder to the deciders who were emailed about the request and
+    have not approved it (R23: a first approver waits for a second decider)."""
     found = _due(request_id, ctx, timers, reminder_due)
     if found is None:
         return False
@@ -94,8 +98,10 @@ def remind(request_id: str, ctx: CommandContext, timers: Timers) -> bool:
         request_id, {"reminders": row["reminders"] + 1, "reminded_at": ctx.now}
     )
     deciders, by_id = _deciders(ctx, row)
-    told = [by_id[a.user_id] for a in told_deciders(deciders, row["notified"])]
-    _tell(ctx, "request_reminder", told, row, account, timers)
+    view = request_view(ctx.store, row)
+    approvers = {a["actor_id"] for a in view["approvals"]}
+    told = [by_id[a.user_id] for a in reminded_deciders(deciders, row["notified"], approvers)]
+    _tell(ctx, "request_reminder", told, row, account, timers, view)
     return True
 
 
