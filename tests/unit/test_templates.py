@@ -173,6 +173,8 @@ def test_the_escalation_says_how_long_nobody_decided() -> None:
     italian = event("request_escalated", "it")
     assert italian["subject"].startswith("Ora anche a te: Adamo Rossi chiede")
     assert "nessuno ha deciso in 3 giorni" in " ".join(italian["text"].split())
+
+
 def test_the_call_for_a_second_approval_names_the_first_approver_and_what_is_asked() -> None:
     """R23: the other deciders learn who approved, that a second approval is needed, and
     what the request changes and costs, in their language."""
