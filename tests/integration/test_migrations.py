@@ -301,6 +301,13 @@ def test_0009_counts_the_one_reminder_a_request_already_had(at_0008: Database) -
                 ),
                 {"r": request_id, "a": account_id, "at": at, "reminded": reminded},
             )
+            conn.execute(  # a row that refers to the request: the downgrade keeps it
+                text(
+                    "INSERT INTO request_transitions (request_id, to_state, trigger, at) "
+                    "VALUES (:r, 'pending', 'submit', :at)"
+                ),
+                {"r": request_id, "at": at},
+            )
     upgrade(db)
     with db.engine.connect() as conn:
         rows = conn.execute(
@@ -313,8 +320,10 @@ def test_0009_counts_the_one_reminder_a_request_already_had(at_0008: Database) -
     downgrade(db, "0008")
     with db.engine.connect() as conn:
         columns = {c["name"] for c in sa.inspect(conn).get_columns("requests")}
+        kept = conn.execute(text("SELECT count(*) FROM request_transitions")).scalar()
     assert not columns & {"reminders", "warned_at", "escalated_at"}
     assert "reminded_at" in columns
+    assert kept == 2
 
 
 @pytest.fixture(params=DATABASES)
@@ -336,6 +345,14 @@ def test_0010_accounts_get_no_threshold_and_keep_everything_else(at_0009: Databa
                 "'sales_assisted', :yes, 'USD', 'monthly', :at, :at)"
             ),
             {"yes": True, "at": at},
+        )
+        conn.execute(  # a row that refers to the account: the downgrade keeps it
+            text(
+                "INSERT INTO requests (request_id, account_id, requester_id, state, changes, "
+                "summary, created_at, notified) VALUES ('r-1', 'acme', 'adam', 'pending', "
+                "'[]', '{}', :at, '[]')"
+            ),
+            {"at": at},
         )
     upgrade(db)
     with db.engine.begin() as conn:

@@ -20,17 +20,18 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("requests") as batch:
-        batch.add_column(
-            sa.Column("reminders", sa.Integer(), nullable=False, server_default=sa.text("0"))
-        )
+    # Added in place, as SQLite can (a plain default, no expression): a batch would copy the
+    # table and drop the old one, which SQLite refuses while other tables' rows refer to it.
+    with op.batch_alter_table("requests", recreate="never") as batch:
+        batch.add_column(sa.Column("reminders", sa.Integer(), nullable=False, server_default="0"))
         batch.add_column(sa.Column("warned_at", sa.DateTime(), nullable=True))
         batch.add_column(sa.Column("escalated_at", sa.DateTime(), nullable=True))
     op.execute("UPDATE requests SET reminders = 1 WHERE reminded_at IS NOT NULL")
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("requests") as batch:
+    # Dropped in place too (SQLite >= 3.35 drops columns itself).
+    with op.batch_alter_table("requests", recreate="never") as batch:
         batch.drop_column("escalated_at")
         batch.drop_column("warned_at")
         batch.drop_column("reminders")

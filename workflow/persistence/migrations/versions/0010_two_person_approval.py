@@ -23,6 +23,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("accounts") as batch:
+    # Dropped in place (SQLite >= 3.35 drops columns itself): a batch would copy the table
+    # and drop the old one, which SQLite refuses while other tables' rows refer to it.
+    with op.batch_alter_table("accounts", recreate="never") as batch:
         batch.drop_column("approval_currency")
         batch.drop_column("approval_second_above")
