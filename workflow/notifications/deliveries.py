@@ -25,6 +25,7 @@ reason in the record.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ import orjson
 
 from workflow.contract.names import NOTIFICATION_REQUESTED, NOTIFICATION_SENT
 from workflow.persistence.database import Database
-from workflow.persistence.deliveries import Claim
+from workflow.persistence.deliveries import Claim, Renewal
 from workflow.persistence.sqlstore import SqlStore
 from workflow.telemetry import within
 
@@ -86,6 +87,9 @@ class Outcome:
     due_at: datetime | None = None
     traceparent: str | None = None
     """The context of the span that sent it, for ``notification.sent``."""
+    finished: float = field(default_factory=time.monotonic, compare=False)
+    """When it was known (``time.monotonic``): for a sent one, right after the server's
+    250; the wait from here to the commit that records it is the email window."""
 
 
 @dataclass
@@ -96,6 +100,9 @@ class Exchange:
     recorded: list[Outcome] = field(default_factory=list)
     lost: list[Outcome] = field(default_factory=list)
     claimed: list[Claimed] = field(default_factory=list)
+    renewed: set[str] = field(default_factory=set)
+    """The notification ids whose held claims now last until ``lease_until``."""
+    lease_until: datetime | None = None
 
 
 def _event(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -136,24 +143,29 @@ def exchange(
     *,
     want: int,
     lease: timedelta,
+    renew: Sequence[tuple[str, str]] = (),
 ) -> Exchange:
-    """Record ``outcomes`` and claim up to ``want`` due records, in one transaction.
+    """Record ``outcomes``, extend the leases of the claims ``renew`` names
+    (``(notification_id, claim_token)`` each, those still in hand) to ``now + lease``, and
+    claim up to ``want`` due records, in one transaction.
 
     Sent ones become ``sent`` with their ``notification.sent`` in the outbox, under the
     accounts' locks (taken sorted, as commands take them): the event's outbox id then
     follows those of the request's events committed before it, and the relay, which
     publishes in id order, keeps the request's events in order. An outcome whose claim was
     taken over (its lease ended) records nothing and emits nothing."""
-    done = Exchange()
+    done = Exchange(lease_until=now + lease)
     claim = None
     if want > 0:
         claim = Claim(str(uuid.uuid4()), now, now + lease, want)
+    renewal = Renewal(renew, now + lease) if renew else None
     sent = [o for o in outcomes if o.status == "sent"]
     with db.store() as store:
-        ours, rows = store.deliveries.settle_and_claim(
+        ours, done.renewed, rows = store.deliveries.settle_and_claim(
             sorted({o.claimed.notice.account_id for o in sent}),
             [_settled(o) for o in outcomes],
             claim,
+            renewal,
         )
         for outcome in outcomes:
             target = done.recorded if outcome.claimed.notice.notification_id in ours else done.lost

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from workflow.persistence.locks import account_lock_keys
@@ -31,8 +31,13 @@ EVENT_COLUMNS = (
 of the command that wrote it: one lookup by key each, in any statement on the records."""
 
 SETTLED = ("status", "updated_at", "sent_at", "message_id", "last_error", "due_at")
-"""What recording an outcome sets (``None`` where the outcome has none); the claim token is
-cleared with them."""
+"""What recording an outcome sets (``None`` where the outcome has none); the claim token and
+its lease are cleared with them."""
+
+
+UNRENEWED_LEASE = timedelta(minutes=5)
+"""How long a claim without ``lease_until`` holds after ``claimed_at``: one made by a
+notifier of a release before leases were renewed (the fixed claim timeout it used)."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,15 @@ class Claim:
     limit: int
 
 
+@dataclass(frozen=True)
+class Renewal:
+    """Claims a living notifier still holds, ``(notification_id, claim_token)`` each: their
+    leases are extended to ``lease_until`` where the claim is still theirs."""
+
+    held: Sequence[tuple[str, str]]
+    lease_until: datetime
+
+
 class DeliveryRecords:
     def __init__(self, sql: Sql) -> None:
         self.sql = sql
@@ -55,12 +69,13 @@ class DeliveryRecords:
         accounts: Sequence[str],
         settled: Sequence[Mapping[str, Any]],
         claim: Claim | None,
-    ) -> tuple[set[str], list[dict[str, Any]]]:
+        renewal: Renewal | None = None,
+    ) -> tuple[set[str], set[str], list[dict[str, Any]]]:
         """In one round trip on PostgreSQL: lock ``accounts`` (sorted, as commands lock
         them), record each settled row's ``SETTLED`` values while its ``claim_token`` still
-        holds the record's ``sending`` claim, and take what ``claim`` asks for. Returns the
-        ids recorded (a claim taken over after its lease is not ours) and the rows claimed,
-        oldest first."""
+        holds the record's ``sending`` claim, extend the leases ``renewal`` names, and take
+        what ``claim`` asks for. Returns the ids recorded (a claim taken over after its
+        lease is not ours), the ids renewed, and the rows claimed, oldest first."""
         sql = self.sql
         statements: list[tuple[str, Any]] = []
         lock = sql.lock_statement(account_lock_keys(accounts)) if accounts else None
@@ -71,20 +86,39 @@ class DeliveryRecords:
             ("notification_id", "claim_token"),
             SETTLED,
             settled,
-            extra_set="claim_token = NULL",
+            extra_set="claim_token = NULL, lease_until = NULL",
             extra_where=f"notification_deliveries.status = '{SENDING}'",
         )
         statements.extend(settling)
+        renewing = self._renewal(renewal) if renewal is not None else []
+        statements.extend(renewing)
         if claim is not None:
             statements.append(self._claim(claim))
         results = sql.run_all(statements)
         first = 1 if lock is not None else 0
-        ours = {row[0] for rows in results[first : first + len(settling)] for row in rows or []}
+        ours = _ids(results[first : first + len(settling)])
+        first += len(settling)
+        renewed = _ids(results[first : first + len(renewing)])
         claimed: list[dict[str, Any]] = []
         if claim is not None:
             claimed = self._rows(CLAIMED_COLUMNS, results[-1] or [])
             claimed.sort(key=lambda r: r["due_at"])
-        return ours, claimed
+        return ours, renewed, claimed
+
+    def _renewal(self, renewal: Renewal) -> list[tuple[str, Any]]:
+        """The leases of ``renewal.held`` moved on, where each claim is still the one held
+        (another notifier's claim has another token): by key, an update in place (HOT)."""
+        rows = [
+            {"notification_id": nid, "claim_token": token, "lease_until": renewal.lease_until}
+            for nid, token in renewal.held
+        ]
+        return self.sql.guarded_updates(
+            deliveries,
+            ("notification_id", "claim_token"),
+            ("lease_until",),
+            rows,
+            extra_where=f"notification_deliveries.status = '{SENDING}'",
+        )
 
     def _rows(self, names: Sequence[str], records: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
         """Records read with ``names`` and then the :data:`EVENT_COLUMNS`, converted."""
@@ -101,25 +135,28 @@ class DeliveryRecords:
 
     def _claim(self, claim: Claim) -> tuple[str, Any]:
         """Up to ``claim.limit`` due records (oldest first) under ``claim.token``, an attempt
-        counted each, with their events. A ``sending`` record is due once its claim is older
-        than the lease (``claim.lease_until - claim.now``): its notifier died. Rows another
-        transaction is claiming are skipped, never waited for, so notifiers sharing the
-        database never take the same record. Only columns no index holds change, so
-        PostgreSQL can update the rows in place (HOT)."""
+        counted each, leased until ``claim.lease_until``, with their events. A ``sending``
+        record is due once its lease ended (``lease_until``, or 5 minutes after a claim of
+        an older release without one): its notifier died. Rows another transaction is
+        claiming are skipped, never waited for, so notifiers sharing the database never
+        take the same record. Only columns no index holds change, so PostgreSQL can
+        update the rows in place (HOT)."""
         sql, mark = self.sql, self.sql.mark
         at = sql.value(deliveries, "due_at", claim.now)
-        stale = sql.value(deliveries, "claimed_at", claim.now - (claim.lease_until - claim.now))
+        until = sql.value(deliveries, "lease_until", claim.lease_until)
+        unrenewed = sql.value(deliveries, "claimed_at", claim.now - UNRENEWED_LEASE)
         skip = " FOR UPDATE SKIP LOCKED" if sql.name == "postgresql" else ""
         return (
             f"UPDATE notification_deliveries SET status = '{SENDING}', "
             f"attempts = attempts + 1, claim_token = {mark}, claimed_at = {mark}, "
-            f"updated_at = {mark} "
+            f"lease_until = {mark}, updated_at = {mark} "
             "WHERE notification_id IN (SELECT notification_id FROM notification_deliveries "
             f"WHERE due_at IS NOT NULL AND due_at <= {mark} AND (status IN ('{PENDING}', "
-            f"'{RETRYING}') OR (status = '{SENDING}' AND claimed_at <= {mark})) "
+            f"'{RETRYING}') OR (status = '{SENDING}' AND (lease_until <= {mark} OR "
+            f"(lease_until IS NULL AND claimed_at <= {mark})))) "
             f"ORDER BY due_at LIMIT {mark}{skip}) "
             f"RETURNING {', '.join((*CLAIMED_COLUMNS, *EVENT_COLUMNS))}",
-            (claim.token, at, at, at, stale, claim.limit),
+            (claim.token, at, until, at, at, at, unrenewed, claim.limit),
         )
 
     def failed_unreported(self, limit: int) -> list[dict[str, Any]]:
@@ -161,3 +198,8 @@ class DeliveryRecords:
             "SELECT min(outbox_id) FROM notification_deliveries WHERE due_at IS NOT NULL", []
         )
         return None if found[0] is None else int(found[0])
+
+
+def _ids(results: Sequence[Sequence[Any] | None]) -> set[str]:
+    """The keys the ``RETURNING`` of some statements gave back."""
+    return {row[0] for rows in results for row in rows or []}

@@ -90,6 +90,26 @@ def test_a_claim_whose_lease_ended_is_taken_over_and_the_old_claimant_records_no
     assert len(events(database, "notification.sent")) == 1
 
 
+def test_a_renewed_claim_holds_past_its_first_lease_and_only_while_still_held(
+    database: Database,
+) -> None:
+    request_email(database, "n-1", "o@acme.example")
+    at = now()
+    [held] = claim(database, at)
+    renewing = [(held.notice.notification_id, held.token)]
+    renewed = deliveries.exchange(
+        database, [], at + LEASE / 2, want=0, lease=LEASE, renew=renewing
+    )
+    assert (renewed.renewed, renewed.lease_until) == ({"n-1"}, at + LEASE * 3 / 2)
+    assert claim(database, at + LEASE + timedelta(seconds=1)) == []  # renewed: still held
+    [takeover] = claim(database, at + LEASE * 3 / 2)
+    assert takeover.attempt == 2
+    # The old claimant renews nothing (another token holds it), and records nothing.
+    late = deliveries.exchange(database, [], at + LEASE * 2, want=0, lease=LEASE, renew=renewing)
+    assert late.renewed == set()
+    assert not record(database, Outcome(held, "sent", at, message_id="<m>")).recorded
+
+
 @pytest.mark.postgres
 def test_concurrent_claims_never_share_a_record(postgres_database: Database) -> None:
     from tests.conftest import _empty
