@@ -9,8 +9,11 @@ connections, one thread each, each connection reused from mail to mail:
   the senders can take (``IN_HAND_PER_CONNECTION`` each), in one transaction each time
   slots are free, or, idle, polls every ``poll`` seconds; it also dead-letters failures;
 - the *record* thread commits, as soon as one is in, every outcome the senders finished
-  (all that came in meanwhile in the same transaction), and in the same transactions
-  renews the leases of every claim in hand, at the latest every third of the lease;
+  (all that came in meanwhile in the same round trip, which takes no account lock), and
+  with them renews the leases of every claim in hand, at the latest every third of the
+  lease;
+- the *announce* thread writes the ``notification.sent`` of the mails recorded sent, under
+  their accounts' locks (which a command may hold a while: recording does not wait);
 - ``connections`` sender threads build each email (``consumers.outgoing.build_email``) and
   hand it to their own SMTP connection.
 
@@ -21,10 +24,12 @@ lease. A mail whose lease ran out (the database away, say) is not sent by the no
 that held it: another one may have taken it over.
 
 The email window (the server said 250, the record does not say ``sent`` yet) is the wait
-for the record transaction in progress plus the next one: a few milliseconds (the
+for the record round trip in progress plus the next one: milliseconds (the
 ``subreq_notification_record_seconds`` histogram shows it). A process killed in it sends
 those mails again, with the same ``Message-ID``, once their leases end; claimed mails not
-yet handed over are sent once, late by up to the lease.
+yet handed over are sent once, late by up to the lease. A process killed after recording
+a mail sent and before announcing it leaves that to the other notifiers, which look for
+such records every lease.
 
 A failure a retry may cure (server away, busy, 4xx) records ``retrying`` with an
 exponential backoff; after ``RetryPolicy.attempts`` attempts, or at once for a
@@ -133,12 +138,17 @@ class Notifier:
         self.ready = threading.Event()
         self._work: queue.SimpleQueue[Claimed | None] = queue.SimpleQueue()
         self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self._sent: queue.SimpleQueue[Outcome] = queue.SimpleQueue()  # to announce
         self._held: dict[tuple[str, str], datetime] = {}
         """The claims in hand (claimed, outcome not recorded yet) and their leases."""
         self._lock = threading.Lock()
         self._freed = threading.Event()  # the record thread freed slots
         self._closing = threading.Event()  # the claim thread is done: record what is left
-        self._unreported = True  # at start: failures an earlier process could not report
+        # Failures to dead-letter: set by the record thread, cleared by the claim thread
+        # before it reads them (so none recorded meanwhile is missed); at start, those an
+        # earlier process could not report.
+        self._unreported = threading.Event()
+        self._unreported.set()
 
     # --- the claim thread ---------------------------------------------------------------
 
@@ -151,6 +161,10 @@ class Notifier:
             thread.start()
         recorder = threading.Thread(target=self._record, name="subreq-mail-record", daemon=True)
         recorder.start()
+        announcer = threading.Thread(
+            target=self._announce, args=(recorder,), name="subreq-mail-announce", daemon=True
+        )
+        announcer.start()
         log.info("%s over %d connections", STARTED, self.connections)
         self.ready.set()
         try:
@@ -158,6 +172,7 @@ class Notifier:
         finally:
             self._closing.set()
             recorder.join()
+            announcer.join()
             while True:  # stopped with the database away: what was not handed over stays
                 try:
                     self._work.get_nowait()
@@ -171,7 +186,7 @@ class Notifier:
     def _claim_until_stopped(self, recorder: threading.Thread) -> None:
         capacity = IN_HAND_PER_CONNECTION * self.connections
         failures = 0
-        next_poll = next_report = 0.0
+        next_poll = next_report = next_announce = 0.0
         while True:
             stopping = self.stop.is_set()
             held = self._in_hand()
@@ -197,9 +212,12 @@ class Notifier:
                     self._work.put(item)
                 if len(claimed) < want:  # nothing more due now: poll later
                     next_poll = time.monotonic() + self.poll
-            if self._unreported and not stopping and time.monotonic() >= next_report:
+            if self._unreported.is_set() and not stopping and time.monotonic() >= next_report:
                 self._report_failures()
                 next_report = time.monotonic() + self.poll
+            if not stopping and time.monotonic() >= next_announce:
+                self._announce_stranded()
+                next_announce = time.monotonic() + self.lease.total_seconds()
             room = self._in_hand() < capacity and not stopping
             timeout = max(0.0, next_poll - time.monotonic()) if room else self.poll
             if self._wait(timeout):
@@ -235,8 +253,9 @@ class Notifier:
     # --- the record thread --------------------------------------------------------------
 
     def _record(self) -> None:
-        """Commit outcomes as they come in, renewing the leases in hand on the way, until
-        the claim thread is done and nothing is left to record."""
+        """Commit outcomes as they come in, renewing the leases in hand on the way, and
+        hand the sent ones to the announce thread; until the claim thread is done and
+        nothing is left to record."""
         outcomes: list[Outcome] = []
         failures = 0
         while True:
@@ -248,7 +267,13 @@ class Notifier:
                 continue
             try:
                 done = deliveries.exchange(
-                    self.db, outcomes, self.clock(), want=0, lease=self.lease, renew=renew
+                    self.db,
+                    outcomes,
+                    self.clock(),
+                    want=0,
+                    lease=self.lease,
+                    renew=renew,
+                    announce_sent=False,
                 )
             except Exception as exc:  # outcomes stay in hand: a sent mail is never resent
                 failures += 1
@@ -258,13 +283,55 @@ class Notifier:
                 self._failed_exchange(exc, failures)
                 continue
             failures = 0
-            self._renewed(renew, done)
-            with self._lock:
-                for outcome in outcomes:
-                    self._held.pop(_key(outcome.claimed), None)
+            self._recorded(outcomes, renew, done)
+            for outcome in done.recorded:
+                if outcome.status == "sent":
+                    self._sent.put(outcome)
             outcomes = []
-            self._settled(done)
-            self._freed.set()
+
+    def _announce(self, recorder: threading.Thread) -> None:
+        """Write the ``notification.sent`` of the mails recorded sent, all in hand in one
+        transaction (under their accounts' locks, which a command may hold a while: the
+        record thread does not wait for them); until the record thread is done."""
+        sent: list[Outcome] = []
+        failures = 0
+        while True:
+            try:
+                sent.append(self._sent.get(timeout=0.05))
+            except queue.Empty:
+                if not sent and not recorder.is_alive():
+                    return
+            _drain(self._sent, sent)
+            if not sent:
+                continue
+            try:
+                deliveries.announce(self.db, sent)
+            except Exception as exc:
+                failures += 1
+                if self.stop.is_set():
+                    log.warning(
+                        "notifier: stopping with %d sent mails unannounced (another "
+                        "notifier announces them)",
+                        len(sent),
+                    )
+                    return
+                self._failed_exchange(exc, failures)
+                continue
+            failures = 0
+            sent = []
+            if self.on_commit is not None:
+                self.on_commit()
+
+    def _recorded(
+        self, outcomes: list[Outcome], renew: list[tuple[str, str]], done: deliveries.Exchange
+    ) -> None:
+        """The outcomes are committed: their slots are free, the leases renewed."""
+        self._renewed(renew, done)
+        with self._lock:
+            for outcome in outcomes:
+                self._held.pop(_key(outcome.claimed), None)
+        self._settled(done)
+        self._freed.set()
 
     def _take(self, outcomes: list[Outcome], timeout: float) -> None:
         """Wait up to ``timeout`` for an outcome (at once if some are in hand already),
@@ -277,11 +344,7 @@ class Notifier:
                 timeout = deadline - time.monotonic()
                 if timeout <= 0 or self._closing.is_set():
                     break
-        while True:
-            try:
-                outcomes.append(self._done.get_nowait())
-            except queue.Empty:
-                break
+        _drain(self._done, outcomes)
 
     def _renewal_due_at(self) -> datetime | None:
         """When the first lease in hand has a third of its time behind it (claims found
@@ -325,11 +388,10 @@ class Notifier:
 
     def _settled(self, done: deliveries.Exchange) -> None:
         sent = failed = 0
-        committed = time.monotonic()
         for outcome in done.recorded:
             if outcome.status == "sent":
                 sent += 1
-                EMAIL_WINDOW.observe(committed - outcome.finished)
+                EMAIL_WINDOW.observe(done.committed - outcome.finished)
             elif outcome.status == "failed":
                 failed += 1
             NOTIFICATIONS.labels(outcome.status.replace("retrying", "retried")).inc()
@@ -341,20 +403,32 @@ class Notifier:
             )
         self.sent += sent
         if failed:
-            self._unreported = True
-        if sent and self.on_commit is not None:
-            self.on_commit()
+            self._unreported.set()
+
+    def _announce_stranded(self) -> None:
+        """The ``notification.sent`` of mails a notifier recorded sent and died before
+        announcing (a lease ago at least: a living one does it at once)."""
+        try:
+            found = deliveries.announce_stranded(self.db, self.clock() - self.lease)
+        except TransientError as exc:
+            log.warning("notifier: cannot announce mails sent by a notifier gone: %s", exc)
+            return
+        if found:
+            log.info("notifier: announced %d mails sent by a notifier gone", found)
+            if self.on_commit is not None:
+                self.on_commit()
 
     def _report_failures(self) -> None:
         """A confirmed copy in ``subreq.notifications.dead`` of each notification given up,
         then the record says so; with the broker away, tried again at the next look."""
+        self._unreported.clear()
         try:
             letters = deliveries.unreported_failures(self.db, REPORT_BATCH)
         except TransientError as exc:
             log.warning("notifier: cannot read failures to dead-letter: %s", exc)
+            self._unreported.set()
             return
         if not letters:
-            self._unreported = False
             return
         try:
             reported = dead_letter(
@@ -363,14 +437,17 @@ class Notifier:
             )
         except Exception as exc:  # the broker: the records keep them due for a copy
             log.warning("notifier: dead-lettering %d notifications failed: %s", len(letters), exc)
+            self._unreported.set()
             return
         try:
             deliveries.mark_reported(self.db, reported)
         except TransientError as exc:
             log.warning("notifier: %s; those dead letters may be copied twice", exc)
+            self._unreported.set()
             return
         self.dead += len(reported)
-        self._unreported = len(reported) < len(letters) or len(letters) >= REPORT_BATCH
+        if len(reported) < len(letters) or len(letters) >= REPORT_BATCH:
+            self._unreported.set()
 
     # --- the sender threads -------------------------------------------------------------
 
@@ -449,3 +526,12 @@ def _key(claimed: Claimed) -> tuple[str, str]:
     """A claim in hand: the notification and the claim's token (one notification may be in
     hand twice, under an old claim that lapsed and a new one)."""
     return claimed.notice.notification_id, claimed.token
+
+
+def _drain(source: queue.SimpleQueue[Outcome], into: list[Outcome]) -> None:
+    """Every outcome already in ``source``, without waiting."""
+    while True:
+        try:
+            into.append(source.get_nowait())
+        except queue.Empty:
+            return

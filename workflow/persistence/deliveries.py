@@ -34,6 +34,10 @@ SETTLED = ("status", "updated_at", "sent_at", "message_id", "last_error", "due_a
 """What recording an outcome sets (``None`` where the outcome has none); the claim token and
 its lease are cleared with them."""
 
+SETTLED_SENT = SETTLED[:-1]
+"""What recording a sent one sets: ``due_at`` stays until its ``notification.sent`` is
+written (an indexed column: changing it at once would cost the index entries now)."""
+
 
 UNRENEWED_LEASE = timedelta(minutes=5)
 """How long a claim without ``lease_until`` holds after ``claimed_at``: one made by a
@@ -66,44 +70,78 @@ class DeliveryRecords:
 
     def settle_and_claim(
         self,
-        accounts: Sequence[str],
         settled: Sequence[Mapping[str, Any]],
         claim: Claim | None,
         renewal: Renewal | None = None,
     ) -> tuple[set[str], set[str], list[dict[str, Any]]]:
-        """In one round trip on PostgreSQL: lock ``accounts`` (sorted, as commands lock
-        them), record each settled row's ``SETTLED`` values while its ``claim_token`` still
-        holds the record's ``sending`` claim, extend the leases ``renewal`` names, and take
-        what ``claim`` asks for. Returns the ids recorded (a claim taken over after its
-        lease is not ours), the ids renewed, and the rows claimed, oldest first."""
+        """In one round trip on PostgreSQL, taking no lock but the records' own: record
+        each settled row's values while its ``claim_token`` still holds the record's
+        ``sending`` claim, extend the leases ``renewal`` names, and take what ``claim``
+        asks for. A ``sent`` record keeps its ``due_at`` (an update in place): it is due
+        for its ``notification.sent`` until :meth:`announce`. Returns the ids recorded (a
+        claim taken over after its lease is not ours), the ids renewed, and the rows
+        claimed, oldest first."""
         sql = self.sql
-        statements: list[tuple[str, Any]] = []
-        lock = sql.lock_statement(account_lock_keys(accounts)) if accounts else None
-        if lock is not None:
-            statements.append(lock)
-        settling = sql.guarded_updates(
-            deliveries,
-            ("notification_id", "claim_token"),
-            SETTLED,
-            settled,
-            extra_set="claim_token = NULL, lease_until = NULL",
-            extra_where=f"notification_deliveries.status = '{SENDING}'",
-        )
-        statements.extend(settling)
+        sent = [row for row in settled if row["status"] == SENT]
+        rest = [row for row in settled if row["status"] != SENT]
+        settling = [
+            *self._settling(sent, SETTLED_SENT),
+            *self._settling(rest, SETTLED),
+        ]
         renewing = self._renewal(renewal) if renewal is not None else []
-        statements.extend(renewing)
+        statements = [*settling, *renewing]
         if claim is not None:
             statements.append(self._claim(claim))
         results = sql.run_all(statements)
-        first = 1 if lock is not None else 0
-        ours = _ids(results[first : first + len(settling)])
-        first += len(settling)
-        renewed = _ids(results[first : first + len(renewing)])
+        ours = _ids(results[: len(settling)])
+        renewed = _ids(results[len(settling) : len(settling) + len(renewing)])
         claimed: list[dict[str, Any]] = []
         if claim is not None:
             claimed = self._rows(CLAIMED_COLUMNS, results[-1] or [])
             claimed.sort(key=lambda r: r["due_at"])
         return ours, renewed, claimed
+
+    def _settling(
+        self, rows: Sequence[Mapping[str, Any]], names: Sequence[str]
+    ) -> list[tuple[str, Any]]:
+        return self.sql.guarded_updates(
+            deliveries,
+            ("notification_id", "claim_token"),
+            names,
+            rows,
+            extra_set="claim_token = NULL, lease_until = NULL",
+            extra_where=f"notification_deliveries.status = '{SENDING}'",
+        )
+
+    def announce(self, accounts: Sequence[str], notification_ids: Sequence[str]) -> set[str]:
+        """Lock ``accounts`` (sorted, as commands lock them), then mark these ``sent``
+        records done (no longer due) unless another transaction did: returns the ids it
+        marked, whose ``notification.sent`` this transaction must write (once, however
+        many notifiers try)."""
+        sql = self.sql
+        statements: list[tuple[str, Any]] = []
+        lock = sql.lock_statement(account_lock_keys(accounts)) if accounts else None
+        if lock is not None:
+            statements.append(lock)
+        where, param = sql.among("notification_id", notification_ids)
+        statements.append(
+            (
+                f"UPDATE notification_deliveries SET due_at = NULL WHERE {where} "
+                f"AND status = '{SENT}' AND due_at IS NOT NULL RETURNING notification_id",
+                (param,),
+            )
+        )
+        return _ids(sql.run_all(statements)[-1:])
+
+    def unannounced(self, sent_before: datetime, limit: int) -> list[dict[str, Any]]:
+        """``sent`` records whose ``notification.sent`` is not written yet, sent before
+        ``sent_before`` (their notifier died in between), with their events."""
+        mark = self.sql.mark
+        return self._with_events(
+            f"due_at IS NOT NULL AND status = '{SENT}' AND sent_at <= {mark}",
+            [self.sql.value(deliveries, "sent_at", sent_before), limit],
+            f" ORDER BY due_at LIMIT {mark}",
+        )
 
     def _renewal(self, renewal: Renewal) -> list[tuple[str, Any]]:
         """The leases of ``renewal.held`` moved on, where each claim is still the one held
