@@ -356,6 +356,18 @@ def verify(
             "notification.sent events do not match the deliveries",
             sorted(set(sent_events) ^ sent) or [k for k, n in sent_events.items() if n > 1],
         )
+    first_accepted: dict[str, float] = {}
+    for mail in sorted(accepted, key=lambda a: a.at):
+        first_accepted.setdefault(mail.notification_id, mail.at)
+    read_after = [
+        1000 * (_epoch(sent_at) - first_accepted[nid])
+        for nid, sent_at in stack.rows(
+            "SELECT notification_id, sent_at FROM notification_deliveries WHERE status = 'sent'"
+        )
+        if nid in first_accepted and sent_at is not None
+    ]  # the server's acceptance to the worker's reading of its 250 (one clock, one host)
+    figures["accepted_to_read_p50_ms"] = round(_percentile(read_after, 50), 1)
+    figures["accepted_to_read_p99_ms"] = round(_percentile(read_after, 99), 1)
     if kill_times:
         delays = [
             _epoch(claimed_at) - max(k for k in kill_times if k <= _epoch(claimed_at))

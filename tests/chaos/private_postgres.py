@@ -30,7 +30,18 @@ import psycopg
 
 from tests.smtpd import free_port
 
-BIN = Path(os.environ.get("SUBREQ_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def _server_bin() -> Path:
+    """``SUBREQ_TEST_PG_BIN``, else the newest Debian server's binaries (``/usr/lib/
+    postgresql/<version>/bin``, the shared server's package)."""
+    if os.environ.get("SUBREQ_TEST_PG_BIN"):
+        return Path(os.environ["SUBREQ_TEST_PG_BIN"])
+    found = [p for p in Path("/usr/lib/postgresql").glob("*/bin") if (p / "initdb").exists()]
+    found.sort(key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
+    return found[-1] if found else Path("/usr/lib/postgresql/15/bin")
+
+
+BIN = _server_bin()
 USER = "postgres"
 PR_SET_PDEATHSIG = 1
 SETTINGS = (
