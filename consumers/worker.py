@@ -59,7 +59,7 @@ class WorkerOptions:
     sweep: bool = False
     notify_retry: RetryPolicy = field(default_factory=RetryPolicy)
     sweep_interval: float | None = None
-    """Seconds between sweeps; default: a quarter of the shorter of TTL and reminder."""
+    """Seconds between sweeps; default: a quarter of the shortest timer that is set."""
 
 
 class Worker:
@@ -133,8 +133,7 @@ class Worker:
         sweeper = Sweeper(
             self.db,
             self.service.catalog,
-            ttl=settings.request_ttl,
-            reminder_after=settings.reminder_after,
+            timers=settings.timers(),
             notify_billing_admins=settings.notify_billing_admins,
             clock=utcnow,
         )

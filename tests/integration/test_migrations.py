@@ -276,10 +276,57 @@ def at_0008(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database
         yield db
 
 
-def test_0009_leases_old_claims_as_they_were_and_downgrades(at_0008: Database) -> None:
+def test_0009_counts_the_one_reminder_a_request_already_had(at_0008: Database) -> None:
+    """Before R20 a request had one reminder at most: a reminded one has had them all, so
+    the sweeper sends it no other (with SUBREQ_REMINDERS_MAX at its default)."""
+    db = at_0008
+    at = datetime(2026, 1, 5, 9, 0)
+    with db.engine.begin() as conn:
+        for account_id, request_id, reminded in (
+            ("a", "r-new", None),
+            ("b", "r-reminded", at + timedelta(days=3)),
+        ):
+            conn.execute(
+                text(
+                    "INSERT INTO accounts (account_id, name, type, allows_subscription_changes, "
+                    "created_at, updated_at) VALUES (:a, 'A', 'sales_assisted', true, :at, :at)"
+                ),
+                {"a": account_id, "at": at},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO requests (request_id, account_id, requester_id, state, "
+                    "changes, summary, created_at, notified, reminded_at) VALUES (:r, :a, "
+                    "'adam', 'pending', '[]', '{}', :at, '[]', :reminded)"
+                ),
+                {"r": request_id, "a": account_id, "at": at, "reminded": reminded},
+            )
+    upgrade(db)
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT request_id, reminders, warned_at, escalated_at FROM requests "
+                "ORDER BY request_id"
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [("r-new", 0, None, None), ("r-reminded", 1, None, None)]
+    downgrade(db, "0008")
+    with db.engine.connect() as conn:
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("requests")}
+    assert not columns & {"reminders", "warned_at", "escalated_at"}
+    assert "reminded_at" in columns
+
+
+@pytest.fixture(params=DATABASES)
+def at_0009(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    with database_at(request.param, tmp_path, "0009") as db:
+        yield db
+
+
+def test_0010_leases_old_claims_as_they_were_and_downgrades(at_0009: Database) -> None:
     """A claim made before renewed leases ends 5 minutes after ``claimed_at``, as it would
     have; a claim of a notifier of that release made after the upgrade (no lease) too."""
-    db = at_0008
+    db = at_0009
     data = EVENT_EXAMPLES["notification.requested"]["data"]
     claimed = datetime(2026, 1, 5, 9, 0)
     with db.engine.begin() as conn:
@@ -339,7 +386,7 @@ def test_0009_leases_old_claims_as_they_were_and_downgrades(at_0008: Database) -
     assert take(4, 59) == set()  # the old claims still hold
     assert take(5, 0) == {"old-claim", "unleased"}
 
-    downgrade(db, "0008")
+    downgrade(db, "0009")
     with db.engine.connect() as conn:
         names = {c["name"] for c in sa.inspect(conn).get_columns("notification_deliveries")}
     assert "lease_until" not in names

@@ -48,6 +48,9 @@ def _request(request_id: str, account_id: str, state: str = "pending") -> dict[s
         "comment": None,
         "notified": ["owner"],
         "reminded_at": None,
+        "reminders": 0,
+        "warned_at": None,
+        "escalated_at": None,
     }
 
 

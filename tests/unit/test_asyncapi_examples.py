@@ -25,6 +25,7 @@ from consumers.amqp.deliveries import Bury, Delivery, apply
 from consumers.amqp.publishing import publish_events
 from consumers.consumer import settle_batch
 from consumers.mail import message_id
+from policies.timers import Timers
 from tests.integration.helpers import events, member
 from workflow.app.outbox import relay_batch
 from workflow.app.service import CommandService
@@ -198,9 +199,8 @@ def test_every_event_example_is_what_the_service_published(story: Callable[[], S
     expired.submit()
     expired.now = _at(examples.EXPIRED_AT)
     ttl = timedelta(days=30)
-    Sweeper(
-        expired.db, load_catalog(), ttl=ttl, reminder_after=ttl, clock=lambda: expired.now
-    ).expire_due()
+    timers = Timers(ttl=ttl, reminder_after=ttl)
+    Sweeper(expired.db, load_catalog(), timers=timers, clock=lambda: expired.now).expire_due()
     published.setdefault("request.expired", expired.events()["request.expired"])
 
     voided = story()

@@ -1,4 +1,5 @@
-"""The pure rules of ``policies``, one or more tests per domain rule (R1-R19)."""
+"""The pure rules of ``policies``, one or more tests per domain rule (R1-R19; the timers, R14
+and R20-R22, in test_timers.py)."""
 
 from __future__ import annotations
 
@@ -124,8 +125,8 @@ def test_denial_detail_omits_a_missing_rule_or_field() -> None:
 # --- package ------------------------------------------------------------------------
 
 
-def test_rules_lists_r1_to_r19_with_a_summary_each() -> None:
-    assert list(RULES) == [f"R{n}" for n in range(1, 20)]
+def test_rules_lists_r1_to_r22_with_a_summary_each() -> None:
+    assert list(RULES) == [f"R{n}" for n in range(1, 23)]
     assert all(summary.strip() and "\n" not in summary for summary in RULES.values())
 
 

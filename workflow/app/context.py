@@ -41,7 +41,7 @@ class CommandContext:
         request: Mapping[str, Any],
         values: Mapping[str, Any],
     ) -> None:
-        """One ``notification.requested`` event per recipient (R14, R16, R17)."""
+        """One ``notification.requested`` event per recipient (R14, R16, R17, R20-R22)."""
         for recipient in recipients:
             data = render(
                 template,

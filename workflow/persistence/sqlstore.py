@@ -33,7 +33,7 @@ from workflow.persistence.rows import delivery_row, history_entry, outbox_row
 from workflow.persistence.sql import Query, Sql
 from workflow.persistence.store import Row
 from workflow.persistence.undo import UndoLog
-from workflow.persistence.writing import REQUEST_UPDATES, write
+from workflow.persistence.writing import REQUEST_DEFAULTS, write
 from workflow.telemetry import current_traceparent
 
 
@@ -277,7 +277,7 @@ class SqlStore:
         return list(rows)
 
     def insert_request(self, values: Mapping[str, Any]) -> None:
-        row = dict.fromkeys(REQUEST_UPDATES) | dict(values)
+        row = REQUEST_DEFAULTS | dict(values)
         self._log.assign(self.cache.requests, row["request_id"], row)
         self._log.assign(self.cache.history, row["request_id"], [])
         self._after_state(row)

@@ -8,8 +8,8 @@ owner; the record says until when, so notifiers need not agree on the lease. Cla
 before this revision end as they would have: 5 minutes after ``claimed_at``. A column no
 index holds, so claiming and renewing stay updates in place (HOT) on PostgreSQL.
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-01 19:00:00
 """
 
@@ -20,8 +20,8 @@ from datetime import timedelta
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
