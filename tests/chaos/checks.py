@@ -364,7 +364,7 @@ def verify(
         for nid, sent_at in stack.rows(
             "SELECT notification_id, sent_at FROM notification_deliveries WHERE status = 'sent'"
         )
-        if nid in first_accepted and sent_at is not None
+        if received[nid] == 1 and sent_at is not None
     ]  # the server's acceptance to the worker's reading of its 250 (one clock, one host)
     figures["accepted_to_read_p50_ms"] = round(_percentile(read_after, 50), 1)
     figures["accepted_to_read_p99_ms"] = round(_percentile(read_after, 99), 1)
