@@ -31,6 +31,7 @@ from benchmarks.procs import host_busy_percent, host_cpu, sample
 from benchmarks.services import pg_connect, postgres_database
 from benchmarks.smtp_sink import SmtpSink, smtp_sink
 from consumers.mail import SmtpMailer
+from consumers.metrics import EMAIL_WINDOW
 from consumers.notifier import Notifier
 from workflow.contract.examples import EVENT_EXAMPLES
 from workflow.contract.names import NOTIFICATION_REQUESTED
@@ -41,6 +42,47 @@ from workflow.persistence.database import Database
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 WRITE_BATCH = 500
+
+
+@dataclass(frozen=True)
+class Window:
+    """The email window of a run, from the notifier's histogram (``EMAIL_WINDOW``): the
+    mean, and the bucket bounds the median and the 99th percentile fall under."""
+
+    mean: float
+    p50: float
+    p99: float
+
+    @staticmethod
+    def between(
+        before: Sequence[tuple[float, float]],
+        after: Sequence[tuple[float, float]],
+        count: float,
+        total: float,
+    ) -> Window:
+        """From two snapshots of the cumulative buckets ``(bound, count)`` and the run's
+        count and sum of observations."""
+        grown = [(bound, a - b) for (bound, a), (_, b) in zip(after, before, strict=True)]
+
+        def under(q: float) -> float:
+            return next((bound for bound, n in grown if n >= q * count), float("inf"))
+
+        return Window(total / count if count else 0.0, under(0.5), under(0.99))
+
+
+def window_snapshot() -> tuple[list[tuple[float, float]], float, float]:
+    """The cumulative buckets, count and sum of ``EMAIL_WINDOW`` now."""
+    buckets: list[tuple[float, float]] = []
+    count = total = 0.0
+    for metric in EMAIL_WINDOW.collect():
+        for point in metric.samples:
+            if point.name.endswith("_bucket"):
+                buckets.append((float(point.labels["le"]), point.value))
+            elif point.name.endswith("_count"):
+                count = point.value
+            elif point.name.endswith("_sum"):
+                total = point.value
+    return buckets, count, total
 
 
 @dataclass(frozen=True)
@@ -56,6 +98,8 @@ class Result:
     """Mails the sink accepted: one per email, or some were sent twice."""
     host_busy: float = 0.0
     """Percent of the machine's CPU busy during the run, whoever used it."""
+    window: Window | None = None
+    """From each mail's 250 to the commit recording it sent."""
 
     @property
     def ours(self) -> float:
@@ -168,6 +212,7 @@ def _measure(args: argparse.Namespace, case: str, url: str, sink: SmtpSink) -> R
         mine = watch.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
         pg_before = backend_cpu(watch, name, mine)
         host_before = host_cpu()
+        window_before = window_snapshot()
         cpu_before, sink_before = time.process_time(), sink.cpu_seconds()
         started = time.monotonic()
         thread = threading.Thread(target=notifier.run, name="subreq-notifier", daemon=True)
@@ -184,6 +229,10 @@ def _measure(args: argparse.Namespace, case: str, url: str, sink: SmtpSink) -> R
     stop.set()
     thread.join(30)
     db.dispose()
+    buckets, count, total = window_snapshot()
+    window = Window.between(
+        window_before[0], buckets, count - window_before[1], total - window_before[2]
+    )
     database_cpu = sum(cpu - pg_before.get(pid, 0.0) for pid, cpu in pg_after.items())
     return Result(
         case,
@@ -194,22 +243,30 @@ def _measure(args: argparse.Namespace, case: str, url: str, sink: SmtpSink) -> R
         sink_after - sink_before,
         database_cpu,
         host_busy=busy,
+        window=window,
     )
 
 
 def table(results: Sequence[Result]) -> str:
     lines = [
         "| case | emails | connections | seconds | emails/s | CPU ms/email: notifier | sink "
-        "| PostgreSQL | machine busy: all / this run |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| PostgreSQL | machine busy: all / this run | 250 → recorded: mean / p50 / p99 ms |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in results:
         lines.append(
             f"| {r.case} | {r.emails} | {r.connections} | {r.seconds:.2f} | {r.rate:,.0f} "
             f"| {r.per_email_ms(r.notifier_cpu):.2f} | {r.per_email_ms(r.sink_cpu):.2f} "
-            f"| {r.per_email_ms(r.database_cpu):.2f} | {r.host_busy:.0f}% / {r.ours:.0f}% |"
+            f"| {r.per_email_ms(r.database_cpu):.2f} | {r.host_busy:.0f}% / {r.ours:.0f}% "
+            f"| {_window(r.window)} |"
         )
     return "\n".join(lines)
+
+
+def _window(window: Window | None) -> str:
+    if window is None:
+        return "-"
+    return f"{1000 * window.mean:.1f} / ≤ {1000 * window.p50:g} / ≤ {1000 * window.p99:g}"
 
 
 def run(args: argparse.Namespace) -> list[Result]:

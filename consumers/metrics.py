@@ -36,6 +36,12 @@ NOTIFICATIONS = Counter(
     "Notifications handled by the notifier, by outcome (sent, retried, failed).",
     ["outcome"],
 )
+EMAIL_WINDOW = Histogram(
+    "subreq_notification_record_seconds",
+    "From the SMTP server's 250 to the commit recording the email sent: a notifier "
+    "killed in between sends that email again.",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 
 
 class StateCollector(Collector):

@@ -8,7 +8,6 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from types import FrameType
 
 from consumers import tracing
@@ -59,9 +58,6 @@ class WorkerOptions:
     notify: bool = False
     sweep: bool = False
     notify_retry: RetryPolicy = field(default_factory=RetryPolicy)
-    claim_timeout: timedelta = timedelta(minutes=5)
-    """The lease of a notifier's claim: a ``sending`` record whose lease ended is taken to
-    belong to a notifier that died, and is claimed again."""
     sweep_interval: float | None = None
     """Seconds between sweeps; default: a quarter of the shortest timer that is set."""
 
@@ -127,7 +123,7 @@ class Worker:
             wake=mail_wake,
             connections=settings.smtp_connections,
             retry=self.options.notify_retry,
-            stale_after=self.options.claim_timeout,
+            lease=settings.claim_lease,
             links=Links(self.db, settings.public_url, settings.link_ttl)
             if settings.public_url
             else None,

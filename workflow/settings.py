@@ -26,6 +26,9 @@ from workflow.notifications.mailconfig import parse_mail_from, parse_smtp_url
 WEB_SECRET_BYTES = 32
 """The shortest ``SUBREQ_WEB_SECRET`` accepted: 256 bits for the signing key."""
 
+CLAIM_LEASE_MIN, CLAIM_LEASE_MAX = timedelta(seconds=3), timedelta(minutes=10)
+"""The ``SUBREQ_CLAIM_LEASE`` accepted."""
+
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 
@@ -113,6 +116,10 @@ class Settings(BaseSettings):
     smtp_connections: Annotated[int, Field(ge=1, le=64)] = 16
     """SMTP connections each notifier keeps busy in parallel: a relay that answers each mail
     after 50 ms takes about 20 mails a second per connection."""
+    claim_lease: Duration = timedelta(seconds=15)
+    """How long a notifier's claim on an email holds unless renewed: its living notifier
+    renews it every third of it; a killed notifier's emails are sent by another one once
+    it ends. Between 3 seconds and 10 minutes."""
     web_secret: SecretStr | None = None
     """Signs the console's sessions and forms; ``subreq web`` refuses to start without it."""
     web_port: Annotated[int, Field(ge=1, le=65535)] = 8080
@@ -170,6 +177,17 @@ class Settings(BaseSettings):
             return None
         if len(value.get_secret_value().encode()) < WEB_SECRET_BYTES:
             raise ValueError(f"must be at least {WEB_SECRET_BYTES} bytes long")
+        return value
+
+    @field_validator("claim_lease")
+    @classmethod
+    def _claim_lease(cls, value: timedelta) -> timedelta:
+        if not CLAIM_LEASE_MIN <= value <= CLAIM_LEASE_MAX:
+            raise ValueError(
+                f"{value.total_seconds():g}s is outside 3s to 10m: shorter, a transaction "
+                "that waits for a lock loses the claims in hand; longer, a killed notifier's "
+                "emails wait that long"
+            )
         return value
 
     @field_validator("public_url")

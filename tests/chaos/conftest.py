@@ -21,6 +21,7 @@ import pytest
 
 from tests import services
 from tests.chaos.figures import summary
+from tests.chaos.private_postgres import PrivatePostgres, available, private_postgres
 from tests.chaos.sizes import Sizes, load_sizes
 from tests.chaos.smtp import MailSink
 from tests.chaos.stack import Stack
@@ -33,11 +34,13 @@ def sizes() -> Sizes:
 
 
 @contextlib.contextmanager
-def chaos_stack(workdir: Path) -> Iterator[Stack]:
-    """A fresh vhost and database, migrated, and a place for worker processes; all of it
-    removed at the end, also when the scenario failed."""
+def chaos_stack(workdir: Path, pg_base: str | None = None) -> Iterator[Stack]:
+    """A fresh vhost and database (on the server of ``pg_base``, by default the shared
+    one), migrated, and a place for worker processes; all of it removed at the end, also
+    when the scenario failed."""
     amqp_base = os.environ.get("SUBREQ_TEST_AMQP_URL", services.DEFAULT_AMQP_URL)
-    pg_base = os.environ.get("SUBREQ_TEST_DATABASE_URL", services.DEFAULT_DATABASE_URL)
+    if pg_base is None:
+        pg_base = os.environ.get("SUBREQ_TEST_DATABASE_URL", services.DEFAULT_DATABASE_URL)
     with contextlib.ExitStack() as resources:
         amqp_url = resources.enter_context(services.rabbitmq_vhost(amqp_base))
         database_url = resources.enter_context(services.postgres_database(pg_base))
@@ -59,6 +62,23 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     try:
         with chaos_stack(tmp_path) as made:
             yield made
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.fixture
+def restartable(tmp_path: Path) -> Iterator[tuple[Stack, PrivatePostgres]]:
+    """A scenario's stack whose database lives on a PostgreSQL server of its own, which
+    the scenario may crash and restart (the shared server is never touched). The server
+    is stopped and its folder removed at the end, whatever happened."""
+    problem = available()
+    if problem:
+        services.service_unavailable("a private PostgreSQL server", problem)
+        pytest.skip(problem)
+    previous = signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        with private_postgres() as server, chaos_stack(tmp_path, server.url) as made:
+            yield made, server
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from typing import Any, Protocol
 import psycopg
 from psycopg import sql
 
+from tests.chaos.private_postgres import PrivatePostgres
 from tests.chaos.smtp import MailSink
 from tests.chaos.stack import Stack, libpq, rabbitmqctl
 from workflow.persistence.locks import account_lock_keys
@@ -233,23 +233,20 @@ class DatabaseFaults:
 
 
 class PostgresRestart:
-    """The whole PostgreSQL cluster restarted in immediate mode, once, mid-load. Every
-    database of the server goes down with it: opt-in (SUBREQ_CHAOS_PG_RESTART=1)."""
+    """The scenario's private PostgreSQL server crashed (immediate stop) and started again,
+    once, mid-load: every connection of every worker breaks at once, and transactions in
+    flight are lost unless committed."""
 
     name = "pg_restarts"
 
-    def __init__(self, at: float) -> None:
+    def __init__(self, server: PrivatePostgres, at: float) -> None:
+        self.server = server
         self.at = at
         self.count = 0
         self.background = Background()
 
     def _restart(self) -> None:
-        subprocess.run(
-            ["pg_ctlcluster", "15", "main", "restart", "-m", "immediate"],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+        self.server.restart()
 
     def tick(self, elapsed: float) -> None:
         if not self.count and elapsed >= self.at:

@@ -7,7 +7,6 @@ import contextlib
 import random
 import secrets
 import time
-from collections import Counter
 from collections.abc import Sequence
 from types import TracebackType
 
@@ -88,8 +87,7 @@ class LoadScenario:
         load = Workload(self.client, account_ids, commands, self.sizes.seconds, self.rng)
         load.run(faults, settle=self.sizes.settle)
         kill_times = next((f.times for f in faults if isinstance(f, WorkerKiller)), [])
-        last_kill = max(kill_times, default=None)
-        settle(self.stack, self.sizes.settle, last_kill)
+        settle(self.stack, self.sizes.settle)
         self.watch.stop()
         verdict = verify(
             self.name,
@@ -102,36 +100,11 @@ class LoadScenario:
             kill_times=kill_times,
         )
         self._check_workers(verdict, killed=bool(kill_times))
-        if verdict.stranded and self.sizes.stale_wait:
-            self._after_claim_timeout(verdict)
         verdict.figures["load_seconds"] = round(load.issue_seconds, 1)
         verdict.figures["seconds"] = round(time.monotonic() - started, 1)
         verdict.figures["seed"] = self.sizes.seed
         report(self.request, self.name, verdict.figures)
         return verdict
-
-    def _after_claim_timeout(self, verdict: Verdict) -> None:
-        """Wait for the stranded claims to go stale and their notifications to be sent by
-        a live notifier: each is then delivered, and a mail is received twice exactly
-        when the server had accepted it before the kill (same Message-ID)."""
-        deadline = time.monotonic() + self.sizes.stale_wait
-        query = "SELECT count(*) FROM notification_deliveries WHERE status <> 'sent'"
-        while self.stack.scalar(query) and time.monotonic() < deadline:
-            time.sleep(1.0)
-        unsent = self.stack.scalar(query)
-        received = Counter(a.message_id.strip("<>").split("@", 1)[0] for a in self.sink.accepted())
-        twice = {nid for nid, n in received.items() if n > 1}
-        verdict.figures["emails_resent_after_claim_timeout"] = len(verdict.stranded) - unsent
-        verdict.figures["email_duplicates_after_claim_timeout"] = sum(
-            received[nid] - 1 for nid in twice
-        )
-        if unsent:
-            verdict.problem(f"{unsent} notifications still not sent after the claim timeout")
-        if twice != verdict.in_window or any(received[nid] != 2 for nid in twice):
-            verdict.problem(
-                "emails received twice other than those accepted before a kill",
-                sorted(twice ^ verdict.in_window),
-            )
 
     def _check_workers(self, verdict: Verdict, *, killed: bool) -> None:
         """Every worker still running; without kills, the very processes started first

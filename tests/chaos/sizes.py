@@ -33,11 +33,6 @@ class Sizes:
     """Seconds allowed, after the load, for every reply, event and email to arrive."""
     seed: int = 0
     """Random seed of the workloads; 0 (default): a new one, printed with the figures."""
-    pg_restart: bool = False
-    """Also run the full PostgreSQL restart variant (breaks other sessions on the server)."""
-    stale_wait: float = 0.0
-    """Seconds to wait, after the checks, for claims stranded by kills to go stale (5 min)
-    and be sent again; 0: do not wait."""
 
 
 def _parse(name: str, kind: type, raw: str) -> object:
@@ -49,7 +44,7 @@ def _parse(name: str, kind: type, raw: str) -> object:
         value = kind(raw)
     except ValueError:
         raise ValueError(f"SUBREQ_CHAOS_{name.upper()}={raw!r} is not a {kind.__name__}") from None
-    if value < 0 or (name not in ("seed", "stale_wait") and value == 0):  # type: ignore[operator]
+    if value < 0 or (name != "seed" and value == 0):  # type: ignore[operator]
         raise ValueError(f"SUBREQ_CHAOS_{name.upper()}={raw!r} must be positive")
     return value
 

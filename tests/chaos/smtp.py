@@ -23,6 +23,9 @@ from tests.smtpd import LocalSmtpServer
 @dataclass(frozen=True)
 class Accepted:
     message_id: str
+    notification_id: str
+    """From the ``X-Subreq-Notification-Id`` header: which notification the mail is, told
+    apart from its Message-ID (a resend must carry the same one)."""
     to: str
     subject: str
     at: float
@@ -52,6 +55,7 @@ class Handler:
             self.accepted.append(
                 Accepted(
                     str(message["Message-ID"]).strip(),
+                    str(message["X-Subreq-Notification-Id"]).strip(),
                     str(message["To"]),
                     str(message["Subject"]),
                     time.time(),

@@ -368,3 +368,79 @@ def test_0010_accounts_get_no_threshold_and_keep_everything_else(at_0009: Databa
         kept = conn.execute(text("SELECT account_id, currency FROM accounts")).all()
     assert {"approval_second_above", "approval_currency"}.isdisjoint(names)
     assert [tuple(r) for r in kept] == [("acme", "USD")]
+
+
+@pytest.fixture(params=DATABASES)
+def at_0010(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    with database_at(request.param, tmp_path, "0010") as db:
+        yield db
+
+
+def test_0011_leases_old_claims_as_they_were_and_downgrades(at_0010: Database) -> None:
+    """A claim made before renewed leases ends 5 minutes after ``claimed_at``, as it would
+    have; a claim of a notifier of that release made after the upgrade (no lease) too."""
+    db = at_0010
+    data = EVENT_EXAMPLES["notification.requested"]["data"]
+    claimed = datetime(2026, 1, 5, 9, 0)
+    with db.engine.begin() as conn:
+        for n in ("old-claim", "unleased", "waiting"):
+            event = {
+                "event_id": f"e-{n}",
+                "type": "notification.requested",
+                "account_id": "acme",
+                "data": {**data, "notification_id": n},
+            }
+            outbox_id = conn.execute(
+                text(
+                    "INSERT INTO outbox (event_id, type, account_id, payload, created_at) "
+                    "VALUES (:e, 'notification.requested', 'acme', :p, :at) RETURNING id"
+                ),
+                {"e": f"e-{n}", "p": json.dumps(event), "at": claimed},
+            ).scalar()
+            conn.execute(
+                text(
+                    "INSERT INTO notification_deliveries (notification_id, outbox_id, "
+                    "template, recipient_email, status, attempts, updated_at, due_at) "
+                    "VALUES (:n, :o, :t, 'o@acme.example', 'pending', 0, :at, :at)"
+                ),
+                {"n": n, "o": outbox_id, "t": data["template"], "at": claimed},
+            )
+        conn.execute(
+            text(
+                "UPDATE notification_deliveries SET status = 'sending', attempts = 1, "
+                "claim_token = 'old', claimed_at = :at WHERE notification_id = 'old-claim'"
+            ),
+            {"at": claimed},
+        )
+    upgrade(db)
+    with db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE notification_deliveries SET status = 'sending', attempts = 1, "
+                "claim_token = 'old', claimed_at = :at, due_at = :at "
+                "WHERE notification_id = 'unleased'"
+            ),
+            {"at": claimed},
+        )
+        leases = dict(
+            conn.execute(
+                text("SELECT notification_id, lease_until FROM notification_deliveries")
+            ).all()
+        )
+    assert str(leases["old-claim"])[:19] == "2026-01-05 09:05:00"
+    assert (leases["unleased"], leases["waiting"]) == (None, None)
+
+    def take(minute: int, second: int) -> set[str]:
+        at = datetime(2026, 1, 5, 9, minute, second, tzinfo=UTC)
+        found = deliveries.exchange(db, [], at, want=10, lease=timedelta(minutes=10)).claimed
+        return {c.notice.notification_id for c in found}
+
+    assert take(1, 0) == {"waiting"}
+    assert take(4, 59) == set()  # the old claims still hold
+    assert take(5, 0) == {"old-claim", "unleased"}
+
+    downgrade(db, "0010")
+    with db.engine.connect() as conn:
+        names = {c["name"] for c in sa.inspect(conn).get_columns("notification_deliveries")}
+    assert "lease_until" not in names
+    assert "claimed_at" in names

@@ -6,7 +6,7 @@ from __future__ import annotations
 import smtplib
 import socket
 import unicodedata
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default
@@ -302,6 +302,24 @@ def test_settings_refuse_a_bad_smtp_url_or_sender(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("SUBREQ_MAIL_FROM", "no address")
     with pytest.raises(ConfigurationError, match="SUBREQ_MAIL_FROM"):
         load_settings()
+
+
+@pytest.mark.parametrize("lease", ["2s", "2999ms", "11m", "1h", "soon"])
+def test_a_claim_lease_too_short_too_long_or_unreadable_is_refused(
+    monkeypatch: pytest.MonkeyPatch, lease: str
+) -> None:
+    monkeypatch.setenv("SUBREQ_CLAIM_LEASE", lease)
+    with pytest.raises(ConfigurationError, match="SUBREQ_CLAIM_LEASE"):
+        load_settings()
+
+
+def test_the_claim_lease_is_15_seconds_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SUBREQ_CLAIM_LEASE", raising=False)
+    assert load_settings().claim_lease == timedelta(seconds=15)
+    monkeypatch.setenv("SUBREQ_CLAIM_LEASE", "3s")
+    assert load_settings().claim_lease == timedelta(seconds=3)
+    monkeypatch.setenv("SUBREQ_CLAIM_LEASE", "10m")
+    assert load_settings().claim_lease == timedelta(minutes=10)
 
 
 def test_content_that_looks_like_the_boundary_cannot_end_a_part() -> None:

@@ -45,7 +45,7 @@ def notifier(now: datetime = NOW) -> Notifier:
         parse_mail_from("subreq <no-reply@subreq.invalid>"),
         stop=threading.Event(),
         retry=RetryPolicy(attempts=3, first=2.0, ceiling=60.0),
-        stale_after=LEASE,
+        lease=LEASE,
         clock=lambda: now,
     )
 

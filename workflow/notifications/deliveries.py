@@ -13,18 +13,22 @@ stored event itself, see the notifier). An
 outcome is recorded only while its claim still holds, so a notification is sent and
 reported once however many notifiers share the database.
 
-Email cannot be exactly-once. A claim is a lease: a notifier that dies holding it leaves
-its records ``sending`` until the lease ends, then another takes them over and sends
-again, with the same ``Message-ID`` so receivers can tell. Only the mails the dead process
-had handed over and not yet recorded are sent twice: the window is from the server's 250 to
-the commit of the next exchange, which the notifier starts as soon as an outcome is in
-(a few milliseconds; see ``consumers.notifier``). Claimed mails not yet handed over are
-sent once, late. Everything else (SMTP down, a rejection, a template error) ends with the
-reason in the record.
+Email cannot be exactly-once. A claim is a short lease that its living notifier renews
+while the mail is in hand: a notifier that dies holding it leaves its records ``sending``
+until the lease ends, then another takes them over and sends again, with the same
+``Message-ID`` so receivers can tell. Only the mails the dead process had handed over and
+not yet recorded are sent twice: the window is from the server's 250 to the round trip
+that records it (:func:`exchange`, which takes no account lock, so no command delays it;
+see ``consumers.notifier``). Its ``notification.sent`` follows in a transaction of its own
+(:func:`announce`), under the accounts' locks; a ``sent`` record stays due until then, and
+another notifier announces it if its own died in between (:func:`announce_stranded`).
+Claimed mails not yet handed over are sent once, late. Everything else (SMTP down, a
+rejection, a template error) ends with the reason in the record.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +39,7 @@ import orjson
 
 from workflow.contract.names import NOTIFICATION_REQUESTED, NOTIFICATION_SENT
 from workflow.persistence.database import Database
-from workflow.persistence.deliveries import Claim
+from workflow.persistence.deliveries import Claim, Renewal
 from workflow.persistence.sqlstore import SqlStore
 from workflow.telemetry import within
 
@@ -86,6 +90,9 @@ class Outcome:
     due_at: datetime | None = None
     traceparent: str | None = None
     """The context of the span that sent it, for ``notification.sent``."""
+    finished: float = field(default_factory=time.monotonic, compare=False)
+    """When it was known (``time.monotonic``): for a sent one, right after the server's
+    250; the wait from here to the commit that records it is the email window."""
 
 
 @dataclass
@@ -96,6 +103,11 @@ class Exchange:
     recorded: list[Outcome] = field(default_factory=list)
     lost: list[Outcome] = field(default_factory=list)
     claimed: list[Claimed] = field(default_factory=list)
+    renewed: set[str] = field(default_factory=set)
+    """The notification ids whose held claims now last until ``lease_until``."""
+    lease_until: datetime | None = None
+    committed: float = 0.0
+    """When the outcomes were committed (``time.monotonic``)."""
 
 
 def _event(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -136,32 +148,30 @@ def exchange(
     *,
     want: int,
     lease: timedelta,
+    renew: Sequence[tuple[str, str]] = (),
+    announce_sent: bool = True,
 ) -> Exchange:
-    """Record ``outcomes`` and claim up to ``want`` due records, in one transaction.
-
-    Sent ones become ``sent`` with their ``notification.sent`` in the outbox, under the
-    accounts' locks (taken sorted, as commands take them): the event's outbox id then
-    follows those of the request's events committed before it, and the relay, which
-    publishes in id order, keeps the request's events in order. An outcome whose claim was
-    taken over (its lease ended) records nothing and emits nothing."""
-    done = Exchange()
+    """Record ``outcomes``, extend the leases of the claims ``renew`` names
+    (``(notification_id, claim_token)`` each, those still in hand) to ``now + lease``, and
+    claim up to ``want`` due records, taking no lock but the records' own, so nothing a
+    command holds delays it; on PostgreSQL in one round trip of statements that each
+    commit on their own. Once it returned, a sent mail is recorded ``sent``. An outcome
+    whose claim was taken over (its lease ended) records nothing. Then (unless
+    ``announce_sent`` is false: the caller does it) :func:`announce` writes the
+    ``notification.sent`` of the mails recorded sent."""
+    done = Exchange(lease_until=now + lease)
     claim = None
     if want > 0:
         claim = Claim(str(uuid.uuid4()), now, now + lease, want)
-    sent = [o for o in outcomes if o.status == "sent"]
-    with db.store() as store:
-        ours, rows = store.deliveries.settle_and_claim(
-            sorted({o.claimed.notice.account_id for o in sent}),
-            [_settled(o) for o in outcomes],
-            claim,
+    renewal = Renewal(renew, now + lease) if renew else None
+    with db.deliveries() as records:
+        ours, done.renewed, rows = records.settle_and_claim(
+            [_settled(o) for o in outcomes], claim, renewal
         )
-        for outcome in outcomes:
-            target = done.recorded if outcome.claimed.notice.notification_id in ours else done.lost
-            target.append(outcome)
-        for outcome in done.recorded:
-            if outcome.status == "sent":
-                with within(outcome.traceparent):
-                    _emit_sent(store, outcome)
+    done.committed = time.monotonic()
+    for outcome in outcomes:
+        target = done.recorded if outcome.claimed.notice.notification_id in ours else done.lost
+        target.append(outcome)
     if claim is not None:
         done.claimed = [
             Claimed(
@@ -169,7 +179,47 @@ def exchange(
             )
             for row in rows
         ]
+    if announce_sent:
+        announce(db, [o for o in done.recorded if o.status == "sent"])
     return done
+
+
+def announce(db: Database, sent: Sequence[Outcome]) -> set[str]:
+    """The ``notification.sent`` of mails recorded sent, in one transaction under their
+    accounts' locks (taken sorted, as commands take them): the event's outbox id then
+    follows those of the request's events committed before it, and the relay, which
+    publishes in id order, keeps the request's events in order. Each is written once,
+    whoever tries (a notifier that recorded it, or one announcing for a dead one); returns
+    the notification ids written here."""
+    if not sent:
+        return set()
+    with db.store() as store:
+        written = store.deliveries.announce(
+            sorted({o.claimed.notice.account_id for o in sent}),
+            [o.claimed.notice.notification_id for o in sent],
+        )
+        for outcome in sent:
+            if outcome.claimed.notice.notification_id in written:
+                with within(outcome.traceparent):
+                    _emit_sent(store, outcome)
+    return written
+
+
+def announce_stranded(db: Database, sent_before: datetime, limit: int = 100) -> int:
+    """Announce mails recorded sent before ``sent_before`` whose ``notification.sent`` is
+    not written yet: their notifier died between the two transactions. How many."""
+    with db.store(lock=False) as store:
+        rows = store.deliveries.unannounced(sent_before, limit)
+    sent = [
+        Outcome(
+            Claimed(notice_of(row), "", row["attempts"], sent_before),
+            "sent",
+            row["sent_at"],
+            message_id=row["message_id"] or "",
+        )
+        for row in rows
+    ]
+    return len(announce(db, sent))
 
 
 def _settled(outcome: Outcome) -> dict[str, Any]:
@@ -185,8 +235,8 @@ def _settled(outcome: Outcome) -> dict[str, Any]:
         "last_error": outcome.error[:ERROR_LIMIT] or None,
         "due_at": outcome.due_at,
     }
-    if outcome.status == "sent":
-        row.update(sent_at=outcome.at, message_id=outcome.message_id, last_error=None, due_at=None)
+    if outcome.status == "sent":  # ``due_at`` stays: due for its notification.sent
+        row.update(sent_at=outcome.at, message_id=outcome.message_id, last_error=None)
     elif outcome.status == "failed":  # due for its dead-letter copy until the broker has it
         row["due_at"] = outcome.at
     return row

@@ -23,6 +23,7 @@ from workflow.errors import (
     SchemaMissing,
     TransientError,
 )
+from workflow.persistence.deliveries import DeliveryRecords
 from workflow.persistence.postgres import PostgresSql
 from workflow.persistence.sql import Sql
 from workflow.persistence.sqlite import SqliteSql
@@ -139,6 +140,24 @@ class Database:
                 yield conn
         except IntegrityError as exc:
             raise Conflict(str(exc.orig), one_pending=_one_pending_violated(exc)) from exc
+        except DBAPIError as exc:
+            if is_transient(exc):
+                raise TransientError(f"database unavailable: {exc.orig}") from exc
+            raise
+
+    @contextmanager
+    def deliveries(self) -> Iterator[DeliveryRecords]:
+        """Delivery record statements that need no transaction around them, each atomic on
+        its own: on PostgreSQL each commits by itself (autocommit: no ``BEGIN``, no
+        ``COMMIT``, statements sent together in one round trip), which is what the email
+        window is made of; on SQLite one transaction."""
+        if not self.is_postgres:
+            with self.store(lock=False) as store:
+                yield store.deliveries
+            return
+        try:
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                yield DeliveryRecords(self.sql(conn))
         except DBAPIError as exc:
             if is_transient(exc):
                 raise TransientError(f"database unavailable: {exc.orig}") from exc

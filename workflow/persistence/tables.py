@@ -232,6 +232,9 @@ notification_deliveries = Table(
     Column("attempts", Integer, nullable=False),
     Column("claim_token", String(36)),
     Column("claimed_at", UTCDateTime),
+    # Until when the claim holds: its notifier renews it while the mail is in its hands;
+    # after it, another notifier may take the record over (its notifier died).
+    Column("lease_until", UTCDateTime),
     Column("last_error", Text),
     Column("message_id", String(300)),
     # Not indexed: only the operators' list orders by it, and a scan serves that well
@@ -240,9 +243,9 @@ notification_deliveries = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("sent_at", UTCDateTime),
     # When the notifier may take the record: a new or retrying one once it is due; a claim
-    # leaves it as it is (the claim's lease, from ``claimed_at``, says when a ``sending``
-    # record may be taken over), so claiming changes no indexed column (a HOT update). NULL
-    # once nothing is left to do.
+    # leaves it as it is (``lease_until`` says when a ``sending`` record may be taken
+    # over), so claiming and renewing change no indexed column (HOT updates). NULL once
+    # nothing is left to do.
     Column("due_at", UTCDateTime),
     # The event's JSON, only on records whose outbox row was gone when 0008 ran.
     Column("event", Text),

@@ -90,6 +90,45 @@ def test_a_claim_whose_lease_ended_is_taken_over_and_the_old_claimant_records_no
     assert len(events(database, "notification.sent")) == 1
 
 
+def test_a_renewed_claim_holds_past_its_first_lease_and_only_while_still_held(
+    database: Database,
+) -> None:
+    request_email(database, "n-1", "o@acme.example")
+    at = now()
+    [held] = claim(database, at)
+    renewing = [(held.notice.notification_id, held.token)]
+    renewed = deliveries.exchange(database, [], at + LEASE / 2, want=0, lease=LEASE, renew=renewing)
+    assert (renewed.renewed, renewed.lease_until) == ({"n-1"}, at + LEASE * 3 / 2)
+    assert claim(database, at + LEASE + timedelta(seconds=1)) == []  # renewed: still held
+    [takeover] = claim(database, at + LEASE * 3 / 2)
+    assert takeover.attempt == 2
+    # The old claimant renews nothing (another token holds it), and records nothing.
+    late = deliveries.exchange(database, [], at + LEASE * 2, want=0, lease=LEASE, renew=renewing)
+    assert late.renewed == set()
+    assert not record(database, Outcome(held, "sent", at, message_id="<m>")).recorded
+
+
+def test_a_mail_recorded_sent_and_never_announced_is_announced_once_by_another(
+    database: Database,
+) -> None:
+    """The notifier died between the commit recording the mail sent (right after the 250)
+    and the one writing its ``notification.sent``: another writes it, once."""
+    request_email(database, "n-1", "o@acme.example")
+    at = now()
+    [held] = claim(database, at)
+    sent = Outcome(held, "sent", at, message_id="<n-1@x>")
+    done = deliveries.exchange(database, [sent], at, want=0, lease=LEASE, announce_sent=False)
+    assert [o.claimed.notice.notification_id for o in done.recorded] == ["n-1"]
+    assert events(database, "notification.sent") == []
+    assert claim(database, at + LEASE * 10) == []  # sent: never claimed again
+    assert deliveries.announce_stranded(database, at - timedelta(seconds=1)) == 0  # too new
+    assert deliveries.announce_stranded(database, at + LEASE) == 1
+    assert deliveries.announce_stranded(database, at + LEASE) == 0
+    assert deliveries.announce(database, [sent]) == set()  # the late owner writes nothing
+    [event] = events(database, "notification.sent")
+    assert (event["data"]["notification_id"], event["data"]["message_id"]) == ("n-1", "<n-1@x>")
+
+
 @pytest.mark.postgres
 def test_concurrent_claims_never_share_a_record(postgres_database: Database) -> None:
     from tests.conftest import _empty
