@@ -3,11 +3,18 @@
 
 from __future__ import annotations
 
-from pika.exceptions import AMQPError
+from pika.exceptions import AMQPChannelError, AMQPError
 
 from workflow.errors import SubreqError
 
-__all__ = ["AMQPError", "DeadLetterError", "NoWorker", "ReplyTimeout", "UnsupportedPika"]
+__all__ = [
+    "AMQPError",
+    "DeadLetterError",
+    "NoWorker",
+    "NotConfirmed",
+    "ReplyTimeout",
+    "UnsupportedPika",
+]
 
 
 class ReplyTimeout(SubreqError, TimeoutError):
@@ -29,3 +36,8 @@ class DeadLetterError(SubreqError):
 
 class UnsupportedPika(SubreqError, RuntimeError):
     """Raised when the installed pika is not a version the workarounds were written for."""
+
+
+class NotConfirmed(AMQPChannelError):  # type: ignore[misc]  # pika's errors are untyped
+    """The broker refused (nacked) a reply: the command it answers is not acknowledged, and
+    the session starts over, so the broker delivers it again (and the reply is replayed)."""

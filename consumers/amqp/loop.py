@@ -27,6 +27,7 @@ from pika.spec import Basic, BasicProperties
 
 from consumers.amqp.connection import run_connected
 from consumers.amqp.deliveries import Action, Delivery, apply
+from consumers.amqp.publishing import Confirmed
 from consumers.amqp.topology import declare_topology
 
 log = logging.getLogger(__name__)
@@ -124,13 +125,14 @@ class DeliveryLoop(Generic[Held, Unit, Result]):
         channel = connection.channel()
         declare_topology(channel)
         channel.basic_qos(prefetch_count=self.prefetch)
+        replies = Confirmed(channel)
         dead = connection.channel()
         dead.confirm_delivery()
         tag = channel.basic_consume(self.queue, self._on_message)
         self.ready.set()
         log.info("%s", self.announce)
         while not self.stop.is_set():
-            self._dispatch(connection, channel, dead)
+            self._dispatch(connection, replies, dead)
             # Returns as soon as a delivery or the work's result arrives; a zero limit
             # only when something can start now, so this thread never spins.
             connection.process_data_events(time_limit=self._wait())
@@ -138,7 +140,7 @@ class DeliveryLoop(Generic[Held, Unit, Result]):
         while self._in_flight is not None or (self.finish_held and self._held):
             connection.process_data_events(time_limit=0.01)
             if self.finish_held:
-                self._dispatch(connection, channel, dead)
+                self._dispatch(connection, replies, dead)
         connection.close()  # what is still held goes back to the queue
 
     def _wait(self) -> float:
@@ -157,7 +159,7 @@ class DeliveryLoop(Generic[Held, Unit, Result]):
         self._held.append(self.hand.hold(delivery))
 
     def _dispatch(
-        self, connection: BlockingConnection, channel: BlockingChannel, dead: BlockingChannel
+        self, connection: BlockingConnection, replies: Confirmed, dead: BlockingChannel
     ) -> None:
         if self._in_flight is not None or not self._held:
             return
@@ -172,19 +174,19 @@ class DeliveryLoop(Generic[Held, Unit, Result]):
             # redelivers what the unit held.
             with contextlib.suppress(AMQPError):
                 connection.add_callback_threadsafe(
-                    lambda: self._finish(channel, dead, unit, future)
+                    lambda: self._finish(replies, dead, unit, future)
                 )
 
         future.add_done_callback(finished)
 
     def _finish(
         self,
-        channel: BlockingChannel,
+        replies: Confirmed,
         dead: BlockingChannel,
         unit: Unit,
         future: Future[Result],
     ) -> None:
         self._in_flight = None
-        if not channel.is_open:
+        if not replies.channel.is_open:
             return
-        self.hand.settle(unit, future, self._held, lambda actions: apply(actions, channel, dead))
+        self.hand.settle(unit, future, self._held, lambda actions: apply(actions, replies, dead))

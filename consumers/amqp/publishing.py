@@ -9,8 +9,9 @@ from typing import Any, TypeAlias
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
-from pika.spec import BasicProperties
+from pika.spec import Basic, BasicProperties
 
+from consumers.amqp.errors import NotConfirmed
 from workflow.app.outbox import PendingEvent
 from workflow.contract.names import DROPPED_HEADERS_HEADER, ERROR_HEADER, EVENTS_EXCHANGE
 from workflow.telemetry import messaging, producer_span
@@ -33,6 +34,47 @@ def publish_queued(
     channel._impl.basic_publish(  # the non-blocking channel under every BlockingChannel
         exchange=exchange, routing_key=routing_key, body=body, properties=properties
     )
+
+
+class Confirmed:
+    """Publisher confirms on ``channel`` without a wait per message: publish a batch, then
+    ``wait`` once until the broker confirmed all of it.
+
+    The command consumer publishes its replies this way and acknowledges the commands
+    only after the wait: on a cluster the reply queue and the command queue may be led by
+    different nodes, and an acknowledgement the command queue committed must not outlive
+    a reply its queue never took (a node dying between the two)."""
+
+    def __init__(self, channel: BlockingChannel) -> None:
+        self.channel = channel
+        self._sent = 0
+        self._unconfirmed: set[int] = set()
+        self._refused = 0
+        selected: list[object] = []
+        channel._impl.confirm_delivery(ack_nack_callback=self._on_confirm, callback=selected.append)
+        channel._flush_output(lambda: bool(selected))
+
+    def publish(self, exchange: str, routing_key: str, body: bytes, props: BasicProperties) -> None:
+        publish_queued(self.channel, exchange, routing_key, body, props)
+        self._sent += 1
+        self._unconfirmed.add(self._sent)
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        tag = method.delivery_tag
+        done = {t for t in self._unconfirmed if t <= tag} if method.multiple else {tag}
+        self._unconfirmed -= done
+        if isinstance(method, Basic.Nack):
+            self._refused += len(done)
+
+    def wait(self) -> None:
+        """Returns once everything published so far is confirmed; ``NotConfirmed`` when the
+        broker refused some of it."""
+        if self._unconfirmed:
+            self.channel._flush_output(lambda: not self._unconfirmed)
+        if self._refused:
+            refused, self._refused = self._refused, 0
+            raise NotConfirmed(f"the broker refused {refused} replies")
 
 
 def publish_events(channel: BlockingChannel, events: Sequence[PendingEvent]) -> None:
