@@ -42,8 +42,11 @@ def watch(connection: BlockingConnection, name: str) -> None:
             _blocked[name] = False
         log.info("%s: the broker unblocked publishing; resuming", name)
 
-    connection.add_on_connection_blocked_callback(on_blocked)
-    connection.add_on_connection_unblocked_callback(on_unblocked)
+    # On the connection under the blocking one: its callbacks run as the frame arrives,
+    # also while a blocked publish or confirm is awaited (the blocking connection would
+    # hold them until its next top-level process_data_events, after the alarm).
+    connection._impl.add_on_connection_blocked_callback(on_blocked)
+    connection._impl.add_on_connection_unblocked_callback(on_unblocked)
     with _lock:
         _blocked.setdefault(name, False)
 
@@ -54,6 +57,12 @@ def closed(name: str) -> None:
         if _blocked.get(name):
             _blocked[name] = False
             log.info("%s: the blocked connection was closed", name)
+
+
+def is_blocked(name: str) -> bool:
+    """Whether the broker blocks ``name``'s connection now."""
+    with _lock:
+        return _blocked.get(name, False)
 
 
 def blocked() -> dict[str, bool]:

@@ -5,7 +5,8 @@ database transaction, an SMTP session) runs on one work thread while the connect
 thread keeps the socket serviced; the result comes back through
 ``add_callback_threadsafe``, so only the connection's thread touches a channel. The
 loop holds what was delivered and not yet settled; a ``Hand`` says what to take next,
-does the work, and decides how to settle it.
+does the work, and decides how to settle it. Replies go out on the consuming channel in
+confirm mode (``Confirmed``): an ack waits until the replies before it are confirmed.
 
 A lost connection drops what is in hand (acks for the dead channel would close the new
 one with 406); the broker redelivers it. ``stop`` cancels the consumer, lets the work
@@ -25,6 +26,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.exceptions import AMQPError
 from pika.spec import Basic, BasicProperties
 
+from consumers.amqp import alarms
 from consumers.amqp.connection import run_connected
 from consumers.amqp.deliveries import Action, Delivery, apply
 from consumers.amqp.publishing import Confirmed
@@ -125,7 +127,7 @@ class DeliveryLoop(Generic[Held, Unit, Result]):
         channel = connection.channel()
         declare_topology(channel)
         channel.basic_qos(prefetch_count=self.prefetch)
-        replies = Confirmed(channel)
+        replies = Confirmed(channel, blocked=lambda: alarms.is_blocked(self.name))
         dead = connection.channel()
         dead.confirm_delivery()
         tag = channel.basic_consume(self.queue, self._on_message)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from itertools import groupby
 from typing import Any, TypeAlias
 
@@ -36,6 +37,11 @@ def publish_queued(
     )
 
 
+CONFIRM_TIMEOUT = 15.0
+"""Seconds the broker may take to confirm a batch of replies, alarms not counted."""
+WAIT_TICK = 0.25
+
+
 class Confirmed:
     """Publisher confirms on ``channel`` without a wait per message: publish a batch, then
     ``wait`` once until the broker confirmed all of it.
@@ -43,10 +49,15 @@ class Confirmed:
     The command consumer publishes its replies this way and acknowledges the commands
     only after the wait: on a cluster the reply queue and the command queue may be led by
     different nodes, and an acknowledgement the command queue committed must not outlive
-    a reply its queue never took (a node dying between the two)."""
+    a reply its queue never took (a node dying between the two). A confirm that does not
+    come within ``CONFIRM_TIMEOUT`` (a publish sent to a queue leader that died, which a
+    chaos run saw wait until the connection closed) ends the wait with ``NotConfirmed``;
+    the time ``blocked()`` says the broker blocks the connection (a resource alarm) does
+    not count."""
 
-    def __init__(self, channel: BlockingChannel) -> None:
+    def __init__(self, channel: BlockingChannel, blocked: Callable[[], bool] = bool) -> None:
         self.channel = channel
+        self._blocked = blocked
         self._sent = 0
         self._unconfirmed: set[int] = set()
         self._refused = 0
@@ -69,12 +80,29 @@ class Confirmed:
 
     def wait(self) -> None:
         """Returns once everything published so far is confirmed; ``NotConfirmed`` when the
-        broker refused some of it."""
-        if self._unconfirmed:
-            self.channel._flush_output(lambda: not self._unconfirmed)
+        broker refused some of it, or did not answer in time."""
+        impl = self.channel.connection._impl
+        deadline = time.monotonic() + CONFIRM_TIMEOUT
+        while self._unconfirmed:
+            if self._blocked():
+                deadline = time.monotonic() + CONFIRM_TIMEOUT
+            elif time.monotonic() > deadline:
+                raise NotConfirmed(
+                    f"{len(self._unconfirmed)} replies not confirmed in {CONFIRM_TIMEOUT:g} s"
+                )
+            self._wait_a_tick(impl)
         if self._refused:
             refused, self._refused = self._refused, 0
             raise NotConfirmed(f"the broker refused {refused} replies")
+
+    def _wait_a_tick(self, impl: Any) -> None:
+        """I/O until everything is confirmed or ``WAIT_TICK`` passed (a timer wakes it)."""
+        ticked: list[bool] = []
+        timer = impl._adapter_call_later(WAIT_TICK, lambda: ticked.append(True))
+        try:
+            self.channel._flush_output(lambda: not self._unconfirmed, lambda: bool(ticked))
+        finally:
+            impl._adapter_remove_timeout(timer)
 
 
 def publish_events(channel: BlockingChannel, events: Sequence[PendingEvent]) -> None:
