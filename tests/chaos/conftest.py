@@ -19,7 +19,9 @@ from typing import Any
 
 import pytest
 
+from benchmarks.services import fresh_name
 from tests import services
+from tests.chaos.cluster import Cluster, available
 from tests.chaos.figures import summary
 from tests.chaos.sizes import Sizes, load_sizes
 from tests.chaos.smtp import MailSink
@@ -33,13 +35,15 @@ def sizes() -> Sizes:
 
 
 @contextlib.contextmanager
-def chaos_stack(workdir: Path) -> Iterator[Stack]:
+def chaos_stack(workdir: Path, amqp_url: str | None = None) -> Iterator[Stack]:
     """A fresh vhost and database, migrated, and a place for worker processes; all of it
-    removed at the end, also when the scenario failed."""
+    removed at the end, also when the scenario failed. ``amqp_url``: a vhost made by the
+    caller (on a private cluster, which removes it), instead of one on the shared broker."""
     amqp_base = os.environ.get("SUBREQ_TEST_AMQP_URL", services.DEFAULT_AMQP_URL)
     pg_base = os.environ.get("SUBREQ_TEST_DATABASE_URL", services.DEFAULT_DATABASE_URL)
     with contextlib.ExitStack() as resources:
-        amqp_url = resources.enter_context(services.rabbitmq_vhost(amqp_base))
+        if amqp_url is None:
+            amqp_url = resources.enter_context(services.rabbitmq_vhost(amqp_base))
         database_url = resources.enter_context(services.postgres_database(pg_base))
         stack = Stack(amqp_url, database_url, workdir)
         resources.callback(stack.close)
@@ -51,16 +55,51 @@ def _interrupted(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """SIGTERM (a CI job's timeout) raised as KeyboardInterrupt inside the block, so the
+    teardowns still run."""
+    previous = signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     """The scenario's stack. SIGTERM (a CI job's timeout) becomes KeyboardInterrupt while
     it lives, so the teardown still runs: no worker, vhost or database outlives it."""
-    previous = signal.signal(signal.SIGTERM, _interrupted)
+    with interruptible(), chaos_stack(tmp_path) as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """A private three-node RabbitMQ cluster for the scenarios of one module; its nodes,
+    folders and processes removed at the end, whatever happened (see ``cluster.py``)."""
+    problem = available()
+    if problem:
+        services.service_unavailable("a private RabbitMQ cluster", problem)
+        pytest.skip(problem)  # Docker is no help here
+    failed = request.session.testsfailed
+    with interruptible(), Cluster() as made:
+        yield made
+        made.keep_logs = request.session.testsfailed > failed  # to read what went wrong
+
+
+@pytest.fixture
+def cluster_stack(cluster: Cluster, tmp_path: Path) -> Iterator[Stack]:
+    """A scenario's stack on the private cluster: a vhost of its own there (every node's
+    address in its URL, node 1 first) and a database on the shared server."""
+    vhost = fresh_name(services.NAME_PREFIX)
+    cluster.add_vhost(vhost)
     try:
-        with chaos_stack(tmp_path) as made:
+        with interruptible(), chaos_stack(tmp_path, cluster.url(vhost)) as made:
             yield made
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        with contextlib.suppress(Exception):  # gone with the cluster anyway
+            cluster.delete_vhost(vhost)
 
 
 @pytest.fixture
