@@ -290,7 +290,8 @@ def test_an_event_carries_the_documented_properties(story: Callable[[], Story]) 
     published = story()
     published.submit()
     channel = Channel()
-    assert relay_batch(published.db, lambda batch: publish_events(channel, batch))  # type: ignore[arg-type]
+    replies = Replies(channel)
+    assert relay_batch(published.db, lambda batch: publish_events(replies, batch))  # type: ignore[arg-type]
     assert channel.published
     for exchange, routing_key, body, props in channel.published:
         event = orjson.loads(body)
