@@ -127,3 +127,5 @@ def test_a_private_cluster_is_removed_when_its_scenario_fails_or_its_process_is_
         if holder.poll() is None:
             holder.kill()
             holder.wait(10)
+        assert holder.stdout is not None
+        holder.stdout.close()
