@@ -38,6 +38,8 @@ class UnsupportedPika(SubreqError, RuntimeError):
     """Raised when the installed pika is not a version the workarounds were written for."""
 
 
-class NotConfirmed(AMQPChannelError):  # type: ignore[misc]  # pika's errors are untyped
-    """The broker refused (nacked) a reply: the command it answers is not acknowledged, and
-    the session starts over, so the broker delivers it again (and the reply is replayed)."""
+class NotConfirmed(SubreqError, AMQPChannelError):  # type: ignore[misc]  # pika's are untyped
+    """Raised when the broker refused (nacked) a batch of replies or events, or did not
+    confirm it in time: an AMQPError too, so the loop's session starts over on a new
+    connection; the commands are delivered again and answered from their idempotency
+    records, the events published again."""
