@@ -464,6 +464,7 @@ class Processor:
             history_step(None, "pending", "submit", requester, iso(created)),
             history_step("pending", "approved", "approve", actor, at),
         ]
+        view["approvals"] = [{"actor_id": actor, "at": at, "comment": None}]
         requests[request_id] = (*row[:3], "approved", *row[4:])
         w.decided.append(("approved", self.store.ts(now), actor, request_id))
         w.seats.append((account[4], account_id))
@@ -598,6 +599,7 @@ def request_view(
         "decided_by": None,
         "comment": None,
         "history": [],
+        "approvals": [],
     }
 
 

@@ -468,9 +468,14 @@ def _ratios(database: str, runs: list[RunResult]) -> list[str]:
         )
     if traced is not None:
         cost = 1 - _ratio(traced.throughput, b)
+        change = (
+            f"{_num(100 * cost)}% below tracing off"
+            if cost >= 0
+            else f"{_num(-100 * cost)}% above tracing off (no cost measurable)"
+        )
         out.append(
             f"- tracing on (every span exported over OTLP/HTTP to a local sink), "
-            f"{_num(traced.throughput)} commands/s: {_num(100 * cost)}% below tracing off "
+            f"{_num(traced.throughput)} commands/s: {change} "
             f"(target ≤ {100 * TARGET_TRACING_COST:g}%){_verdict(cost <= TARGET_TRACING_COST)}"
         )
     if ceiling is not None:

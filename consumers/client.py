@@ -57,7 +57,9 @@ from workflow.contract.envelopes import (
 from workflow.contract.messages import AccountType, BillingCycle, RequestView, Role, State, Summary
 
 __all__ = [  # the results and refusals too, so integrators import from one module
+    "KEEP",
     "AccountUpserted",
+    "Approval",
     "CatalogView",
     "ChangeItem",
     "Forbidden",
@@ -118,6 +120,18 @@ class Subscription(TypedDict):
     currency: str
     billing_cycle: BillingCycle
     products: list[ProductLine]
+
+
+class Approval(TypedDict):
+    """R23: above ``second_above`` (a decimal string, per billing period) a request needs
+    two deciders; ``currency``, when given, must be the subscription's."""
+
+    second_above: str
+    currency: NotRequired[str]
+
+
+KEEP: Any = object()
+"""``upsert_account(approval=KEEP)``: the message says nothing of the threshold, which stays."""
 
 
 def new_message_id() -> str:
@@ -189,11 +203,14 @@ class SubreqClient:
         allows_subscription_changes: bool,
         subscription: Subscription | None = None,
         *,
+        approval: Approval | None = KEEP,
         message_id: str | None = None,
         timeout: float | None = None,
     ) -> AccountUpserted:
         """``account.upsert``: creates or updates the account; a ``subscription`` replaces
-        its current one. ``voided`` lists the pending requests this made ineligible (R6)."""
+        its current one; an ``approval`` sets the two-person threshold (R23), ``None``
+        removes it, and without one it stays. ``voided`` lists the pending requests this
+        made ineligible (R6)."""
         body: dict[str, Any] = {
             "account_id": account_id,
             "name": name,
@@ -202,6 +219,8 @@ class SubreqClient:
         }
         if subscription is not None:
             body["subscription"] = subscription
+        if approval is not KEEP:
+            body["approval"] = approval
         reply = self.call(n.ACCOUNT_UPSERT, body, message_id=message_id, timeout=timeout)
         return result_of(n.ACCOUNT_UPSERT, reply, AccountUpserted)
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 import random
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace.sampling import DEFAULT_ON, Decision, Sampler
@@ -34,7 +34,7 @@ from opentelemetry.trace import (
     StatusCode,
     TraceFlags,
 )
-from opentelemetry.trace.span import TraceState
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
 from opentelemetry.util.types import Attributes
 
 from consumers.span_shipping import Flat
@@ -43,6 +43,14 @@ Record = Callable[[Flat], None]
 
 SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
+
+# Enum values read once: an enum member's ``.value`` is a Python-level property call.
+_UNSET = (StatusCode.UNSET.value, None)
+_OK = StatusCode.OK.value
+_ERROR = StatusCode.ERROR.value
+_PRODUCER = SpanKind.PRODUCER.value
+_SAMPLED = int(SAMPLED)
+_NO_STATE = DEFAULT_TRACE_STATE  # what a context read without ``tracestate`` holds
 
 
 def _described(exception: BaseException, escaped: bool = False) -> dict[str, Any]:
@@ -66,6 +74,10 @@ def _new_id(bits: int, invalid: int) -> int:
         value = random.getrandbits(bits)
         if value != invalid:
             return value
+
+
+def _span_id() -> int:
+    return random.getrandbits(64) or _new_id(64, INVALID_SPAN_ID)  # 0 is the invalid id
 
 
 class LeanSpan(trace.Span):
@@ -100,12 +112,12 @@ class LeanSpan(trace.Span):
         self._name = name
         self._context = context
         self._parent = None if parent is None else (parent.span_id, parent.is_remote)
-        self._kind = kind.value
+        self._kind = kind._value_
         self._traceparent: str | None = None
         self._attributes: dict[str, Any] = dict(attributes) if attributes else {}
         self._links = list(links) if links else []
         self._events: list[tuple[str, int, dict[str, Any]]] = []
-        self._status: tuple[int, str | None] = (StatusCode.UNSET.value, None)
+        self._status: tuple[int, str | None] = _UNSET
         self._start = start_time if start_time is not None else time.time_ns()
         self._end: int | None = None
         self._record = record
@@ -150,7 +162,7 @@ class LeanSpan(trace.Span):
             self._name = name
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
-        if self._end is not None or self._status[0] == StatusCode.OK.value:
+        if self._end is not None or self._status[0] == _OK:
             return  # OK is final, as in the SDK
         if isinstance(status, Status):
             code, text = status.status_code, status.description
@@ -208,19 +220,19 @@ class _PublishSpan:
     """A sampled publish span continuing a stored context: never made current and never a
     parent, so it needs no span object, only its ids, its clock and, at its end, the same
     flat tuple a ``LeanSpan`` would hand over. Entered, it gives the published message's
-    trace headers."""
+    trace headers. ``attributes`` is the caller's fresh dict, kept as it is."""
 
     __slots__ = ("_attributes", "_name", "_parent", "_record", "_span_id", "_start", "headers")
 
     def __init__(
-        self, name: str, parent: SpanContext, attributes: Attributes, record: Record
+        self, name: str, parent: SpanContext, attributes: dict[str, Any], record: Record
     ) -> None:
         self._name = name
         self._parent = parent
-        self._attributes = dict(attributes) if attributes else {}
+        self._attributes = attributes
         self._record = record
-        self._span_id = _new_id(64, INVALID_SPAN_ID)
-        self.headers = {"traceparent": f"00-{parent.trace_id:032x}-{self._span_id:016x}-01"}
+        self._span_id = span_id = _span_id()
+        self.headers = {"traceparent": f"00-{parent[0]:032x}-{span_id:016x}-01"}
         self._start = time.time_ns()
 
     def __enter__(self) -> dict[str, str]:
@@ -229,19 +241,20 @@ class _PublishSpan:
     def __exit__(self, _kind: Any, exc: BaseException | None, _tb: Any) -> None:
         end = time.time_ns()
         events: tuple[tuple[str, int, dict[str, Any]], ...] = ()
-        status: tuple[int, str | None] = (StatusCode.UNSET.value, None)
+        status: tuple[int, str | None] = _UNSET
         if exc is not None:  # as ``workflow.telemetry.producer_span`` records a failure
             events = (("exception", end, _described(exc)),)
-            status = (StatusCode.ERROR.value, f"{type(exc).__name__}: {exc}")
+            status = (_ERROR, f"{type(exc).__name__}: {exc}")
+        # A SpanContext is a tuple: (trace id, span id, is remote, ...).
         parent = self._parent
         self._record(
             (
                 self._name,
-                parent.trace_id,
+                parent[0],
                 self._span_id,
-                int(SAMPLED),
+                _SAMPLED,
                 (),
-                (parent.span_id, parent.is_remote),
+                (parent[1], parent[2]),
                 _PRODUCER,
                 self._start,
                 end,
@@ -253,9 +266,6 @@ class _PublishSpan:
         )
 
 
-_PRODUCER = SpanKind.PRODUCER.value
-
-
 class LeanTracer(trace.Tracer):
     def __init__(self, sampler: Sampler, record: Record) -> None:
         self._sampler = sampler
@@ -263,12 +273,13 @@ class LeanTracer(trace.Tracer):
         self._record = record
 
     def publish_span(
-        self, name: str, parent: SpanContext, attributes: Attributes
+        self, name: str, parent: SpanContext, attributes: dict[str, Any]
     ) -> _PublishSpan | None:
         """The cheap publish span (``workflow.telemetry.producer_span``) where the default
         sampler records it and the stored context carries no trace state; ``None``: make
         an ordinary one."""
-        if not self._default or not parent.trace_flags.sampled or parent.trace_state:
+        flags, state = parent[3], parent[4]  # read as tuple items, without the properties
+        if not self._default or not flags & _SAMPLED or (state is not _NO_STATE and state):
             return None
         return _PublishSpan(name, parent, attributes, self._record)
 
@@ -309,7 +320,7 @@ class LeanTracer(trace.Tracer):
         )
         own = SpanContext(
             trace_id,
-            _new_id(64, INVALID_SPAN_ID),
+            _span_id(),
             is_remote=False,
             trace_flags=SAMPLED if sampled else UNSAMPLED,
             trace_state=state,
@@ -327,7 +338,6 @@ class LeanTracer(trace.Tracer):
             self._record,
         )
 
-    @contextmanager  # the API's own decorator is private; the same protocol
     def start_as_current_span(  # type: ignore[override]
         self,
         name: str,
@@ -339,15 +349,42 @@ class LeanTracer(trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
         end_on_exit: bool = True,
-    ) -> Iterator[trace.Span]:
+    ) -> _Current:
         span = self.start_span(name, context, kind, attributes, links, start_time)
-        with trace.use_span(
-            span,
-            end_on_exit=end_on_exit,
-            record_exception=record_exception,
-            set_status_on_exception=set_status_on_exception,
-        ) as current:
-            yield current
+        return _Current(span, end_on_exit, record_exception, set_status_on_exception)
+
+
+class _Current:
+    """``trace.use_span`` as a class: the span made current inside the block, an exception
+    recorded and the span ended as the API's generator does, without the two generator
+    context managers (the API's and the one around it) every processed command paid for."""
+
+    __slots__ = ("_end_on_exit", "_record_exception", "_set_status", "_span", "_token")
+
+    def __init__(
+        self, span: trace.Span, end_on_exit: bool, record_exception: bool, set_status: bool
+    ) -> None:
+        self._span = span
+        self._end_on_exit = end_on_exit
+        self._record_exception = record_exception
+        self._set_status = set_status
+
+    def __enter__(self) -> trace.Span:
+        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+        return self._span
+
+    def __exit__(self, _kind: Any, exc: BaseException | None, _tb: Any) -> None:
+        span = self._span
+        try:
+            otel_context.detach(self._token)
+            if isinstance(exc, Exception) and span.is_recording():
+                if self._record_exception:
+                    span.record_exception(exc)
+                if self._set_status:
+                    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        finally:
+            if self._end_on_exit:
+                span.end()
 
 
 class LeanTracerProvider(trace.TracerProvider):

@@ -1,9 +1,11 @@
-"""The sweeper loop: runs ``workflow.ops.deadlines`` every interval until told to stop (R14).
+"""The sweeper loop: runs ``workflow.ops.deadlines`` every interval until told to stop
+(R14, R20-R22).
 
-The contract promises a look at least every quarter of the shorter of
-``SUBREQ_REQUEST_TTL`` and ``SUBREQ_REMINDER_AFTER``, so second-scale values work
-in tests; the interval is capped at a minute and floored at 0.2 s. A failing pass
-is logged and tried again (the database with backoff); it never ends the loop.
+The rules promise a look at least every quarter of the shortest of ``SUBREQ_REQUEST_TTL``,
+``SUBREQ_REMINDER_AFTER``, ``SUBREQ_REMINDER_EVERY``, ``SUBREQ_EXPIRY_WARNING`` and
+``SUBREQ_ESCALATE_AFTER`` that are set, so second-scale values work in tests; the interval
+is capped at a minute and floored at 0.2 s. A failing pass is logged and tried again (the
+database with backoff); it never ends the loop.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable
 
 from consumers.amqp.connection import Backoff
 from workflow.errors import TransientError
-from workflow.ops.deadlines import Sweeper, sweep_interval
+from workflow.ops.deadlines import Sweeper
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ class SweeperLoop:
         self.sweeper = sweeper
         self.stop = stop
         self.on_commit = on_commit
-        self.interval = interval or sweep_interval(sweeper.ttl, sweeper.reminder_after)
+        self.interval = interval or sweeper.interval()
         self.ready = threading.Event()
         self.passes = 0
 
@@ -54,11 +56,13 @@ class SweeperLoop:
             else:
                 backoff.reset()
                 self.passes += 1
-                if result.expired or result.reminded:
+                if result:
                     log.info(
-                        "sweeper: %d expired, %d reminded",
+                        "sweeper: %d expired, %d reminded, %d warned, %d escalated",
                         len(result.expired),
                         len(result.reminded),
+                        len(result.warned),
+                        len(result.escalated),
                     )
                     if self.on_commit is not None:
                         self.on_commit()

@@ -119,6 +119,11 @@ def request_block(
         by = f" by {view['decided_by']}" if view["decided_by"] else ""
         out.append(field("Decided", f"{view['state']} {when(view['decided_at'])}{by}"))
         out.append(field("Comment", view["comment"] or "-"))
+    approvals = view.get("approvals") or []
+    out.append(field("Approvals", str(len(approvals)) if approvals else "none"))
+    for approval in approvals:  # R23: who approved, the first of two included
+        comment = f": {approval['comment']}" if approval["comment"] else ""
+        out.append(f"  {when(approval['at'])} {approval['actor_id']}{comment}")
     out += ["", "History", history_table(view["history"]), "", "Notifications"]
     out.append(notifications_table(notifications) if notifications else "  (none)")
     return "\n".join(out)

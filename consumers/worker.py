@@ -63,7 +63,7 @@ class WorkerOptions:
     """The lease of a notifier's claim: a ``sending`` record whose lease ended is taken to
     belong to a notifier that died, and is claimed again."""
     sweep_interval: float | None = None
-    """Seconds between sweeps; default: a quarter of the shorter of TTL and reminder."""
+    """Seconds between sweeps; default: a quarter of the shortest timer that is set."""
 
 
 class Worker:
@@ -137,8 +137,7 @@ class Worker:
         sweeper = Sweeper(
             self.db,
             self.service.catalog,
-            ttl=settings.request_ttl,
-            reminder_after=settings.reminder_after,
+            timers=settings.timers(),
             notify_billing_admins=settings.notify_billing_admins,
             clock=utcnow,
         )

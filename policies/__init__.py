@@ -1,4 +1,4 @@
-"""Pure business rules of subreq (R1-R19 of the domain rules).
+"""Pure business rules of subreq (R1-R23 of the domain rules).
 
 Every rule is a function over plain data that returns a :class:`Decision`.
 Nothing here performs I/O or knows about the database or the broker, so the

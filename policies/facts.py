@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Literal
 
 Role = Literal["owner", "billing_admin", "admin", "agent"]
@@ -36,6 +37,15 @@ class Account:
     account_id: str
     type: AccountType
     allows_subscription_changes: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """An account's ``approval.second_above`` (R23): an amount per billing period in the
+    account's currency (``None`` when the account has none on record)."""
+
+    second_above: Decimal
+    currency: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,4 +34,12 @@ RULES: dict[str, str] = {
     "other side is told; emails follow the recipient's locale.",
     "R18": "No email is sent twice for the same event, whatever is redelivered.",
     "R19": "A rejection must carry a comment, which the requester is told.",
+    "R20": "The reminder may be repeated at a configured interval, up to a configured "
+    "number of reminders in all.",
+    "R21": "A configured time before a request expires, its requester and deciders are "
+    "told once that it will expire, and when.",
+    "R22": "A request still pending a configured time after submit is sent, once, to every "
+    "decider of the account who was not emailed about it yet.",
+    "R23": "A request whose total exceeds the account's approval.second_above needs the "
+    "approvals of two different deciders; the first is recorded and told to the others.",
 }

@@ -9,9 +9,17 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from policies.timers import Timers
 from workflow.errors import ConfigurationError
 from workflow.notifications.mailconfig import parse_mail_from, parse_smtp_url
 
@@ -30,17 +38,48 @@ def parse_duration(value: object) -> timedelta:
         return timedelta(seconds=value)
     text = str(value).strip().lower()
     if re.fullmatch(r"\d+(\.\d+)?", text):
-        return timedelta(seconds=float(text))
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"{value!r} is not a duration (examples: 30d, 3d, 12h, 2s, 1h30m)")
-    seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+        seconds = float(text)
+    else:
+        parts = _DURATION.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise ValueError(f"{value!r} is not a duration (examples: 30d, 3d, 12h, 2s, 1h30m)")
+        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
     if seconds <= 0:
         raise ValueError(f"{value!r} must be longer than zero")
     return timedelta(seconds=seconds)
 
 
+def parse_optional_duration(value: object) -> timedelta | None:
+    """A duration, or ``None`` for an empty value (the variable present but blank)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return parse_duration(value)
+
+
+def parse_duration_or_off(value: object) -> timedelta | None:
+    """A duration, or ``None`` for ``0`` (``0s``, ``0d``...): turned off."""
+    text = str(value).strip().lower()
+    if not text:
+        raise ValueError("is empty: give a duration such as 1d, or 0 to turn it off")
+    if isinstance(value, str) and re.fullmatch(r"0+(\.0+)?(ms|s|m|h|d|w)?", text):
+        return None
+    return parse_duration(value)
+
+
+def describe(delta: timedelta) -> str:
+    """``30d``, ``3d 4h``, ``2s``: a duration in the settings' own units."""
+    seconds = int(delta.total_seconds())
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return " ".join(parts[:2]) or f"{delta.total_seconds():g}s"
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+OptionalDuration = Annotated[timedelta | None, BeforeValidator(parse_optional_duration)]
+DurationOrOff = Annotated[timedelta | None, BeforeValidator(parse_duration_or_off)]
 
 
 def amqp_addresses(value: str) -> list[str]:
@@ -74,6 +113,14 @@ class Settings(BaseSettings):
     smtp_url: str | None = None
     request_ttl: Duration = timedelta(days=30)
     reminder_after: Duration = timedelta(days=3)
+    reminder_every: OptionalDuration = None
+    """R20: how far apart further reminders go; unset: the first one is the only one."""
+    reminders_max: Annotated[int, Field(ge=1)] = 1
+    """R20: reminders in all, the first one included."""
+    expiry_warning: DurationOrOff = timedelta(days=1)
+    """R21: how long before its expiry a request's people are warned; ``0``: never."""
+    escalate_after: OptionalDuration = None
+    """R22: how long after its submit a request goes to every decider; unset: never."""
     notify_billing_admins: bool = False
     catalog: Path | None = None
     dedupe_window: Duration = timedelta(minutes=10)
@@ -101,6 +148,47 @@ class Settings(BaseSettings):
     def _amqp_url(cls, value: str) -> str:
         amqp_addresses(value)
         return value
+
+    @model_validator(mode="after")
+    def _timers_agree(self) -> Settings:
+        """Timers that could never fire are a mistake to point out, not to ignore."""
+        problems = []
+        ttl = describe(self.request_ttl)
+        if self.reminders_max > 1 and self.reminder_every is None:
+            problems.append(
+                f"SUBREQ_REMINDERS_MAX: {self.reminders_max} reminders need "
+                "SUBREQ_REMINDER_EVERY to say how far apart they go"
+            )
+        if self.reminder_every is not None and self.reminders_max == 1:
+            problems.append(
+                f"SUBREQ_REMINDER_EVERY: {describe(self.reminder_every)} repeats nothing while "
+                "SUBREQ_REMINDERS_MAX is 1: set it to the number of reminders in all"
+            )
+        if self.expiry_warning is not None and self.expiry_warning >= self.request_ttl:
+            default = "" if "expiry_warning" in self.model_fields_set else " (the default)"
+            problems.append(
+                f"SUBREQ_EXPIRY_WARNING: {describe(self.expiry_warning)}{default} is not "
+                f"shorter than SUBREQ_REQUEST_TTL ({ttl}): set a shorter one, or 0 for none"
+            )
+        if self.escalate_after is not None and self.escalate_after >= self.request_ttl:
+            problems.append(
+                f"SUBREQ_ESCALATE_AFTER: {describe(self.escalate_after)} is not shorter than "
+                f"SUBREQ_REQUEST_TTL ({ttl}): requests would expire first"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def timers(self) -> Timers:
+        """The durations the sweeper works with (R14, R20-R22)."""
+        return Timers(
+            ttl=self.request_ttl,
+            reminder_after=self.reminder_after,
+            reminder_every=self.reminder_every,
+            reminders_max=self.reminders_max,
+            expiry_warning=self.expiry_warning,
+            escalate_after=self.escalate_after,
+        )
 
     @field_validator("web_secret")
     @classmethod
@@ -154,6 +242,8 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         problems = "; ".join(
             f"SUBREQ_{str(err['loc'][0]).upper()}: {err['msg'].removeprefix('Value error, ')}"
+            if err["loc"]
+            else err["msg"].removeprefix("Value error, ")  # several settings: each names itself
             for err in exc.errors()
         )
         raise ConfigurationError(problems) from None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -164,22 +164,28 @@ def headers_of(context: Context | None = None) -> dict[str, str]:
     return _headers(trace.get_current_span(context))
 
 
-@contextmanager
 def producer_span(
+    name: str, traceparent: str, attributes: dict[str, Any]
+) -> AbstractContextManager[dict[str, str]]:
+    """A publish span continuing the stored ``traceparent``, yielding the headers the
+    published message carries (``attributes``: a fresh dict, the span's from here on). It
+    is never made the current span (nothing runs inside it that looks for one), which
+    spares the context switching per message. A recorder that offers ``publish_span`` (the
+    worker's, ``consumers.spans``) records it without a span object, and it is returned
+    as it is: no generator around it, as this runs for every reply and event."""
+    remote = _remote(traceparent) if isinstance(traceparent, str) and traceparent else None
+    if remote is not None:
+        publish = getattr(tracer(), "publish_span", None)
+        cheap = publish(name, remote[0], attributes) if publish is not None else None
+        if cheap is not None:
+            return cheap  # type: ignore[no-any-return]
+    return _producer_span(name, traceparent, attributes)
+
+
+@contextmanager
+def _producer_span(
     name: str, traceparent: str, attributes: Mapping[str, str | int]
 ) -> Iterator[dict[str, str]]:
-    """A publish span continuing the stored ``traceparent``, yielding the headers the
-    published message carries. It is never made the current span (nothing runs inside it
-    that looks for one), which spares the context switching per message. A recorder that
-    offers ``publish_span`` (the worker's, ``consumers.spans``) records it without a span
-    object."""
-    remote = _remote(traceparent) if isinstance(traceparent, str) and traceparent else None
-    publish = getattr(tracer(), "publish_span", None)
-    cheap = publish(name, remote[0], attributes) if publish and remote else None
-    if cheap is not None:
-        with cheap as headers:
-            yield headers
-        return
     span = tracer().start_span(
         name,
         context=carried({"traceparent": traceparent}),

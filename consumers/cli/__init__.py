@@ -171,7 +171,7 @@ def worker(
         bool, typer.Option(help="Run the email notifier (SUBREQ_SMTP_URL, else .eml files).")
     ] = True,
     sweep: Annotated[
-        bool, typer.Option(help="Run the sweeper: expiry and reminders (R14).")
+        bool, typer.Option(help="Run the sweeper: expiry, reminders, warnings, escalation.")
     ] = True,
     notify_attempts: Annotated[
         int, typer.Option(min=1, help="SMTP attempts before a notification is dead-lettered.")

@@ -15,7 +15,11 @@ SQLAlchemy Core, must agree with the model and with the rules:
 4. the subscription changes only on an approval or an ``account.upsert`` giving one (R12);
 5. every accepted transition adds exactly one event of its type, a refusal none;
 6. a refused command adds one audit row and changes nothing else (R15);
-7. who succeeded was allowed to: submit by an admin (R1), decide by a decider (R2).
+7. who succeeded was allowed to: submit by an admin (R1), decide by a decider (R2);
+8. two-person approval (R23), with thresholds set, raised, lowered and removed at random: a
+   request is never approved with fewer distinct approvers than the threshold in force at
+   its last approval asks for, the same decider never counts twice, a first approval of two
+   stays pending (``request.approval_recorded``), and a threshold change moves no request.
 
 ``SUBREQ_STATEFUL_SCALE=N`` runs N times the examples, for a longer hunt.
 """
@@ -28,6 +32,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -111,6 +116,7 @@ OUT_OF_SCOPE = (
 )
 REQUEST_EVENTS = (
     "request.submitted",
+    "request.approval_recorded",
     "request.approved",
     "request.rejected",
     "request.cancelled",
@@ -126,6 +132,8 @@ EVENT_OF_STATE = {
     "expired": "request.expired",
     "voided": "request.voided",
 }
+THRESHOLDS = (None, "0.00", "500.00", "2000.00")
+"""``approval.second_above`` values (R23) around what the drawn requests cost."""
 FINAL_STATES = frozenset({"approved", "rejected", "cancelled", "expired", "voided"})
 BODY_DEDUPED = frozenset({"request.submit", "request.decide", "request.cancel"})
 DEDUPE_WINDOW = timedelta(minutes=10)  # CommandService's default
@@ -176,6 +184,24 @@ class ModelRequest:
     requester_id: str
     changes: list[dict[str, Any]]
     state: str = "pending"
+    total: Decimal = Decimal(0)
+    currency: str = ""
+    approvers: list[str] = field(default_factory=list)
+    """Who approved it, in order (R23)."""
+    needed: int = 1
+    """The approvals the threshold in force at its approval asked for."""
+
+
+@dataclass(frozen=True)
+class ModelThreshold:
+    second_above: Decimal
+    currency: str
+
+    def needed(self, req: ModelRequest) -> int:
+        """The model's own reading of R23."""
+        if self.currency != req.currency:
+            return 2
+        return 2 if req.total > self.second_above else 1
 
 
 @dataclass
@@ -249,7 +275,12 @@ def snapshot(db: Database) -> Snapshot:
         )
         states = dict(conn.execute(select(t.requests.c.request_id, t.requests.c.state)).all())
         accounts = {
-            r.account_id: (r.type, r.allows_subscription_changes)
+            r.account_id: (
+                r.type,
+                r.allows_subscription_changes,
+                r.approval_second_above,
+                r.approval_currency,
+            )
             for r in conn.execute(select(t.accounts))
         }
         members = {
@@ -413,6 +444,7 @@ def make_machine(db: Database, catalog: Catalog | None = None) -> type[RuleBased
             self.roles: dict[str, dict[str, str]] = {a: {} for a in ACCOUNTS}
             self.removed: dict[str, set[str]] = {a: set() for a in ACCOUNTS}
             self.subs: dict[str, Sub] = {}
+            self.thresholds: dict[str, ModelThreshold | None] = dict.fromkeys(ACCOUNTS)
             self.requests: dict[str, ModelRequest] = {}
             self.sent: list[Sent] = []
             self.bodies: list[tuple[str, dict[str, Any]]] = []
@@ -422,18 +454,28 @@ def make_machine(db: Database, catalog: Catalog | None = None) -> type[RuleBased
 
         # --- plumbing -----------------------------------------------------------
 
-        @initialize()
-        def setup(self) -> None:
+        @initialize(
+            thresholds=st.lists(
+                st.sampled_from(THRESHOLDS), min_size=len(ACCOUNTS), max_size=len(ACCOUNTS)
+            )
+        )
+        def setup(self, thresholds: list[str | None]) -> None:
             with db.engine.begin() as conn:
                 for table in reversed(t.metadata.sorted_tables):
                     conn.execute(delete(table))
-            for account, (kind, sub) in INITIAL.items():
-                outcome = self.service.handle(
-                    "account.upsert", self._account_body(account, kind, SUBSCRIPTIONS[sub])
-                )
+            for (account, (kind, sub)), second_above in zip(
+                INITIAL.items(), thresholds, strict=True
+            ):
+                body = self._account_body(account, kind, SUBSCRIPTIONS[sub])
+                if second_above is not None:
+                    body["approval"] = {"second_above": second_above}
+                outcome = self.service.handle("account.upsert", body)
                 assert outcome.json()["ok"], outcome.json()
                 self.kinds[account] = KINDS[kind]
                 self.subs[account] = Sub.of(SUBSCRIPTIONS[sub])
+                if second_above is not None:
+                    currency = SUBSCRIPTIONS[sub]["currency"]
+                    self.thresholds[account] = ModelThreshold(Decimal(second_above), currency)
                 for slot, role in SLOTS.items():
                     user = f"{account}-{slot}"
                     outcome = self.service.handle(
@@ -601,7 +643,13 @@ def make_machine(db: Database, catalog: Catalog | None = None) -> type[RuleBased
                     # The event names the transition and carries the request as it now is.
                     assert row.request_id in moved, (row.type, moved)
                     state = moved[row.request_id]
-                    assert row.type == EVENT_OF_STATE[state]
+                    if row.type == "request.approval_recorded":  # R23: stays pending
+                        assert state == "pending"
+                        approver = payload["data"]["approver_id"]
+                        approvals = payload["data"]["request"]["approvals"]
+                        assert approvals[-1]["actor_id"] == approver
+                    else:
+                        assert row.type == EVENT_OF_STATE[state]
                     assert payload["data"]["request"]["state"] == state
                     assert payload["data"]["request"]["request_id"] == row.request_id
             steps = [
@@ -729,7 +777,14 @@ def make_machine(db: Database, catalog: Catalog | None = None) -> type[RuleBased
             )
             # Invariant 7 (R1), read from the directory table itself.
             assert step.after.members[(account, actor)] == "admin"
-            self.requests[rid] = ModelRequest(account, actor, changes)
+            summary = view["summary"]
+            self.requests[rid] = ModelRequest(
+                account,
+                actor,
+                changes,
+                total=Decimal(summary["total"]),
+                currency=summary["currency"],
+            )
 
         @precondition(_has_pending)
         @rule(
@@ -742,6 +797,28 @@ def make_machine(db: Database, catalog: Catalog | None = None) -> type[RuleBased
             rid = self._pick_pending(data)
             actor = self._pick_actor(data, self.requests[rid].account_id)
             self._decide(rid, actor, decision, comment)
+
+        @precondition(_has_pending)
+        @rule(data=st.data())
+        def approve_pending(self, data: st.DataObject) -> None:
+            """R23's paths: a decider of the account approves a pending request (the first
+            of two, the second, or the same decider again), maybe another one right after."""
+            rid = self._pick_pending(data)
+            account = self.requests[rid].account_id
+            deciders = sorted(u for u, r in self.roles[account].items() if r in DECIDERS)
+            if not deciders:
+                return
+            # Mostly one who has not approved it yet, so that second approvals happen.
+            fresh = [u for u in deciders if u not in self.requests[rid].approvers]
+            pool = st.sampled_from(deciders)
+            if fresh:
+                pool = st.sampled_from(fresh) | pool
+            actor = data.draw(pool, label="decider")
+            self._decide(rid, actor, "approve", None)
+            if data.draw(st.booleans(), label="and another decider at once"):
+                others = [u for u in deciders if u not in self.requests[rid].approvers]
+                if others and self.requests[rid].state == "pending":
+                    self._decide(rid, data.draw(st.sampled_from(others)), "approve", "second")
 
         @precondition(lambda self: self.requests)
         @rule(
@@ -768,6 +845,8 @@ def make_machine(db: Database, catalog: Catalog | None = None) -> type[RuleBased
                 expected.add("invalid_state")
             elif role not in DECIDERS:
                 expected.add("forbidden")
+            elif decision == "approve" and actor in req.approvers:
+                expected.add("forbidden")  # R23: nobody approves twice
             elif decision == "approve":
                 expected |= change_codes(req.changes, self.subs[req.account_id])
 
@@ -784,6 +863,14 @@ def make_machine(db: Database, catalog: Catalog | None = None) -> type[RuleBased
                 return
             if expected:
                 self._check_refused(step, "request.decide", expected)
+                if expected == {"forbidden"} and actor in req.approvers and decision == "approve":
+                    [detail] = step.outcome.json()["error"]["details"]
+                    assert detail["rule"] == "R23"
+                return
+            threshold = self.thresholds[req.account_id]
+            needed = 1 if threshold is None else threshold.needed(req)
+            if decision == "approve" and len({*req.approvers, actor}) < needed:
+                self._first_of_two(step, req, rid, actor)
                 return
 
             state = "approved" if decision == "approve" else "rejected"
@@ -803,6 +890,10 @@ def make_machine(db: Database, catalog: Catalog | None = None) -> type[RuleBased
             assert after.members.get((req.account_id, actor)) in DECIDERS
             req.state = state
             if decision == "approve":
+                req.approvers.append(actor)
+                req.needed = needed
+                event(f"approved after {len(req.approvers)} approval(s), {needed} needed")
+                assert [a["actor_id"] for a in view["approvals"]] == req.approvers
                 old = self.subs[req.account_id]
                 new = applied(old, req.changes)
                 self.subs[req.account_id] = new
@@ -816,6 +907,43 @@ def make_machine(db: Database, catalog: Catalog | None = None) -> type[RuleBased
                 assert Sub.of(changed["data"]["old"]) == old
             else:
                 assert after.subscriptions == before.subscriptions
+
+        def _first_of_two(self, step: Step, req: ModelRequest, rid: str, actor: str) -> None:
+            """R23: recorded, told, still pending; nothing applied."""
+            event("first of two approvals")
+            self._check_accepted(
+                step,
+                events=Counter({"request.approval_recorded": 1}),
+                transitions=[(rid, "pending", "pending", "approve", actor)],
+                account=req.account_id,
+            )
+            view = step.outcome.json()["result"]["request"]
+            assert view["state"] == "pending"
+            assert view["decided_by"] is None
+            assert step.after.subscriptions == step.before.subscriptions
+            assert step.after.members.get((req.account_id, actor)) in DECIDERS
+            req.approvers.append(actor)
+            assert [a["actor_id"] for a in view["approvals"]] == req.approvers
+
+        @rule(account=st.sampled_from(ACCOUNTS), second_above=st.sampled_from(THRESHOLDS))
+        def set_threshold(self, account: str, second_above: str | None) -> None:
+            """R23: the threshold set, changed or removed; no request moves for it."""
+            type_, allows = self.kinds[account]
+            body = {
+                "account_id": account,
+                "name": f"Account {account}",
+                "type": type_,
+                "allows_subscription_changes": allows,
+                "approval": None if second_above is None else {"second_above": second_above},
+            }
+            step = self._send("account.upsert", body)
+            self._check_accepted(step, events=Counter(), transitions=[], account=account)
+            assert step.after.states == step.before.states
+            self.thresholds[account] = (
+                None
+                if second_above is None
+                else ModelThreshold(Decimal(second_above), self.subs[account].currency)
+            )
 
         @precondition(lambda self: self.requests)
         @rule(data=st.data(), reason=st.none() | st.just("changed my mind"))
@@ -1069,7 +1197,18 @@ def make_machine(db: Database, catalog: Catalog | None = None) -> type[RuleBased
                     assert later.from_state == earlier.to_state, chain
                     assert later.at >= earlier.at
                 assert chain[-1].to_state == requests[rid].state
-                assert len(chain) == (1 if requests[rid].state == "pending" else 2)
+                # 8. R23: a first approval of two stays pending; nobody counts twice.
+                firsts = [r for r in chain[1:] if (r.from_state, r.to_state) == ("pending",) * 2]
+                assert all(r.trigger == "approve" for r in firsts), chain
+                approvers = [r.actor_id for r in chain if r.trigger == "approve"]
+                assert len(set(approvers)) == len(approvers), chain
+                assert approvers == self.requests[rid].approvers
+                final = requests[rid].state != "pending"
+                assert len(chain) == 1 + len(firsts) + (1 if final else 0), chain
+                assert len(firsts) <= 1, chain
+                if requests[rid].state == "approved":
+                    assert len(approvers) >= self.requests[rid].needed, chain
+                    assert len(approvers) == len(firsts) + 1
 
             # 4. The subscriptions are what the model's approvals and upserts made them.
             assert subscriptions == self.subs
@@ -1077,6 +1216,12 @@ def make_machine(db: Database, catalog: Catalog | None = None) -> type[RuleBased
             assert {a: (r.type, r.allows_subscription_changes) for a, r in accounts.items()} == (
                 self.kinds
             )
+            assert {
+                a: (r.approval_second_above, r.approval_currency) for a, r in accounts.items()
+            } == {
+                a: (None, None) if m is None else (f"{m.second_above:.2f}", m.currency)
+                for a, m in self.thresholds.items()
+            }
             assert members == {
                 (a, u): role for a, users in self.roles.items() for u, role in users.items()
             }

@@ -268,3 +268,86 @@ def test_0008_records_refer_to_their_events_and_orphans_keep_theirs(at_0007: Dat
         ("kept", data["subject"], data["recipient"]["name"]),
         ("orphan", "Old subject", "Ann"),
     ]
+
+
+@pytest.fixture(params=DATABASES)
+def at_0008(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    with database_at(request.param, tmp_path, "0008") as db:
+        yield db
+
+
+def test_0009_counts_the_one_reminder_a_request_already_had(at_0008: Database) -> None:
+    """Before R20 a request had one reminder at most: a reminded one has had them all, so
+    the sweeper sends it no other (with SUBREQ_REMINDERS_MAX at its default)."""
+    db = at_0008
+    at = datetime(2026, 1, 5, 9, 0)
+    with db.engine.begin() as conn:
+        for account_id, request_id, reminded in (
+            ("a", "r-new", None),
+            ("b", "r-reminded", at + timedelta(days=3)),
+        ):
+            conn.execute(
+                text(
+                    "INSERT INTO accounts (account_id, name, type, allows_subscription_changes, "
+                    "created_at, updated_at) VALUES (:a, 'A', 'sales_assisted', true, :at, :at)"
+                ),
+                {"a": account_id, "at": at},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO requests (request_id, account_id, requester_id, state, "
+                    "changes, summary, created_at, notified, reminded_at) VALUES (:r, :a, "
+                    "'adam', 'pending', '[]', '{}', :at, '[]', :reminded)"
+                ),
+                {"r": request_id, "a": account_id, "at": at, "reminded": reminded},
+            )
+    upgrade(db)
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT request_id, reminders, warned_at, escalated_at FROM requests "
+                "ORDER BY request_id"
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [("r-new", 0, None, None), ("r-reminded", 1, None, None)]
+    downgrade(db, "0008")
+    with db.engine.connect() as conn:
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("requests")}
+    assert not columns & {"reminders", "warned_at", "escalated_at"}
+    assert "reminded_at" in columns
+
+
+@pytest.fixture(params=DATABASES)
+def at_0009(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    with database_at(request.param, tmp_path, "0009") as db:
+        yield db
+
+
+def test_0010_accounts_get_no_threshold_and_keep_everything_else(at_0009: Database) -> None:
+    """Accounts from before R23 need one decider, as they did; a downgrade drops the
+    threshold and keeps the account."""
+    db = at_0009
+    at = datetime(2026, 1, 5, 9, 0)
+    with db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO accounts (account_id, name, type, allows_subscription_changes, "
+                "currency, billing_cycle, created_at, updated_at) VALUES ('acme', 'Acme', "
+                "'sales_assisted', :yes, 'USD', 'monthly', :at, :at)"
+            ),
+            {"yes": True, "at": at},
+        )
+    upgrade(db)
+    with db.engine.begin() as conn:
+        row = conn.execute(text("SELECT * FROM accounts")).mappings().one()
+        assert (row["approval_second_above"], row["approval_currency"]) == (None, None)
+        assert (row["name"], row["currency"]) == ("Acme", "USD")
+        conn.execute(
+            text("UPDATE accounts SET approval_second_above = '1000.00', approval_currency = 'USD'")
+        )
+    downgrade(db, "0009")
+    with db.engine.connect() as conn:
+        names = {c["name"] for c in sa.inspect(conn).get_columns("accounts")}
+        kept = conn.execute(text("SELECT account_id, currency FROM accounts")).all()
+    assert {"approval_second_above", "approval_currency"}.isdisjoint(names)
+    assert [tuple(r) for r in kept] == [("acme", "USD")]

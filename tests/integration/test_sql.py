@@ -28,6 +28,8 @@ def _account(account_id: str) -> dict[str, object]:
         "allows_subscription_changes": True,
         "currency": "USD",
         "billing_cycle": "monthly",
+        "approval_second_above": "1000.00",
+        "approval_currency": "USD",
         "created_at": AT,
         "updated_at": AT + timedelta(seconds=1),
     }
@@ -48,6 +50,9 @@ def _request(request_id: str, account_id: str, state: str = "pending") -> dict[s
         "comment": None,
         "notified": ["owner"],
         "reminded_at": None,
+        "reminders": 0,
+        "warned_at": None,
+        "escalated_at": None,
     }
 
 

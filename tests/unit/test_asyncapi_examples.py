@@ -25,6 +25,7 @@ from consumers.amqp.deliveries import Bury, Delivery, apply
 from consumers.amqp.publishing import publish_events
 from consumers.consumer import settle_batch
 from consumers.mail import message_id
+from policies.timers import Timers
 from tests.integration.helpers import events, member
 from tests.unit.amqp_fakes import Replies
 from workflow.app.outbox import relay_batch
@@ -199,11 +200,14 @@ def test_every_event_example_is_what_the_service_published(story: Callable[[], S
     expired.submit()
     expired.now = _at(examples.EXPIRED_AT)
     ttl = timedelta(days=30)
-    Sweeper(
-        expired.db, load_catalog(), ttl=ttl, reminder_after=ttl, clock=lambda: expired.now
-    ).expire_due()
+    timers = Timers(ttl=ttl, reminder_after=ttl)
+    Sweeper(expired.db, load_catalog(), timers=timers, clock=lambda: expired.now).expire_due()
     published.setdefault("request.expired", expired.events()["request.expired"])
 
+    two = story()
+    two.send("account.upsert", {**COMMANDS["account.upsert"], **examples.TWO_PERSON_UPSERT})
+    two.with_id("request.decide", two.submit())
+    published.setdefault("request.approval_recorded", two.events()["request.approval_recorded"])
     voided = story()
     voided.submit()
     voided.send("account.upsert", {**COMMANDS["account.upsert"], **examples.VOIDING_UPSERT})

@@ -39,6 +39,12 @@ def test_a_failed_round_is_the_one_reported() -> None:
 
 def test_the_report_lists_every_round() -> None:
     chosen = median_run([result(1300), result(1100), result(1200)])
+    text = _rendered(chosen)
+    assert "median of 3 rounds" in text
+    assert "PostgreSQL batched 1,300, 1,100, 1,200" in text
+
+
+def _rendered(*runs: RunResult) -> str:
     report = BenchReport(
         started=now(),
         settings={
@@ -53,9 +59,21 @@ def test_the_report_lists_every_round() -> None:
         },
         machine={},
         versions={},
-        runs=[chosen],
+        runs=list(runs),
         host_busy_before_pct=0.0,
     )
-    text = render(report)
-    assert "median of 3 rounds" in text
-    assert "PostgreSQL batched 1,300, 1,100, 1,200" in text
+    return render(report)
+
+
+def traced(throughput: float) -> RunResult:
+    run = result(throughput)
+    run.mode = "traced"
+    return run
+
+
+def test_the_tracing_cost_is_read_the_right_way_round() -> None:
+    slower = _rendered(result(1000), traced(850))
+    assert "850 commands/s: 15% below tracing off (target ≤ 10%) — **misses the target**" in slower
+    faster = _rendered(result(1000), traced(1100))
+    assert "1,100 commands/s: 10% above tracing off (no cost measurable)" in faster
+    assert "-10%" not in faster

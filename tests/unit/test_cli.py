@@ -169,6 +169,7 @@ def test_requests_show_tells_the_whole_story(approved: str) -> None:
         "Total      575.00 USD per month",
         "by u1",
         "Comment    go ahead",
+        "Approvals  1",
         "Olivia Owner <u1@example.com>  request_submitted",
         "Adam Admin <u2@example.com>    request_approved",
     ):
@@ -205,6 +206,33 @@ def test_requests_show_a_pending_request_with_its_expiry(pending: str) -> None:
     out = run("requests", "show", pending).stdout
     assert "Pending    for 3d 4h, expires " in out
     assert "Decided" not in out
+
+
+def test_requests_show_prints_the_approvals_of_a_two_person_request(url: str) -> None:
+    """R23: the first of two approvals is listed while the request waits for the second."""
+    run("db", "upgrade")
+    send = Commands(url)
+    try:
+        send.account("a3")
+        threshold = {"second_above": "100.00"}
+        upsert = {"account_id": "a3", "name": "Acme", "type": "sales_assisted"}
+        upsert |= {"allows_subscription_changes": True, "approval": threshold}
+        assert send("account.upsert", upsert)["result"]["approval"]["second_above"] == "100.00"
+        request_id = send.submit("a3")["result"]["request"]["request_id"]
+        decision = {"request_id": request_id, "actor_id": "u1", "decision": "approve"}
+        reply = send("request.decide", {**decision, "comment": "one of two"})
+        assert reply["result"]["request"]["state"] == "pending"
+    finally:
+        send.db.dispose()
+    out = run("requests", "show", request_id).stdout
+    assert "State      pending" in out
+    assert "Approvals  1" in out
+    [line] = [x for x in out.splitlines() if x.endswith("u1: one of two")]
+    assert line.startswith("  20")  # the time it was given
+    history = out.split("History\n")[1].split("\n\n")[0].splitlines()
+    assert "pending -> pending" in history[2]
+    shown = json.loads(run("requests", "show", request_id, "--json").stdout)
+    assert [(a["actor_id"], a["comment"]) for a in shown["approvals"]] == [("u1", "one of two")]
 
 
 def test_requests_show_json_includes_the_notifications(approved: str) -> None:

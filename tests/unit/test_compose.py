@@ -41,6 +41,13 @@ CONTRACT_VARIABLES = (
     "SUBREQ_NOTIFY_BILLING_ADMINS",
 )
 """What the contract's "Running it" section configures (SUBREQ_CATALOG is optional)."""
+TIMER_VARIABLES = (
+    "SUBREQ_REMINDER_EVERY",
+    "SUBREQ_REMINDERS_MAX",
+    "SUBREQ_EXPIRY_WARNING",
+    "SUBREQ_ESCALATE_AFTER",
+)
+"""The approval policy's timers (R20-R22), which the worker's sweeper reads."""
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +185,20 @@ def test_the_worker_sets_every_contract_variable_to_a_valid_value(
     settings = load_settings()  # every value parses, as the worker will parse it
     assert settings.database_url.startswith("postgresql+psycopg://")
     assert settings.smtp_url == "smtp://mailpit:1025"
+
+
+def test_the_worker_sets_the_policy_timers_to_their_defaults(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Written out so that operators see the knobs; the values are the domain's defaults."""
+    env = environment(services["worker"])
+    assert set(TIMER_VARIABLES) <= set(env)
+    for name in [n for n in os.environ if n.startswith(PREFIX)]:
+        monkeypatch.delenv(name)
+    defaults = load_settings().timers()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert load_settings().timers() == defaults
 
 
 def test_the_worker_exports_its_traces_to_the_jaeger_service(

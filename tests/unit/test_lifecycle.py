@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
-from policies.facts import Account, Actor, CatalogFacts, Change, ProductLine, Subscription
+from policies.facts import (
+    Account,
+    Actor,
+    CatalogFacts,
+    Change,
+    ProductLine,
+    Subscription,
+    Threshold,
+)
 from workflow.domain.lifecycle import FINAL_STATES, MACHINE, STATES, Facts, Request, fire, mermaid
 
 AT = datetime(2026, 3, 1, tzinfo=UTC)
@@ -110,3 +120,84 @@ def test_diagram_is_generated_from_the_machine() -> None:
     ]:
         assert f"pending --> {dest}: {trigger}" in diagram
         assert f"{dest} --> [*]" in diagram
+
+
+BILLING = Actor("b", "acme", "billing_admin")
+ABOVE = Threshold(Decimal("100.00"), "USD")
+
+
+def approval(
+    actor: Actor, approvers: tuple[str, ...] = (), threshold: Threshold | None = ABOVE
+) -> Facts:
+    """An approval of a request costing 150.00 USD a month."""
+    return Facts(
+        at=AT,
+        actor=actor,
+        actor_id=actor.user_id,
+        changes=submission().changes,
+        subscription=SUBSCRIPTION,
+        catalog=CATALOG,
+        approvers=approvers,
+        total=Decimal("150.00"),
+        total_currency="USD",
+        threshold=threshold,
+    )
+
+
+def test_r23_a_first_approval_above_the_threshold_stays_pending_in_the_history() -> None:
+    request = pending_request()
+    assert fire(request, "approve", approval(OWNER))
+    assert request.state == "pending"
+    step = request.steps[-1]
+    assert (step.from_state, step.to_state, step.trigger, step.actor_id) == (
+        "pending",
+        "pending",
+        "approve",
+        "o",
+    )
+    assert fire(request, "approve", approval(BILLING, ("o",)))
+    assert request.state == "approved"
+
+
+def test_r23_the_same_decider_approving_again_is_forbidden_and_changes_nothing() -> None:
+    request = pending_request()
+    assert fire(request, "approve", approval(OWNER))
+    steps = len(request.steps)
+    for threshold in (ABOVE, None):  # lowering the threshold does not make it count twice
+        decision = fire(request, "approve", approval(OWNER, ("o",), threshold))
+        assert [(d.rule, d.code) for d in decision.denials] == [("R23", "forbidden")]
+        assert (request.state, len(request.steps)) == ("pending", steps)
+
+
+def test_r23_one_approval_is_enough_once_the_threshold_is_removed() -> None:
+    request = pending_request()
+    assert fire(request, "approve", approval(OWNER))
+    assert fire(request, "approve", approval(BILLING, ("o",), None))
+    assert request.state == "approved"
+
+
+def test_r23_either_decider_may_still_reject_after_a_first_approval() -> None:
+    request = pending_request()
+    assert fire(request, "approve", approval(OWNER))
+    assert fire(request, "reject", Facts(at=AT, actor=OWNER, reason="changed my mind"))
+    assert request.state == "rejected"
+
+
+def test_r23_a_first_approval_is_refused_by_r2_and_r12_as_any_approval() -> None:
+    request = pending_request()
+    decision = fire(request, "approve", approval(ADMIN))
+    assert [d.rule for d in decision.denials] == ["R2"]
+    gone = Subscription("USD", "monthly", ())
+    facts = approval(OWNER)
+    stale = Facts(**{**facts.__dict__, "subscription": gone})
+    assert fire(request, "approve", stale).code == "invalid_change"
+    assert (request.state, len(request.steps)) == ("pending", 1)
+
+
+def test_diagram_shows_the_first_of_two_approvals() -> None:
+    assert "pending --> pending: approve (first of two, R23)" in mermaid()
+
+
+def test_the_readme_shows_the_diagram_the_machine_draws() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert f"```mermaid\n{mermaid()}```" in readme

@@ -1,14 +1,17 @@
-"""The pure rules of ``policies``, one or more tests per domain rule (R1-R19)."""
+"""The pure rules of ``policies``, one or more tests per domain rule (R1-R19 and R23; the
+timers, R14 and R20-R22, in test_timers.py)."""
 
 from __future__ import annotations
 
 import ast
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 import policies
+from policies.approvals import approvals_needed, completes, not_approved_before
 from policies.changes import contradictions, in_scope, is_addable, is_valid, validate_changes
 from policies.comments import reject_has_comment
 from policies.decision import ALLOW, Decision, ErrorCode
@@ -22,6 +25,7 @@ from policies.facts import (
     ProductLine,
     Role,
     Subscription,
+    Threshold,
 )
 from policies.lifecycle import is_pending, no_other_pending
 from policies.roles import may_cancel, may_decide, may_request, may_view
@@ -124,8 +128,8 @@ def test_denial_detail_omits_a_missing_rule_or_field() -> None:
 # --- package ------------------------------------------------------------------------
 
 
-def test_rules_lists_r1_to_r19_with_a_summary_each() -> None:
-    assert list(RULES) == [f"R{n}" for n in range(1, 20)]
+def test_rules_lists_r1_to_r23_with_a_summary_each() -> None:
+    assert list(RULES) == [f"R{n}" for n in range(1, 24)]
     assert all(summary.strip() and "\n" not in summary for summary in RULES.values())
 
 
@@ -504,3 +508,56 @@ def test_r19_reject_without_comment_is_an_invalid_message(comment: str | None) -
 def test_r19_reject_with_comment_and_approve_without_one_are_allowed() -> None:
     assert reject_has_comment("reject", "over budget this quarter") == ALLOW
     assert reject_has_comment("approve", None) == ALLOW
+
+
+# --- R23: two-person approval ---------------------------------------------------------------
+
+USD_1000 = Threshold(Decimal("1000.00"), "USD")
+
+
+def test_r23_without_a_threshold_one_decider_is_enough() -> None:
+    assert approvals_needed(Decimal("1000000.00"), "USD", None) == 1
+
+
+@pytest.mark.parametrize(
+    ("total", "needed"),
+    [("0.00", 1), ("999.99", 1), ("1000.00", 1), ("1000.01", 2), ("25000.00", 2)],
+)
+def test_r23_a_total_above_the_threshold_needs_two(total: str, needed: int) -> None:
+    """ "Exceeds": a total equal to the threshold still needs one decider."""
+    assert approvals_needed(Decimal(total), "USD", USD_1000) == needed
+
+
+def test_r23_a_total_in_another_currency_than_the_threshold_needs_two() -> None:
+    """The subscription changed currency since the submit: the amounts cannot be compared,
+    and the rule never gets weaker for it."""
+    assert approvals_needed(Decimal("1.00"), "EUR", USD_1000) == 2
+
+
+def test_r23_a_threshold_of_an_account_without_currency_compares_the_amount() -> None:
+    unpriced = Threshold(Decimal("1000.00"), None)
+    assert approvals_needed(Decimal("999.00"), "EUR", unpriced) == 1
+    assert approvals_needed(Decimal("1001.00"), "EUR", unpriced) == 2
+
+
+def test_r23_two_different_deciders_complete_a_request_that_needs_two() -> None:
+    assert not completes("olivia", (), 2)
+    assert completes("bella", ("olivia",), 2)
+    assert completes("olivia", (), 1)
+
+
+def test_r23_the_same_decider_never_counts_twice() -> None:
+    assert not completes("olivia", ("olivia",), 2)
+    assert not completes("olivia", ("olivia", "olivia"), 2)
+
+
+def test_r23_the_same_decider_cannot_approve_twice() -> None:
+    rule, code, reason, field = only(not_approved_before("olivia", ("olivia",)))
+    assert (rule, code, field) == ("R23", ErrorCode.FORBIDDEN, None)
+    assert "approved this request already" in reason
+    assert "another decider" in reason
+
+
+def test_r23_a_decider_who_has_not_approved_may() -> None:
+    assert not_approved_before("bella", ("olivia",)) is ALLOW
+    assert not_approved_before("olivia", ()) is ALLOW

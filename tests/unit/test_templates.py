@@ -1,5 +1,6 @@
-"""Notification templates (R14, R16, R17): every one in every locale, locale choice with its
-fallback to English, escaping in the HTML part, and the event's text matching the mail's."""
+"""Notification templates (R14, R16, R17, R20-R22): every one in every locale, locale choice
+with its fallback to English, escaping in the HTML part, and the event's text matching the
+mail's."""
 
 from __future__ import annotations
 
@@ -62,6 +63,9 @@ EXPECTED = {
     "request_withdrawn",
     "request_cancelled",
     "request_reminder",
+    "request_expiry_warning",
+    "request_escalated",
+    "request_approval_recorded",
 }
 
 
@@ -134,6 +138,60 @@ def test_time_pending_and_expiry_appear_in_the_reminder() -> None:
     assert "it expires on 4 February 2026 at 09:00 UTC" in text
     italian = " ".join(event("request_reminder", "it")["text"].split())
     assert "da 3 giorni (dal 5 gennaio 2026 alle 07:00 UTC)" in italian
+
+
+def test_the_expiry_warning_says_when_to_the_requester_and_the_deciders() -> None:
+    """R21: told that it will expire, and when, in words for each side."""
+    to_requester = event("request_expiry_warning", user_id="adam")
+    to_owner = event("request_expiry_warning", user_id="olivia")
+    when = "expires on 4 February 2026 at 09:00 UTC"
+    assert to_requester["subject"] == f"Your subscription change for Acme Corp {when}"
+    assert to_owner["subject"] == f"Adamo Rossi's change to Acme Corp {when} unless you decide"
+    requester_text = " ".join(to_requester["text"].split())
+    owner_text = " ".join(to_owner["text"].split())
+    assert "Your request of 5 January 2026 at 07:00 UTC" in requester_text
+    assert "cancel the request if you no longer need it" in requester_text
+    assert "Five more agents" not in requester_text  # their own note is not quoted back
+    assert "Note from Adamo Rossi: Five more agents start on Monday" in owner_text
+    assert "approve or reject it before then" in owner_text
+    italian = event("request_expiry_warning", "it", user_id="adam")
+    assert italian["subject"] == (
+        "La tua modifica dell'abbonamento di Acme Corp scade il 4 febbraio 2026 alle 09:00 UTC"
+    )
+    italian_owner = " ".join(event("request_expiry_warning", "it")["text"].split())
+    assert "scade il 4 febbraio 2026 alle 09:00 UTC" in italian_owner
+
+
+def test_the_escalation_says_how_long_nobody_decided() -> None:
+    """R22: a decider who hears of the request for the first time learns its story."""
+    text = " ".join(event("request_escalated")["text"].split())
+    assert (
+        "Adamo Rossi asked for these changes to the subscription of Acme Corp on 5 January" in text
+    )
+    assert "nobody has decided in 3 days, so the request now comes to you as well" in text
+    assert "If nobody decides, it expires on 4 February 2026 at 09:00 UTC." in text
+    italian = event("request_escalated", "it")
+    assert italian["subject"].startswith("Ora anche a te: Adamo Rossi chiede")
+    assert "nessuno ha deciso in 3 giorni" in " ".join(italian["text"].split())
+
+
+def test_the_call_for_a_second_approval_names_the_first_approver_and_what_is_asked() -> None:
+    """R23: the other deciders learn who approved, that a second approval is needed, and
+    what the request changes and costs, in their language."""
+    text = " ".join(event("request_approval_recorded", user_id="bella")["text"].split())
+    subject = event("request_approval_recorded", user_id="bella")["subject"]
+    assert subject == ("Olivia Owner approved a change to Acme Corp: a second approval is needed")
+    assert "Olivia Owner approved Adamo Rossi's request" in text
+    assert "needs the approval of a second decider before anything changes" in text
+    assert "Comment from Olivia Owner: Budget <approved> & signed" in text
+    assert "Additional cost: 1,310.00 USD per month." in text
+    italian = " ".join(event("request_approval_recorded", "it", "bella")["text"].split())
+    assert "serve l'approvazione di una seconda persona" in italian
+    assert "Costo aggiuntivo: 1.310,00 USD al mese." in italian
+    html = render_email(
+        "request_approval_recorded", "en", event("request_approval_recorded")["context"]
+    ).html
+    assert "Budget &lt;approved&gt; &amp; signed" in html
 
 
 def test_voided_reads_differently_for_the_requester_and_the_deciders() -> None:

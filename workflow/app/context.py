@@ -41,7 +41,7 @@ class CommandContext:
         request: Mapping[str, Any],
         values: Mapping[str, Any],
     ) -> None:
-        """One ``notification.requested`` event per recipient (R14, R16, R17)."""
+        """One ``notification.requested`` event per recipient (R14, R16, R17, R20-R22)."""
         for recipient in recipients:
             data = render(
                 template,
@@ -54,9 +54,18 @@ class CommandContext:
             )
             self.emit(NOTIFICATION_REQUESTED, request["account_id"], data, request["request_id"])
 
-    def record(self, request: Request, changes: Mapping[str, Any] | None) -> dict[str, Any]:
+    def record(
+        self,
+        request: Request,
+        changes: Mapping[str, Any] | None,
+        *,
+        event: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Store a transition the machine made: new state (``changes=None`` when the row was
-        just inserted in it), history, and its event."""
+        just inserted in it), history, and its event: the one of the new state, unless
+        ``event`` names another (a transition that stays, R23), with ``data`` beside the
+        request."""
         if changes is not None:
             self.store.update_request(request.request_id, {"state": request.state, **changes})
         self.store.add_history(request.request_id, request.steps)
@@ -64,7 +73,10 @@ class CommandContext:
         assert row is not None
         view = request_view(self.store, row)
         self.emit(
-            EVENT_OF_STATE[request.state], request.account_id, {"request": view}, request.request_id
+            event or EVENT_OF_STATE[request.state],
+            request.account_id,
+            {"request": view, **(data or {})},
+            request.request_id,
         )
         return view
 

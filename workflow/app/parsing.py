@@ -10,7 +10,7 @@ import orjson
 from pydantic import ValidationError
 
 from policies.decision import Decision, ErrorCode
-from workflow.contract.messages import ADAPTERS, BODY_DEDUPED
+from workflow.contract.messages import ADAPTERS, BLAMED, BODY_DEDUPED
 from workflow.errors import Invalid
 
 MAX_PLAIN_KEY = 150
@@ -74,7 +74,10 @@ def parse(routing_key: str, body: bytes | str | dict[str, Any]) -> Any:
     except ValidationError as exc:
         denials = []
         for err in exc.errors(include_url=False):
-            where = body_path(err["loc"], body, tag=err["type"] in TAG_ERRORS)
+            # A validator that judges one field by another names the one it blames.
+            blamed = (err.get("ctx") or {}).get(BLAMED)
+            loc = err["loc"] if blamed is None else (*err["loc"], blamed)
+            where = body_path(loc, body, tag=err["type"] in TAG_ERRORS)
             denials.append(
                 Decision.deny(
                     "R19" if err["type"] == "R19" else None,

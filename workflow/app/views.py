@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from workflow.domain.lifecycle import APPROVE
 from workflow.persistence.store import Row, Store
 
 
@@ -32,7 +33,18 @@ def request_view(
         "decided_by": row["decided_by"],
         "comment": row["comment"],
         "history": history,
+        "approvals": approvals(history),
     }
+
+
+def approvals(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Who approved the request, oldest first (R23): every ``approve`` step of its history,
+    the first of two (which stays pending) and the one that approved it."""
+    return [
+        {"actor_id": h["actor_id"], "at": h["at"], "comment": h["reason"]}
+        for h in history
+        if h["trigger"] == APPROVE
+    ]
 
 
 def request_views(store: Store, rows: list[Row]) -> list[dict[str, Any]]:

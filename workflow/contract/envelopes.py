@@ -17,6 +17,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from policies.decision import ErrorCode
 from workflow.contract.messages import (
+    ApprovalView,
     NotificationData,
     Recipient,
     RequestView,
@@ -94,6 +95,12 @@ class AccountUpserted(BaseModel):
     created: bool
     voided: list[str] = Field(
         description="Pending requests voided because the account stopped being eligible (R6)."
+    )
+    approval: ApprovalView | None = Field(
+        None,
+        description="The account's two-person approval threshold (R23) after the upsert: "
+        "requests whose total per billing period exceeds it need two deciders; null when "
+        "one is enough.",
     )
 
 
@@ -202,6 +209,19 @@ class RequestEvent(EventEnvelope):
     data: RequestEventData
 
 
+class ApprovalRecordedData(BaseModel):
+    request: RequestView
+    approver_id: str = Field(description="The decider whose approval was recorded.")
+
+
+class ApprovalRecorded(EventEnvelope):
+    """The first of two approvals (R23): the request stays pending, its ``approvals`` list
+    names who approved; ``request.approved`` follows another decider's approval."""
+
+    type: Literal["request.approval_recorded"]
+    data: ApprovalRecordedData
+
+
 class SubscriptionChange(BaseModel):
     old: SubscriptionView
     new: SubscriptionView
@@ -238,6 +258,7 @@ class NotificationSent(EventEnvelope):
 
 EVENTS: dict[str, type[EventEnvelope]] = {
     **dict.fromkeys(get_args(RequestEventType), RequestEvent),
+    "request.approval_recorded": ApprovalRecorded,
     "subscription.changed": SubscriptionChanged,
     "notification.requested": NotificationRequested,
     "notification.sent": NotificationSent,

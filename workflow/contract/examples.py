@@ -22,6 +22,12 @@ SENT_AT = "2026-01-05T09:00:05Z"
 REJECTION = {"decision": "reject", "comment": "not this quarter"}
 VOIDING_UPSERT = {"type": "self_service"}
 """What makes the example account ineligible, so its pending request is voided (R6)."""
+APPROVAL = {"second_above": "1000.00"}
+"""The example account's two-person approval threshold (R23): the example request, at
+575.00 USD a month, needs one decider."""
+TWO_PERSON_UPSERT = {"approval": {"second_above": "500.00"}}
+"""What makes the example request need two deciders (R23), so its first approval is
+recorded and it stays pending."""
 REQUEST_ID = "0b4f5c2e-8a1d-4e7b-9f3a-6c2d1e0f9a8b"
 SEATS = [{"type": "add_seats", "product": "support", "quantity": 5}]
 SUBSCRIPTION: dict[str, Any] = {
@@ -52,6 +58,7 @@ COMMAND_EXAMPLES: dict[str, dict[str, Any]] = {
         "type": "sales_assisted",
         "allows_subscription_changes": True,
         "subscription": SUBSCRIPTION,
+        "approval": APPROVAL,
     },
     "member.upsert": {
         "account_id": "acme",
@@ -127,6 +134,7 @@ def request_view(state: str = "pending") -> dict[str, Any]:
         "decided_by": None,
         "comment": None,
         "history": [SUBMITTED],
+        "approvals": [],
     }
     if state == "pending":
         return view
@@ -147,6 +155,28 @@ def request_view(state: str = "pending") -> dict[str, Any]:
         "decided_by": actor,
         "comment": reason if actor is not None else None,
         "history": [SUBMITTED, step],
+        "approvals": [{"actor_id": actor, "at": at, "comment": reason}]
+        if trigger == "approve"
+        else [],
+    }
+
+
+def first_approval_view() -> dict[str, Any]:
+    """The example request after the owner's approval, the first of two (R23): pending."""
+    trigger, actor, at, comment = STEPS["approved"]
+    step = {
+        "from": "pending",
+        "to": "pending",
+        "trigger": trigger,
+        "actor_id": actor,
+        "at": at,
+        "reason": comment,
+        "channel": "amqp",
+    }
+    return {
+        **request_view(),
+        "history": [SUBMITTED, step],
+        "approvals": [{"actor_id": actor, "at": at, "comment": comment}],
     }
 
 
@@ -257,7 +287,14 @@ def _ok(result: dict[str, Any]) -> dict[str, Any]:
 
 
 REPLY_EXAMPLES: dict[str, dict[str, Any]] = {
-    "account.upsert": _ok({"account_id": "acme", "created": True, "voided": []}),
+    "account.upsert": _ok(
+        {
+            "account_id": "acme",
+            "created": True,
+            "voided": [],
+            "approval": {**APPROVAL, "currency": "USD"},
+        }
+    ),
     "member.upsert": _ok({"account_id": "acme", "user_id": "acme-admin", "created": True}),
     "member.remove": _ok({"account_id": "acme", "user_id": "acme-agent", "removed": True}),
     "request.preview": _ok({"summary": SUMMARY}),
@@ -377,6 +414,12 @@ EVENT_EXAMPLES: dict[str, dict[str, Any]] = {
     "request.cancelled": _request_event(4, "cancelled"),
     "request.expired": _request_event(5, "expired"),
     "request.voided": _request_event(6, "voided"),
+    "request.approval_recorded": _event(
+        10,
+        "request.approval_recorded",
+        {"request": first_approval_view(), "approver_id": STEPS["approved"][1]},
+        DECIDED_AT,
+    ),
     "subscription.changed": _event(
         7,
         "subscription.changed",

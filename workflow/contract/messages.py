@@ -7,6 +7,7 @@ role or permission: those come from the member directory only (R3).
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -111,12 +112,89 @@ class SubscriptionIn(Body):
     products: Annotated[list[ProductLineIn], Field(max_length=50)]
 
 
+BLAMED = "blamed_field"
+"""The key of a validation error's context naming the field a cross-field check blames
+(``approval.currency`` for a threshold in another currency than the subscription's)."""
+
+MAX_THRESHOLD = Decimal("1e12")
+"""No subscription costs this much per period: a larger threshold is a typing slip."""
+
+
+class ApprovalIn(Body):
+    """R23: requests whose total per billing period exceeds ``second_above`` need two
+    deciders. ``currency`` may say which currency the amount is in; it must then be the
+    subscription's (when the message carries one), and defaults to the account's."""
+
+    second_above: str
+    currency: Currency | None = None
+
+    @field_validator("second_above", mode="before")
+    @classmethod
+    def _decimal_amount(cls, value: Any) -> str:
+        """Money is a decimal string (``"1000.00"``): not a number, no currency sign, at
+        most two decimals, never negative."""
+        example = 'a decimal string such as "1000.00"'
+        if not isinstance(value, str):
+            raise PydanticCustomError(
+                "threshold", f"must be {example}, not {{kind}}", {"kind": type(value).__name__}
+            )
+        text = value.strip()
+        if any(not (c.isdigit() or c in ".+-") for c in text):
+            raise PydanticCustomError(
+                "threshold",
+                f"must be {example}, a plain amount in the account's currency "
+                "(name the currency in approval.currency)",
+            )
+        try:
+            amount = Decimal(text)
+        except InvalidOperation:
+            raise PydanticCustomError("threshold", f"must be {example}") from None
+        exponent = amount.as_tuple().exponent
+        if not isinstance(exponent, int):  # NaN or infinity
+            raise PydanticCustomError("threshold", f"must be {example}")
+        if amount < 0 or text.startswith("-"):
+            raise PydanticCustomError("threshold", "must not be negative")
+        if exponent < -2:
+            raise PydanticCustomError("threshold", "has more than two decimals")
+        if amount >= MAX_THRESHOLD:
+            raise PydanticCustomError("threshold", "is larger than any subscription costs")
+        return f"{amount:.2f}"
+
+
 class AccountUpsert(Body):
     account_id: Id
     name: Name
     type: AccountType
     allows_subscription_changes: StrictBool
     subscription: SubscriptionIn | None = None
+    approval: ApprovalIn | None = None
+    """R23; absent keeps the account's threshold, ``null`` removes it."""
+
+    @field_validator("approval")
+    @classmethod
+    def _threshold_in_the_subscription_currency(
+        cls, approval: ApprovalIn | None, info: ValidationInfo
+    ) -> ApprovalIn | None:
+        subscription = info.data.get("subscription")
+        if approval is None or approval.currency is None or subscription is None:
+            return approval
+        if approval.currency != subscription.currency:
+            raise PydanticCustomError(
+                "threshold_currency",
+                "the threshold is in {currency}, but the subscription is billed in {billed}: "
+                "state it in {billed}",
+                {
+                    "currency": approval.currency,
+                    "billed": subscription.currency,
+                    BLAMED: "currency",
+                },
+            )
+        return approval
+
+    @property
+    def approval_given(self) -> bool:
+        """Whether the message says anything of ``approval`` (``null`` included)."""
+        return "approval" in self.model_fields_set
 
 
 class MemberUpsert(Body):
@@ -224,6 +302,21 @@ class HistoryEntry(BaseModel):
     """How the command came (contract: console); none for the sweeper's expiry."""
 
 
+class ApprovalEntry(BaseModel):
+    """One decider's approval of a request (R23), oldest first in ``approvals``."""
+
+    actor_id: str
+    at: datetime
+    comment: str | None = None
+
+
+class ApprovalView(BaseModel):
+    """An account's two-person approval threshold (R23), as ``account.upsert`` replies it."""
+
+    second_above: str
+    currency: str | None
+
+
 class SummaryLine(BaseModel):
     item: dict[str, Any]
     description: str
@@ -254,6 +347,8 @@ class RequestView(BaseModel):
     decided_by: str | None
     comment: str | None
     history: list[HistoryEntry]
+    approvals: list[ApprovalEntry] = []
+    """Who approved it and when (R23): one entry per approval, the last one included."""
 
 
 class SubscriptionView(BaseModel):

@@ -88,6 +88,8 @@ REQUEST_REJECTED = "request.rejected"
 REQUEST_CANCELLED = "request.cancelled"
 REQUEST_EXPIRED = "request.expired"
 REQUEST_VOIDED = "request.voided"
+REQUEST_APPROVAL_RECORDED = "request.approval_recorded"
+"""R23: the first of two approvals; the request stays pending."""
 SUBSCRIPTION_CHANGED = "subscription.changed"
 NOTIFICATION_REQUESTED = "notification.requested"
 NOTIFICATION_SENT = "notification.sent"
@@ -104,6 +106,7 @@ EVENT_OF_STATE = {
 
 EVENT_TYPES = (
     *EVENT_OF_STATE.values(),
+    REQUEST_APPROVAL_RECORDED,
     SUBSCRIPTION_CHANGED,
     NOTIFICATION_REQUESTED,
     NOTIFICATION_SENT,

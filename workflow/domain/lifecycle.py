@@ -11,19 +11,23 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, cast
 
 from transitions import EventData, Machine, State
 
 from policies import roles
+from policies.approvals import approvals_needed, completes, not_approved_before
 from policies.changes import validate_changes
 from policies.decision import ALLOW, Decision, ErrorCode
 from policies.eligibility import is_eligible
-from policies.facts import Account, Actor, CatalogFacts, Change, Subscription
+from policies.facts import Account, Actor, CatalogFacts, Change, Subscription, Threshold
 from policies.lifecycle import is_pending, no_other_pending
 from workflow.contract.names import FINAL_STATES, STATES
 
 NEW = "new"  # before submit; never stored
+APPROVE = "approve"
+"""The trigger of every approval, the first of two included (R23)."""
 
 
 @dataclass
@@ -61,6 +65,13 @@ class Facts:
     subscription: Subscription | None = None
     catalog: CatalogFacts | None = None
     reason: str | None = None
+    approvers: tuple[str, ...] = ()
+    """Who approved the request so far (R23), oldest first."""
+    total: Decimal = Decimal(0)
+    """The request's total per billing period, in ``total_currency`` (R23)."""
+    total_currency: str | None = None
+    threshold: Threshold | None = None
+    """The account's ``approval.second_above`` as it is now (R23)."""
 
 
 def _submission(f: Facts, request: Request) -> Decision:
@@ -79,12 +90,27 @@ def _submission(f: Facts, request: Request) -> Decision:
 
 
 def _approval(f: Facts, request: Request) -> Decision:
+    """R2, R23 (nobody approves twice), then R12: valid against the subscription as it is
+    now; a first approval of two checks the same, so nobody approves what cannot apply."""
     decision = roles.may_decide(f.actor, request.account_id)
+    if not decision:
+        return decision
+    decision = not_approved_before(_approver(f), f.approvers)
     if not decision:
         return decision
     assert f.subscription
     assert f.catalog
     return validate_changes(f.changes, f.subscription, f.catalog)  # R12: as things are now
+
+
+def _approver(f: Facts) -> str:
+    return f.actor.user_id if f.actor else (f.actor_id or "")
+
+
+def _approvals_complete(f: Facts) -> bool:
+    """R23: this approval makes the request approved (one decider, or the second of two)."""
+    needed = approvals_needed(f.total, f.total_currency, f.threshold)
+    return completes(_approver(f), f.approvers, needed)
 
 
 def _rejection(f: Facts, request: Request) -> Decision:
@@ -105,6 +131,21 @@ def _voiding(f: Facts, request: Request) -> Decision:
 
 def _always(f: Facts, request: Request) -> Decision:
     return ALLOW
+
+
+def _when(
+    predicate: Callable[[Facts], bool], *, expected: bool, label: str | None = None
+) -> Callable[[EventData], bool]:
+    """A condition that picks between transitions of one trigger without refusing anything:
+    the guard after it (which explains a refusal) runs only on the transition it picked."""
+
+    def condition(event: EventData) -> bool:
+        return predicate(event.kwargs["facts"]) is expected
+
+    name = predicate.__name__.lstrip("_")
+    condition.__name__ = name if expected else f"not_{name}"
+    condition.label = label  # type: ignore[attr-defined]
+    return condition
 
 
 def _guard(policy: Callable[[Facts, Request], Decision]) -> Callable[[EventData], bool]:
@@ -138,10 +179,20 @@ def _record(event: EventData) -> None:
 TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": "submit", "source": NEW, "dest": "pending", "conditions": _guard(_submission)},
     {
-        "trigger": "approve",
+        "trigger": APPROVE,
         "source": "pending",
         "dest": "approved",
-        "conditions": _guard(_approval),
+        "conditions": [_when(_approvals_complete, expected=True), _guard(_approval)],
+    },
+    {
+        # R23: the first approval of a request that needs two stays pending, recorded.
+        "trigger": APPROVE,
+        "source": "pending",
+        "dest": "pending",
+        "conditions": [
+            _when(_approvals_complete, expected=False, label="(first of two, R23)"),
+            _guard(_approval),
+        ],
     },
     {
         "trigger": "reject",
@@ -195,6 +246,12 @@ def mermaid() -> str:
         for source, transitions in event.transitions.items():
             for transition in transitions:
                 start = "[*]" if source == NEW else source
-                lines.append(f"    {start} --> {transition.dest}: {name}")
+                labels = [
+                    label
+                    for condition in transition.conditions
+                    if (label := getattr(condition.func, "label", None))
+                ]
+                text = " ".join([name, *labels])
+                lines.append(f"    {start} --> {transition.dest}: {text}")
     lines.extend(f"    {state} --> [*]" for state in STATES if MACHINE.get_state(state).final)
     return "\n".join(lines) + "\n"

@@ -1,12 +1,12 @@
 """Links in the emails the built-in notifier sends (console.md C3, C4).
 
-A decider's email about a pending request (R16 submit, reminders, and any other template in
-``DECIDER_TEMPLATES``) gets a decision link of its own; a sign-in email gets its single-use
-sign-in link; every other email about a request gets the request's page, which asks to sign
-in. Tokens are minted here, at delivery time, and written into the mail only: the
-``notification.requested`` event, the broker, the logs and the metrics never see one.
-Links start with ``SUBREQ_PUBLIC_URL``, never with what a request's ``Host`` said; without it
-``Links`` is not built and emails carry no links.
+A decider's email about a pending request (R16 submit, reminders, the call for a second
+approval of R23, and any other template in ``DECIDER_TEMPLATES``) gets a decision link of
+its own; a sign-in email gets its single-use sign-in link; every other email about a request
+gets the request's page, which asks to sign in. Tokens are minted here, at delivery time,
+and written into the mail only: the ``notification.requested`` event, the broker, the logs
+and the metrics never see one. Links start with ``SUBREQ_PUBLIC_URL``, never with what a
+request's ``Host`` said; without it ``Links`` is not built and emails carry no links.
 
 The notifier calls ``Links.decorate`` once per email, after rendering it and before sending.
 """
@@ -31,7 +31,13 @@ from workflow.persistence.sqlstore import SqlStore
 log = logging.getLogger(__name__)
 
 DECIDER_TEMPLATES = frozenset(
-    {"request_submitted", "request_reminder", "request_expiry_warning", "request_escalated"}
+    {
+        "request_submitted",
+        "request_reminder",
+        "request_expiry_warning",
+        "request_escalated",
+        "request_approval_recorded",
+    }
 )
 """Emails that ask a decider to decide: they carry a decision link (when sent to one)."""
 SIGN_IN_TEMPLATE = "sign_in"

@@ -1,4 +1,5 @@
-"""Notification intents (R16, R17, R14): who is told what, in their locale, as outbox events.
+"""Notification intents (R14, R16, R17, R20-R22): who is told what, in their locale, as
+outbox events.
 
 Every ``notification.requested`` event carries a ``context`` (the plain values the
 mail talks about) next to the rendered ``subject`` and ``text``, so any consumer gets

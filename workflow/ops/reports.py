@@ -65,8 +65,8 @@ def account_requests(
 
 
 def request_notifications(store: SqlStore, request_id: str) -> list[dict[str, Any]]:
-    """Every notification asked for about a request (R14, R16, R17), oldest first: whether
-    the relay has published it, and what the email notifier did with it (``delivery``:
+    """Every notification asked for about a request (R14, R16, R17, R20-R22), oldest first:
+    whether the relay has published it, and what the email notifier did with it (``delivery``:
     ``None`` until a notifier took it on)."""
     events = store.outbox.of_type(NOTIFICATION_REQUESTED, request_id)
     datas = [orjson.loads(row["payload"])["data"] for row in events]

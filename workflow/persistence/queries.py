@@ -10,21 +10,47 @@ from workflow.contract.names import PENDING
 from workflow.persistence.sql import Sql
 from workflow.persistence.tables import audit_log, processed_commands, requests
 
+TIMER_COLUMNS = frozenset({"warned_at", "escalated_at"})
+"""The columns ``due_requests`` may ask to be empty (it writes their names into SQL)."""
+
 
 class Queries:
     def __init__(self, sql: Sql) -> None:
         self.sql = sql
 
-    def due_requests(self, cutoff: datetime, *, unreminded: bool, limit: int) -> list[str]:
-        """Pending requests created before ``cutoff``, oldest first (an indexed scan)."""
+    def due_requests(self, cutoff: datetime, *, limit: int, unset: str | None = None) -> list[str]:
+        """Pending requests created before ``cutoff``, oldest first (an indexed scan); with
+        ``unset``, only those where that timer column is still empty."""
+        where = ""
+        if unset is not None:
+            if unset not in TIMER_COLUMNS:
+                raise ValueError(f"{unset!r} is not a timer column of requests")
+            where = f" AND {unset} IS NULL"
+        return self._pending_before(cutoff, where, [], limit)
+
+    def reminders_due(
+        self, cutoff: datetime, *, below: int, last_before: datetime | None, limit: int
+    ) -> list[str]:
+        """Pending requests created before ``cutoff`` with fewer than ``below`` reminders
+        sent, none of them since ``last_before`` (``None``: none sent at all)."""
         mark = self.sql.mark
-        where = f"state = '{PENDING}' AND created_at < {mark}"
-        if unreminded:
-            where += " AND reminded_at IS NULL"
+        if last_before is None:
+            return self._pending_before(cutoff, " AND reminders = 0", [], limit)
+        return self._pending_before(
+            cutoff,
+            f" AND reminders < {mark} AND (reminded_at IS NULL OR reminded_at < {mark})",
+            [below, self.sql.value(requests, "reminded_at", last_before)],
+            limit,
+        )
+
+    def _pending_before(
+        self, cutoff: datetime, where: str, params: list[Any], limit: int
+    ) -> list[str]:
+        mark = self.sql.mark
         return self.sql.scalar_rows(
-            f"SELECT request_id FROM requests WHERE {where} "
-            f"ORDER BY created_at, request_id LIMIT {mark}",
-            [self.sql.value(requests, "created_at", cutoff), limit],
+            f"SELECT request_id FROM requests WHERE state = '{PENDING}' AND created_at < {mark}"
+            f"{where} ORDER BY created_at, request_id LIMIT {mark}",
+            [self.sql.value(requests, "created_at", cutoff), *params, limit],
         )
 
     def history_traces(self, request_id: str) -> list[str | None]:

@@ -33,7 +33,7 @@ from workflow.persistence.rows import delivery_row, history_entry, outbox_row
 from workflow.persistence.sql import Query, Sql
 from workflow.persistence.store import Row
 from workflow.persistence.undo import UndoLog
-from workflow.persistence.writing import REQUEST_UPDATES, write
+from workflow.persistence.writing import REQUEST_DEFAULTS, write
 from workflow.telemetry import current_traceparent
 
 
@@ -187,8 +187,8 @@ class SqlStore:
         account_id = values["account_id"]
         current = self.cache.accounts.get(account_id)
         row = {**(current or {}), **values}
-        row.setdefault("currency", None)
-        row.setdefault("billing_cycle", None)
+        for column in ("currency", "billing_cycle", "approval_second_above", "approval_currency"):
+            row.setdefault(column, None)
         self._log.assign(self.cache.accounts, account_id, row)
         if current is None:
             self._log.assign(self.cache.members, account_id, {})
@@ -277,7 +277,7 @@ class SqlStore:
         return list(rows)
 
     def insert_request(self, values: Mapping[str, Any]) -> None:
-        row = dict.fromkeys(REQUEST_UPDATES) | dict(values)
+        row = REQUEST_DEFAULTS | dict(values)
         self._log.assign(self.cache.requests, row["request_id"], row)
         self._log.assign(self.cache.history, row["request_id"], [])
         self._after_state(row)

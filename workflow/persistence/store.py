@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Protocol
 
-from policies.facts import Account, Actor, ProductLine, Subscription
+from policies.facts import Account, Actor, ProductLine, Subscription, Threshold
 from workflow.domain.lifecycle import HistoryStep
 
 Row = Mapping[Any, Any]
@@ -59,6 +60,14 @@ class Store(Protocol):
 
 def to_account(row: Row) -> Account:
     return Account(row["account_id"], row["type"], row["allows_subscription_changes"])
+
+
+def to_threshold(row: Row) -> Threshold | None:
+    """The account's two-person approval threshold (R23), ``None`` when it has none."""
+    amount = row.get("approval_second_above")
+    if amount is None:
+        return None
+    return Threshold(Decimal(amount), row.get("approval_currency"))
 
 
 def to_actor(row: Row | None) -> Actor | None:

@@ -64,6 +64,10 @@ accounts = Table(
     Column("allows_subscription_changes", Boolean, nullable=False),
     Column("currency", String(3)),
     Column("billing_cycle", String(10)),
+    # R23: above this total per billing period (a decimal string, exact on every database)
+    # a request needs two deciders; NULL: one is enough. Its currency is the account's.
+    Column("approval_second_above", String(32)),
+    Column("approval_currency", String(3)),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
@@ -107,9 +111,16 @@ requests = Table(
     Column("decided_at", UTCDateTime),
     Column("decided_by", String(128)),
     Column("comment", Text),
-    # Who was told about the submission: on withdrawal they are told again (R17).
+    # The deciders emailed about the request (on submit, R16, or by escalation, R22): the
+    # reminders and the expiry warning go to them, and a withdrawal is told to them (R17).
     Column("notified", JSON, nullable=False),
+    # The sweeper's timers (R14, R20-R22), each recorded in the transaction that fires it:
+    # when the latest reminder went out and how many were sent, the expiry warning, the
+    # escalation.
     Column("reminded_at", UTCDateTime),
+    Column("reminders", Integer, nullable=False, server_default=text("0")),
+    Column("warned_at", UTCDateTime),
+    Column("escalated_at", UTCDateTime),
     Index("ix_requests_account_created", "account_id", "created_at"),
     # The sweeper's and the metrics' scans: pending requests by age. A decided request
     # leaves the index (queries name the state as a literal, so SQLite uses it too).

@@ -7,8 +7,20 @@ from workflow.persistence.cache import Cache
 from workflow.persistence.outbox import EVENT_ORDER_LOCK_KEY
 from workflow.persistence.sql import Sql
 
-REQUEST_UPDATES = ("state", "decided_at", "decided_by", "comment", "notified", "reminded_at")
+REQUEST_UPDATES = (
+    "state",
+    "decided_at",
+    "decided_by",
+    "comment",
+    "notified",
+    "reminders",
+    "reminded_at",
+    "warned_at",
+    "escalated_at",
+)
 """The columns of a stored request that change after it is written."""
+REQUEST_DEFAULTS = {**dict.fromkeys(REQUEST_UPDATES), "reminders": 0}
+"""What a new request holds in those columns until a handler or the sweeper sets them."""
 ACCOUNT_UPDATES = tuple(str(c.name) for c in t.accounts.columns if c.name != "account_id")
 
 

@@ -2,8 +2,8 @@
 without signing in (console.md, C3). Opening it changes nothing (C1); its own forms act,
 as that decider, with the channel ``email_link``. Each command's ``message_id`` comes from
 the link and the decision, so a double click, two tabs or a scanner that posts give one
-effect (C6). The decision uses the link up; after the request's end a visit shows the
-outcome; an unknown, malformed or pruned token is 404."""
+effect (C6). The decision uses the link up (a first approval of two too, R23); after the
+request's end a visit shows the outcome; an unknown, malformed or pruned token is 404."""
 
 from __future__ import annotations
 
@@ -61,10 +61,15 @@ async def link_page(console: Console, request: Request) -> Response:
     member = visit.values["link_member"]
     t = translator(visit.locale)
     usable = member is not None and link.usable(console.clock()) and found["state"] == PENDING
+    approved = any(a["actor_id"] == link.user_id for a in found["approvals"])
     info = (
         t("link.for", name=member.name)
         if usable
-        else (t("link.expired") if found["state"] == PENDING else None)
+        else (
+            (t("link.approved") if approved else t("link.expired"))
+            if found["state"] == PENDING
+            else None
+        )
     )
     account = await run_in_threadpool(console.reads.account, link.account_id)
     return render_request(
@@ -127,8 +132,7 @@ async def act(console: Console, request: Request) -> Response:
         page=page,
         bound_to=link.token_hash,
     )
-    if response.status_code == 303:
-        after = await load(console, link.request_id, link.account_id)
-        if after is not None and after["state"] != PENDING:
-            await run_in_threadpool(console.reads.use_link, link.token_hash, console.clock())
+    if response.status_code == 303:  # it took effect: the link is used up (C3), a first
+        # approval of two included (R23), which leaves the request pending
+        await run_in_threadpool(console.reads.use_link, link.token_hash, console.clock())
     return response

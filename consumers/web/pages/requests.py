@@ -1,10 +1,12 @@
 """Requests (the account's, newest first, filtered by state) and Request (lines, total,
-note, pending age and expiry, history with channels, who was told what; *Approve*,
-*Reject* and *Cancel* for those who may). Actions become ``request.decide`` and
-``request.cancel`` with the actor from the session (C1), never from the form."""
+note, pending age and expiry, approvals and whether it needs two (R23), history with
+channels, who was told what; *Approve*, *Reject* and *Cancel* for those who may). Actions
+become ``request.decide`` and ``request.cancel`` with the actor from the session (C1), never
+from the form."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -14,10 +16,12 @@ from starlette.responses import Response
 from consumers.web.console import DECIDERS, STATUS_OF_CODE, Console, Visit
 from consumers.web.security import message_id
 from consumers.web.texts import translator
+from policies.approvals import approvals_needed
 from policies.decision import ErrorCode
 from workflow.contract.names import CHANNEL_WEB, PENDING, REQUEST_CANCEL, REQUEST_DECIDE, STATES
+from workflow.persistence.store import to_threshold
 
-NOTICES = ("submitted", "approved", "rejected", "cancelled", "already")
+NOTICES = ("submitted", "approved", "approval_recorded", "rejected", "cancelled", "already")
 DECISIONS = ("approve", "reject")
 NOTICE_OF = {"approve": "approved", "reject": "rejected"}
 
@@ -55,6 +59,14 @@ async def load(console: Console, request_id: str, account_id: str) -> dict[str, 
     ids = [h["actor_id"] for h in found["history"] if h["actor_id"]]
     found["_names"] = await run_in_threadpool(console.reads.names, account_id, ids)
     found["_told"] = await run_in_threadpool(console.reads.notifications, request_id)
+    found["_needed"] = 1
+    if found["state"] == PENDING:  # R23, as the next approval will judge it
+        account = await run_in_threadpool(console.reads.account, account_id)
+        threshold = None if account is None else to_threshold(account)
+        summary = found["summary"]
+        needed = approvals_needed(Decimal(summary["total"]), summary["currency"], threshold)
+        found["_needed"] = needed
+        found["_limit"] = None if threshold is None else threshold.second_above
     return found
 
 
@@ -73,6 +85,7 @@ def render_request(
 ) -> Response:
     pending = found["state"] == PENDING
     can_decide = actions and pending and role in DECIDERS
+    approved_by_me = any(a["actor_id"] == actor_id for a in found["approvals"])
     can_cancel = actions and pending and (role in DECIDERS or actor_id == found["requester_id"])
     notice_key = visit.request.query_params.get("notice")
     t = translator(visit.locale)
@@ -88,6 +101,8 @@ def render_request(
         told=found["_told"],
         expires_at=console.expires_at(found),
         can_decide=can_decide,
+        can_approve=can_decide and not approved_by_me,  # R23: nobody approves twice
+        approved_by_me=pending and approved_by_me,
         can_cancel=can_cancel,
         action_url=action_url,
         decide_csrf=console.signer.form_token(bound_to, "decide"),
@@ -214,6 +229,8 @@ async def run_action(
             body["reason"] = reason[:2000]
         routing_key, notice = REQUEST_CANCEL, "cancelled"
     reply, duplicate = await console.command(routing_key, body, key, channel)
+    if reply["ok"] and reply["result"]["request"]["state"] == PENDING and kind == "decide":
+        notice = "approval_recorded"  # the first of two (R23)
     if reply["ok"]:
         return console.redirect(f"{page}?notice={'already' if duplicate else notice}", visit)
     fresh = await load(console, request_id, found["account_id"]) or found

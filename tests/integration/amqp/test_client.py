@@ -105,10 +105,25 @@ def test_every_method_returns_the_reply_as_the_contracts_models(
             "too expensive",
             "beta-owner",
         )
+        # R23: above the threshold the first approval is one of two; it stays while the
+        # account's other fields change, and None removes it.
+        two = sub.upsert_account(
+            "beta", "Beta Inc.", "sales_assisted", True, approval={"second_above": "100.00"}
+        )
+        assert two.approval is not None
+        assert (two.approval.second_above, two.approval.currency) == ("100.00", "USD")
+        kept = sub.upsert_account("beta", "Beta Inc.", "sales_assisted", True)
+        assert kept.approval == two.approval
         third = sub.submit("beta", "beta-admin", seats)  # type: ignore[arg-type]
+        once = sub.decide(third.request_id, "beta-owner", "approve", "one of two")
+        assert once.state == "pending"
+        assert [(a.actor_id, a.comment) for a in once.approvals] == [("beta-owner", "one of two")]
         approved = sub.decide(third.request_id, "beta-billing", "approve")
         assert approved.state == "approved"
         assert approved.decided_at is not None
+        assert [a.actor_id for a in approved.approvals] == ["beta-owner", "beta-billing"]
+        removed = sub.upsert_account("beta", "Beta Inc.", "sales_assisted", True, approval=None)
+        assert removed.approval is None
 
         listed = sub.list_requests("beta", "beta-owner")
         assert [r.request_id for r in listed] == [

@@ -23,6 +23,7 @@ from tests.integration.amqp.support import (
     url_of,
     wait_until,
 )
+from tests.integration.helpers import account, member
 from workflow.app.service import CommandService
 from workflow.domain.catalog import Catalog
 from workflow.persistence.database import Database
@@ -194,3 +195,66 @@ def test_two_relay_processes_publish_every_event_exactly_once_in_request_order(
         per_request.setdefault(request_id, []).append(event_id)
     for request_id, event_ids in per_request.items():
         assert sorted(event_ids, key=position.__getitem__) == event_ids, request_id
+
+
+def test_two_person_approval_publishes_approval_recorded_then_approved(
+    amqp_url: str, database: Database, catalog: Catalog, broker: Broker, client: RawClient
+) -> None:
+    """R23 over the broker: the first approval's reply is the pending request, its event
+    ``request.approval_recorded`` carries the request and ``approver_id``; the second
+    approval's ``request.approved`` follows it, with both approvals."""
+    seed_accounts(database, catalog, 1, owner=True)
+    events_queue = broker.events_queue()
+    with running_worker(amqp_url, url_of(database)):
+        upsert = {**account("acct-0"), "approval": {"second_above": "100.00"}}
+        upserted = client.call("account.upsert", upsert, message_id="u", correlation_id="u").json()
+        assert upserted["result"]["approval"] == {"second_above": "100.00", "currency": "USD"}
+        billing = member("acct-0-billing", "billing_admin", "acct-0")
+        assert client.call("member.upsert", billing, message_id="b", correlation_id="b").json()[
+            "ok"
+        ]
+        submitted = client.call(
+            "request.submit", submit_body("acct-0"), message_id="s", correlation_id="s"
+        ).json()
+        request_id = submitted["result"]["request"]["request_id"]
+        decisions = []
+        for n, actor in enumerate(("acct-0-owner", "acct-0-owner", "acct-0-billing")):
+            body = {"request_id": request_id, "actor_id": actor, "decision": "approve"}
+            decisions.append(
+                client.call(
+                    "request.decide", body, message_id=f"d{n}", correlation_id=f"d{n}"
+                ).json()
+            )
+        wait_until(lambda: unpublished(database) == 0, timeout=15, what="the relay to catch up")
+        expected = outbox_order(database)
+        received = broker.collect(events_queue, len(expected))
+
+    first, again, second = decisions
+    assert first["result"]["request"]["state"] == "pending"
+    assert (again["error"]["code"], again["error"]["details"][0]["rule"]) == ("forbidden", "R23")
+    assert second["result"]["request"]["state"] == "approved"
+    events = [assert_event_envelope(m) for m in received]
+    assert [e["event_id"] for e in events] == [event_id for event_id, _ in expected]
+    types = [e["type"] for e in events if e["request_id"] == request_id]
+    assert [t for t in types if t != "notification.requested"] == [
+        "request.submitted",
+        "request.approval_recorded",
+        "subscription.changed",
+        "request.approved",
+    ]
+    by_type = {e["type"]: e for e in events}
+    recorded = by_type["request.approval_recorded"]
+    assert recorded["data"] == {
+        "request": first["result"]["request"],
+        "approver_id": "acct-0-owner",
+    }
+    assert [a["actor_id"] for a in recorded["data"]["request"]["approvals"]] == ["acct-0-owner"]
+    approved = by_type["request.approved"]["data"]["request"]
+    assert [a["actor_id"] for a in approved["approvals"]] == ["acct-0-owner", "acct-0-billing"]
+    asked = [
+        e["data"]
+        for e in events
+        if e["type"] == "notification.requested"
+        and e["data"]["template"] == "request_approval_recorded"
+    ]
+    assert [n["recipient"]["user_id"] for n in asked] == ["acct-0-billing"]

@@ -1,4 +1,6 @@
-"""account.upsert: keep the account and its subscription current; void on eligibility loss (R6)."""
+"""account.upsert: keep the account, its subscription and its two-person approval threshold
+(R23) current; void on eligibility loss (R6). A threshold changes no pending request: the
+next approval is judged against it (lowering it approves nothing by itself)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from workflow.contract.messages import AccountUpsert, SubscriptionIn
 from workflow.domain.catalog import Catalog
 from workflow.domain.lifecycle import Facts, Request, fire
 from workflow.errors import Refused
-from workflow.persistence.store import to_account
+from workflow.persistence.store import Row, to_account
 
 
 def upsert_account(cmd: AccountUpsert, ctx: CommandContext) -> dict[str, Any]:
@@ -32,6 +34,8 @@ def upsert_account(cmd: AccountUpsert, ctx: CommandContext) -> dict[str, Any]:
     if cmd.subscription is not None:
         values["currency"] = cmd.subscription.currency
         values["billing_cycle"] = cmd.subscription.billing_cycle
+    if cmd.approval_given:
+        values.update(_threshold(cmd, existing))
     store.save_account(values, exists=existing is not None)
     if cmd.subscription is not None:
         store.replace_products(
@@ -41,7 +45,35 @@ def upsert_account(cmd: AccountUpsert, ctx: CommandContext) -> dict[str, Any]:
     account = store.account(cmd.account_id)
     assert account is not None
     voided = [] if existing is None else _void_if_ineligible(ctx, account)
-    return {"account_id": cmd.account_id, "created": existing is None, "voided": voided}
+    return {
+        "account_id": cmd.account_id,
+        "created": existing is None,
+        "voided": voided,
+        "approval": approval_view(account),
+    }
+
+
+def _threshold(cmd: AccountUpsert, existing: Row | None) -> dict[str, Any]:
+    """The stored threshold: ``null`` removes it; its currency is the one the message names,
+    else the subscription's (of this message, or on record)."""
+    if cmd.approval is None:
+        return {"approval_second_above": None, "approval_currency": None}
+    currency = cmd.approval.currency
+    if currency is None and cmd.subscription is not None:
+        currency = cmd.subscription.currency
+    if currency is None and existing is not None:
+        currency = existing["currency"]
+    return {"approval_second_above": cmd.approval.second_above, "approval_currency": currency}
+
+
+def approval_view(account: Row) -> dict[str, Any] | None:
+    """The account's threshold as replies and pages show it; ``None`` when it has none."""
+    if account.get("approval_second_above") is None:
+        return None
+    return {
+        "second_above": account["approval_second_above"],
+        "currency": account.get("approval_currency"),
+    }
 
 
 def _check_subscription(sub: SubscriptionIn, catalog: Catalog, account_id: str) -> None:
