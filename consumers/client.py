@@ -141,6 +141,9 @@ def new_message_id() -> str:
 class SubreqClient:
     """One connection; not thread-safe (use one client per thread).
 
+    ``url`` is an AMQP URL, or the nodes of a cluster as several separated by commas: the
+    client connects to the first that answers and, when its connection is lost, to the
+    first that answers then, publishing the commands still awaiting replies again.
     ``timeout`` is the default wait for a reply, in seconds; each method takes its own
     ``timeout`` too, and a ``message_id`` to reuse when retrying."""
 

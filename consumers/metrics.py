@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from consumers.amqp import alarms
 from workflow.errors import SubreqError
 from workflow.ops.stats import snapshot
 from workflow.persistence.database import Database
@@ -74,6 +75,21 @@ class StateCollector(Collector):
         )
 
 
+class BrokerAlarmCollector(Collector):
+    """``subreq_broker_blocked``: 1 for each of the worker's connections the broker blocks
+    now (a memory or disk alarm), 0 for the others; read at scrape time."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauge = GaugeMetricFamily(
+            "subreq_broker_blocked",
+            "1 while the broker blocks this connection's publishing (a resource alarm).",
+            labels=["connection"],
+        )
+        for name, blocked in sorted(alarms.blocked().items()):
+            gauge.add_metric([name], 1.0 if blocked else 0.0)
+        yield gauge
+
+
 _state: StateCollector | None = None
 
 
@@ -84,6 +100,7 @@ def serve(port: int, db: Database) -> int:
     if _state is None:
         _state = StateCollector(db)
         REGISTRY.register(_state)
+        REGISTRY.register(BrokerAlarmCollector())
     else:
         _state.db = db
     server, _thread = start_http_server(port, registry=REGISTRY)

@@ -1,8 +1,8 @@
 """The outbox relay: committed events to ``subreq.events``, confirmed before marked sent.
 
-A batch is published inside an AMQP transaction: ``tx.commit-ok`` is the broker's
-word that every message of the batch was routed and stored, given in one round
-trip where blocking publisher confirms would wait for one per message.
+A batch is published in confirm mode and confirmed with one wait (``Confirmed``): the
+broker's word that every message of the batch was routed and stored, given in about
+one round trip where blocking publisher confirms would wait for one per message.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import logging
 import threading
 import time
 
+from consumers.amqp import alarms
 from consumers.amqp.connection import Backoff, Connection, run_connected
-from consumers.amqp.publishing import publish_events
+from consumers.amqp.publishing import Confirmed, publish_events
 from consumers.amqp.topology import declare_topology
 from consumers.metrics import EVENTS
 from workflow.app.outbox import relay_batch
@@ -23,6 +24,8 @@ from workflow.persistence.database import Database
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY = 600.0
+NAME = "subreq-relay"
+"""The relay's connection, as ``rabbitmqctl list_connections`` and the logs show it."""
 
 
 class OutboxRelay:
@@ -51,7 +54,7 @@ class OutboxRelay:
     def run(self) -> None:
         run_connected(
             self.url,
-            name="subreq-relay",
+            name=NAME,
             stop=self.stop,
             session=self._session,
             after=self.ready.clear,
@@ -60,13 +63,13 @@ class OutboxRelay:
     def _session(self, connection: Connection) -> None:
         channel = connection.channel()
         declare_topology(channel)
-        channel.tx_select()
+        confirmed = Confirmed(channel, blocked=lambda: alarms.is_blocked(NAME))
         self.ready.set()
         db_backoff = Backoff()
         while not self.stop.is_set():
             try:
                 sent = relay_batch(
-                    self.db, lambda events: publish_events(channel, events), self.batch_size
+                    self.db, lambda events: publish_events(confirmed, events), self.batch_size
                 )
             except TransientError as exc:
                 delay = db_backoff.next()
@@ -80,7 +83,9 @@ class OutboxRelay:
             if sent < self.batch_size:
                 self._idle(connection)
         # Drain what is committed before stopping, so a clean stop leaves no backlog.
-        while relay_batch(self.db, lambda events: publish_events(channel, events), self.batch_size):
+        while relay_batch(
+            self.db, lambda events: publish_events(confirmed, events), self.batch_size
+        ):
             pass
 
     def _housekeeping(self) -> None:

@@ -85,6 +85,27 @@ OptionalDuration = Annotated[timedelta | None, BeforeValidator(parse_optional_du
 DurationOrOff = Annotated[timedelta | None, BeforeValidator(parse_duration_or_off)]
 
 
+def amqp_addresses(value: str) -> list[str]:
+    """The broker addresses of ``SUBREQ_AMQP_URL``: one AMQP URL, or several separated by
+    commas (the nodes of one RabbitMQ cluster, tried in order), each checked on its own so
+    the error says which one is wrong."""
+    parts = [part.strip() for part in value.split(",")]
+    for number, part in enumerate(parts, 1):
+        which = f"address {number} of {len(parts)}" if len(parts) > 1 else "the URL"
+        if not part:
+            raise ValueError(f"{which} is empty (addresses are separated by single commas)")
+        if not part.startswith(("amqp://", "amqps://")):
+            raise ValueError(f"{which} must start with amqp:// or amqps://, got {part!r}")
+        try:
+            host, port = urlsplit(part).hostname, urlsplit(part).port
+        except ValueError as exc:
+            raise ValueError(f"{which} is not a usable AMQP URL: {exc}") from None
+        if not host:
+            raise ValueError(f"{which} names no host: {part!r}")
+        del port  # read for its check: a port that is no number raises above
+    return parts
+
+
 class Settings(BaseSettings):
     """Names and defaults are those of the wire contract."""
 
@@ -128,6 +149,12 @@ class Settings(BaseSettings):
     Unset: emails carry no links."""
     link_ttl: Duration = timedelta(hours=72)
     """How long a decision link stays valid at most (C3)."""
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_url(cls, value: str) -> str:
+        amqp_addresses(value)
+        return value
 
     @model_validator(mode="after")
     def _timers_agree(self) -> Settings:

@@ -1,7 +1,10 @@
 """Connections: parameters from the settings, probes, and the one reconnect loop.
 
+``SUBREQ_AMQP_URL`` may name several brokers, the nodes of one RabbitMQ cluster: every
+connection goes to the first that answers, in the order given (pika's connection list).
 pika has no automatic reconnect; every long-lived connection of subreq goes through
-``run_connected``, which retries with ``Backoff`` and tells its owner what to forget.
+``run_connected``, which retries with ``Backoff`` (each attempt trying every address
+again, so a dead node is left for the next) and tells its owner what to forget.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import pika
 from pika.adapters.blocking_connection import BlockingConnection
 from pika.exceptions import AMQPError
 
+from consumers.amqp import alarms
 from workflow.errors import ConfigurationError
+from workflow.settings import amqp_addresses
 
 log = logging.getLogger(__name__)
 
@@ -28,36 +33,52 @@ Connection: TypeAlias = BlockingConnection
 HEARTBEAT_SECONDS = 30
 
 
-def parameters(url: str, *, heartbeat: int = HEARTBEAT_SECONDS) -> pika.URLParameters:
-    """Connection parameters from ``SUBREQ_AMQP_URL``, or a ConfigurationError naming it."""
-    if not url.startswith(("amqp://", "amqps://")):
-        raise ConfigurationError(
-            f"SUBREQ_AMQP_URL must start with amqp:// or amqps://, got {url!r}"
-        )
+def parameters(url: str, *, heartbeat: int = HEARTBEAT_SECONDS) -> list[pika.URLParameters]:
+    """Connection parameters of every address of ``SUBREQ_AMQP_URL``, in its order, or a
+    ConfigurationError naming the variable."""
     try:
-        params = pika.URLParameters(url)
-    except Exception as exc:
-        raise ConfigurationError(f"SUBREQ_AMQP_URL is not a usable AMQP URL: {exc}") from None
-    params.heartbeat = heartbeat
-    params.blocked_connection_timeout = 60
-    params.connection_attempts = 1
-    params.socket_timeout = 5
-    params.client_properties = {"connection_name": "subreq"}
-    return params
+        addresses = amqp_addresses(url)
+    except ValueError as exc:
+        raise ConfigurationError(f"SUBREQ_AMQP_URL: {exc}") from None
+    found = []
+    for address in addresses:
+        try:
+            params = pika.URLParameters(address)
+        except Exception as exc:
+            raise ConfigurationError(
+                f"SUBREQ_AMQP_URL is not a usable AMQP URL: {address.split('@')[-1]}: {exc}"
+            ) from None
+        params.heartbeat = heartbeat
+        params.blocked_connection_timeout = alarms.BLOCKED_TIMEOUT
+        params.connection_attempts = 1
+        params.socket_timeout = 5
+        params.client_properties = {"connection_name": "subreq"}
+        found.append(params)
+    return found
 
 
 def connect(url: str, *, name: str = "subreq", timeout: float | None = None) -> BlockingConnection:
-    """A blocking connection named ``name`` (shown by ``rabbitmqctl list_connections``).
+    """A blocking connection named ``name`` (shown by ``rabbitmqctl list_connections``) to
+    the first address of ``url`` that answers.
 
-    ``timeout`` bounds the whole handshake (socket and AMQP), for probes that must answer
-    quickly, such as ``subreq health``.
+    ``timeout`` bounds the whole handshake (socket and AMQP) of each address, for probes
+    that must answer quickly, such as ``subreq health``.
     """
-    params = parameters(url)
-    params.client_properties = {"connection_name": name}
-    if timeout is not None:
-        params.socket_timeout = timeout
-        params.stack_timeout = timeout
-    return BlockingConnection(params)
+    candidates = parameters(url)
+    for params in candidates:
+        params.client_properties = {"connection_name": name}
+        if timeout is not None:
+            params.socket_timeout = timeout
+            params.stack_timeout = timeout
+    connection = BlockingConnection(candidates if len(candidates) > 1 else candidates[0])
+    alarms.watch(connection, name)
+    return connection
+
+
+def where(connection: BlockingConnection) -> str:
+    """``host:port vhost V`` of the address ``connection`` went to."""
+    params = connection._impl.params  # the parameters of the address that answered
+    return f"{params.host}:{params.port} vhost {params.virtual_host}"
 
 
 def unreachable(url: str, *, timeout: float = 5.0) -> str | None:
@@ -107,6 +128,8 @@ def connect_with_retry(
             while time.monotonic() < deadline and not stopping():
                 time.sleep(0.05)
             continue
+        if backoff.current:  # a reconnect: say where to, the node may be another
+            log.info("%s connected to %s", name, where(connection))
         backoff.reset()
         return connection
     return None
@@ -137,6 +160,7 @@ def run_connected(
             time.sleep(backoff.next())
         finally:
             after()
+            alarms.closed(name)
             if connection.is_open:
                 with contextlib.suppress(AMQPError):
                     connection.close()

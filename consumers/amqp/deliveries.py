@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import BasicProperties
 
-from consumers.amqp.publishing import bury, publish_queued
+from consumers.amqp.publishing import Confirmed, bury
 from workflow.contract.names import DELIVERY_COUNT_HEADER
 from workflow.telemetry import messaging, producer_span
 
@@ -86,7 +86,7 @@ Action = Ack | Requeue | Bury | Reply | Later
 
 
 def _reply(
-    channel: BlockingChannel,
+    publisher: Confirmed,
     to: str,
     body: bytes,
     correlation_id: str | None,
@@ -101,27 +101,31 @@ def _reply(
         timestamp=int(time.time()),  # when it was answered, in epoch seconds
     )
     if traceparent is None:  # tracing off: no span, no headers
-        publish_queued(channel, "", to, body, properties)
+        publisher.publish("", to, body, properties)
         return
     with producer_span(
         f"publish {to}", traceparent, messaging("publish", "", to, correlation_id)
     ) as headers:
         properties.headers = headers
-        publish_queued(channel, "", to, body, properties)
+        publisher.publish("", to, body, properties)
 
 
-def apply(actions: Sequence[Action], channel: BlockingChannel, dead: BlockingChannel) -> None:
-    """The actions in their order: replies and acks on the consuming ``channel``, dead
-    letters on the confirming ``dead`` channel."""
+def apply(actions: Sequence[Action], replies: Confirmed, dead: BlockingChannel) -> None:
+    """The actions in their order: replies (confirmed) and acks on the consuming channel
+    of ``replies``, dead letters on the confirming ``dead`` channel. An ack or requeue
+    waits until the replies before it are confirmed."""
+    channel = replies.channel
     for action in actions:
         match action:
             case Ack(tag, multiple):
+                replies.wait()
                 channel.basic_ack(tag, multiple=multiple)
             case Requeue(tag):
+                replies.wait()
                 channel.basic_nack(tag, requeue=True)
             case Bury(queue, delivery, reason, headers):
                 bury(dead, queue, delivery.body, delivery.properties, reason, **dict(headers))
             case Reply(to, body, correlation_id, type_, traceparent):
-                _reply(channel, to, body, correlation_id, type_, traceparent)
+                _reply(replies, to, body, correlation_id, type_, traceparent)
             case Later():
                 pass  # the consumer that holds the delivery tries it again

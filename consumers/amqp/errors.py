@@ -3,11 +3,18 @@
 
 from __future__ import annotations
 
-from pika.exceptions import AMQPError
+from pika.exceptions import AMQPChannelError, AMQPError
 
 from workflow.errors import SubreqError
 
-__all__ = ["AMQPError", "DeadLetterError", "NoWorker", "ReplyTimeout", "UnsupportedPika"]
+__all__ = [
+    "AMQPError",
+    "DeadLetterError",
+    "NoWorker",
+    "NotConfirmed",
+    "ReplyTimeout",
+    "UnsupportedPika",
+]
 
 
 class ReplyTimeout(SubreqError, TimeoutError):
@@ -29,3 +36,10 @@ class DeadLetterError(SubreqError):
 
 class UnsupportedPika(SubreqError, RuntimeError):
     """Raised when the installed pika is not a version the workarounds were written for."""
+
+
+class NotConfirmed(SubreqError, AMQPChannelError):  # type: ignore[misc]  # pika's are untyped
+    """Raised when the broker refused (nacked) a batch of replies or events, or did not
+    confirm it in time: an AMQPError too, so the loop's session starts over on a new
+    connection; the commands are delivered again and answered from their idempotency
+    records, the events published again."""

@@ -5,7 +5,8 @@ database transaction, an SMTP session) runs on one work thread while the connect
 thread keeps the socket serviced; the result comes back through
 ``add_callback_threadsafe``, so only the connection's thread touches a channel. The
 loop holds what was delivered and not yet settled; a ``Hand`` says what to take next,
-does the work, and decides how to settle it.
+does the work, and decides how to settle it. Replies go out on the consuming channel in
+confirm mode (``Confirmed``): an ack waits until the replies before it are confirmed.
 
 A lost connection drops what is in hand (acks for the dead channel would close the new
 one with 406); the broker redelivers it. ``stop`` cancels the consumer, lets the work
@@ -25,8 +26,10 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.exceptions import AMQPError
 from pika.spec import Basic, BasicProperties
 
+from consumers.amqp import alarms
 from consumers.amqp.connection import run_connected
 from consumers.amqp.deliveries import Action, Delivery, apply
+from consumers.amqp.publishing import Confirmed
 from consumers.amqp.topology import declare_topology
 
 log = logging.getLogger(__name__)
@@ -124,13 +127,14 @@ class DeliveryLoop(Generic[Held, Unit, Result]):
         channel = connection.channel()
         declare_topology(channel)
         channel.basic_qos(prefetch_count=self.prefetch)
+        replies = Confirmed(channel, blocked=lambda: alarms.is_blocked(self.name))
         dead = connection.channel()
         dead.confirm_delivery()
         tag = channel.basic_consume(self.queue, self._on_message)
         self.ready.set()
         log.info("%s", self.announce)
         while not self.stop.is_set():
-            self._dispatch(connection, channel, dead)
+            self._dispatch(connection, replies, dead)
             # Returns as soon as a delivery or the work's result arrives; a zero limit
             # only when something can start now, so this thread never spins.
             connection.process_data_events(time_limit=self._wait())
@@ -138,7 +142,7 @@ class DeliveryLoop(Generic[Held, Unit, Result]):
         while self._in_flight is not None or (self.finish_held and self._held):
             connection.process_data_events(time_limit=0.01)
             if self.finish_held:
-                self._dispatch(connection, channel, dead)
+                self._dispatch(connection, replies, dead)
         connection.close()  # what is still held goes back to the queue
 
     def _wait(self) -> float:
@@ -157,7 +161,7 @@ class DeliveryLoop(Generic[Held, Unit, Result]):
         self._held.append(self.hand.hold(delivery))
 
     def _dispatch(
-        self, connection: BlockingConnection, channel: BlockingChannel, dead: BlockingChannel
+        self, connection: BlockingConnection, replies: Confirmed, dead: BlockingChannel
     ) -> None:
         if self._in_flight is not None or not self._held:
             return
@@ -172,19 +176,19 @@ class DeliveryLoop(Generic[Held, Unit, Result]):
             # redelivers what the unit held.
             with contextlib.suppress(AMQPError):
                 connection.add_callback_threadsafe(
-                    lambda: self._finish(channel, dead, unit, future)
+                    lambda: self._finish(replies, dead, unit, future)
                 )
 
         future.add_done_callback(finished)
 
     def _finish(
         self,
-        channel: BlockingChannel,
+        replies: Confirmed,
         dead: BlockingChannel,
         unit: Unit,
         future: Future[Result],
     ) -> None:
         self._in_flight = None
-        if not channel.is_open:
+        if not replies.channel.is_open:
             return
-        self.hand.settle(unit, future, self._held, lambda actions: apply(actions, channel, dead))
+        self.hand.settle(unit, future, self._held, lambda actions: apply(actions, replies, dead))

@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 
 from pika.exceptions import AMQPError, ChannelClosedByBroker
 
-from consumers.amqp.connection import connect
+from consumers.amqp.connection import connect, where
 from workflow.contract.names import COMMANDS_QUEUE
 from workflow.errors import ConfigurationError
 from workflow.persistence.probe import Check
@@ -22,11 +22,18 @@ DEFAULT_TIMEOUT = 3.0
 NOT_FOUND = 404
 
 
+def _vhost(address: str) -> str:
+    path = urlsplit(address.strip()).path
+    return unquote(path[1:]) if len(path) > 1 else "/"
+
+
 def broker_where(url: str) -> str:
-    """Host, port and vhost of an AMQP URL, without its credentials."""
-    parts = urlsplit(url)
-    vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
-    return f"{parts.hostname}:{parts.port or 5672} vhost {vhost}"
+    """Host, port and vhost of each address of ``SUBREQ_AMQP_URL``, without credentials."""
+    found = []
+    for address in url.split(","):
+        parts = urlsplit(address.strip())
+        found.append(f"{parts.hostname}:{parts.port or 5672} vhost {_vhost(address)}")
+    return ", ".join(found)
 
 
 def broker_checks(url: str, *, timeout: float = DEFAULT_TIMEOUT) -> list[Check]:
@@ -43,7 +50,7 @@ def broker_checks(url: str, *, timeout: float = DEFAULT_TIMEOUT) -> list[Check]:
             detail = f"{broker_where(url)} unreachable: {exc!r}"
             return [Check("broker", False, detail), _skipped("command queue")]
         try:
-            reachable = Check("broker", True, f"{broker_where(url)} reachable")
+            reachable = Check("broker", True, f"{where(connection)} reachable")
             try:
                 declared = connection.channel().queue_declare(COMMANDS_QUEUE, passive=True)
             except AMQPError as exc:

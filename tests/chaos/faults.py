@@ -13,6 +13,7 @@ import contextlib
 import random
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 import psycopg
 from psycopg import sql
 
+from tests.chaos.cluster import Cluster, Node
 from tests.chaos.private_postgres import PrivatePostgres
 from tests.chaos.smtp import MailSink
 from tests.chaos.stack import Stack, libpq, rabbitmqctl
@@ -342,3 +344,137 @@ class PendingWatch:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
+
+
+class NodeFailures:
+    """On a private cluster, one after the other from ``at`` on: kill -9 of the node that
+    leads the command queue, ``down`` seconds later that node started again, and once
+    the cluster is whole, one node (the new leader) cut off from the others for
+    ``partition`` seconds, then joined again. What happened, and how long each step
+    took, is kept for the figures."""
+
+    name = "node_faults"
+
+    def __init__(
+        self, cluster: Cluster, vhost: str, queue: str, *, at: float, down: float, partition: float
+    ) -> None:
+        self.cluster = cluster
+        self.vhost = vhost
+        self.queue = queue
+        self.at = at
+        self.down = down
+        self.partition = partition
+        self.count = 0
+        self.started = False
+        self.figures: dict[str, Any] = {}
+        self.background = Background()
+
+    def _new_leader(self, gone: Node, timeout: float = 30.0) -> Node:
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(Exception):
+                leader = self.cluster.leader(self.vhost, self.queue, but=gone)
+                if leader is not gone:
+                    return leader
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no new leader of {self.queue} within {timeout} s")
+            time.sleep(0.2)
+
+    def _script(self) -> None:
+        cluster, figures = self.cluster, self.figures
+        victim = cluster.leader(self.vhost, self.queue)
+        figures["killed"] = victim.name.split("@")[0]
+        started = time.monotonic()
+        victim.kill()
+        self.count += 1
+        leader = self._new_leader(victim)
+        figures["leader_after_kill"] = leader.name.split("@")[0]
+        figures["new_leader_s"] = round(time.monotonic() - started, 1)
+        time.sleep(max(0.0, self.down - (time.monotonic() - started)))
+        restarted = time.monotonic()
+        victim.start()
+        cluster.wait_whole()
+        self.count += 1
+        figures["restart_s"] = round(time.monotonic() - restarted, 1)
+        cut = cluster.leader(self.vhost, self.queue)
+        figures["partitioned"] = cut.name.split("@")[0]
+        parted = time.monotonic()
+        cluster.partition(cut)
+        self.count += 1
+        figures["leader_in_partition"] = self._new_leader(cut).name.split("@")[0]
+        time.sleep(max(0.0, self.partition - (time.monotonic() - parted)))
+        healed = time.monotonic()
+        cluster.heal(cut)
+        cluster.wait_whole()
+        figures["heal_s"] = round(time.monotonic() - healed, 1)
+
+    def tick(self, elapsed: float) -> None:
+        if not self.started and elapsed >= self.at:
+            self.started = True
+            self.background.run(self._script)
+
+    def finish(self) -> None:
+        self.background.join()
+        assert not self.background.errors, self.background.errors
+
+
+class ResourceAlarm:
+    """The memory alarm of one node of a private cluster raised at ``at`` for ``duration``
+    seconds (RabbitMQ then blocks publishing on every node), then cleared. Meanwhile, and
+    after, the workers' ``subreq_broker_blocked`` gauges are read from their metrics
+    endpoints."""
+
+    name = "alarms"
+
+    def __init__(
+        self, cluster: Cluster, node: Node, ports: list[int], *, at: float, duration: float
+    ) -> None:
+        self.cluster = cluster
+        self.node = node
+        self.ports = ports
+        self.at = at
+        self.duration = duration
+        self.count = 0
+        self.blocked_seen: dict[int, set[str]] = {port: set() for port in ports}
+        """Per worker (metrics port), the connections the gauge showed blocked."""
+        self.blocked_after: dict[int, set[str]] = {}
+        """The same, read once the alarm was cleared and the gauges settled."""
+        self.started = False
+        self.background = Background()
+
+    def _read(self, port: int) -> set[str]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+        return {
+            line.split('connection="', 1)[1].split('"', 1)[0]
+            for line in text.splitlines()
+            if line.startswith("subreq_broker_blocked{") and line.rstrip().endswith(" 1.0")
+        }
+
+    def _alarm(self) -> None:
+        self.cluster.alarm(self.node, True)
+        self.count += 1
+        try:
+            end = time.monotonic() + self.duration
+            while time.monotonic() < end:
+                for port in self.ports:
+                    with contextlib.suppress(OSError):
+                        self.blocked_seen[port] |= self._read(port)
+                time.sleep(0.2)
+        finally:
+            self.cluster.alarm(self.node, False)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            self.blocked_after = {port: self._read(port) for port in self.ports}
+            if not any(self.blocked_after.values()):
+                break
+            time.sleep(0.2)
+
+    def tick(self, elapsed: float) -> None:
+        if not self.started and elapsed >= self.at:
+            self.started = True
+            self.background.run(self._alarm)
+
+    def finish(self) -> None:
+        self.background.join()
+        assert not self.background.errors, self.background.errors

@@ -48,8 +48,14 @@ class Seen:
 class ResilientClient:
     """Publishes commands and collects replies and events across broker connection loss."""
 
-    def __init__(self, url: str, token: str, name: str = "chaos-harness") -> None:
+    def __init__(
+        self, url: str, token: str, name: str = "chaos-harness", *, quorum: bool = False
+    ) -> None:
+        """``url``: one AMQP URL, or several separated by commas (a cluster's nodes, tried
+        in order). ``quorum``: the harness's own queues are quorum queues, replicated on
+        every node of a cluster, so they outlive the node they were declared on."""
         self.url = url
+        self.queue_arguments = {"x-queue-type": "quorum"} if quorum else None
         self.name = name
         self.reply_queue = f"chaos.replies.{token}"
         self.events_queue = f"chaos.events.{token}"
@@ -63,18 +69,22 @@ class ResilientClient:
     # --- connection life -------------------------------------------------------------
 
     def _open(self) -> None:
-        params = pika.URLParameters(self.url)
-        params.client_properties = {"connection_name": self.name}
-        params.heartbeat = 0  # the harness may be busy checking the database for a while
-        params.connection_attempts = 1
-        params.socket_timeout = 5
-        self.connection = pika.BlockingConnection(params)
+        candidates = []
+        for address in self.url.split(","):
+            params = pika.URLParameters(address)
+            params.client_properties = {"connection_name": self.name}
+            params.heartbeat = 0  # the harness may be busy checking the database for a while
+            params.connection_attempts = 1
+            params.socket_timeout = 5
+            candidates.append(params)
+        self.connection = pika.BlockingConnection(candidates)
         self._inspector: BlockingChannel | None = None
         self.channel = self.connection.channel()
         self.channel.confirm_delivery()
         self.channel.exchange_declare(EVENTS_EXCHANGE, exchange_type="topic", durable=True)
-        self.channel.queue_declare(self.reply_queue, durable=True)
-        self.channel.queue_declare(self.events_queue, durable=True)
+        args = self.queue_arguments
+        self.channel.queue_declare(self.reply_queue, durable=True, arguments=args)
+        self.channel.queue_declare(self.events_queue, durable=True, arguments=args)
         self.channel.queue_bind(self.events_queue, EVENTS_EXCHANGE, routing_key="#")
         self.channel.basic_qos(prefetch_count=2000)
         self.channel.basic_consume(self.reply_queue, self._on_reply)
@@ -175,7 +185,8 @@ class ResilientClient:
 
     def drain_events(self, quiet: float = 1.0, timeout: float = 120.0) -> list[Seen]:
         """Everything in the events queue, in arrival order, until it stayed empty for
-        ``quiet`` seconds."""
+        ``quiet`` seconds and the broker counts nothing ready in it (a quorum queue may
+        pause between deliveries for longer, on a busy machine)."""
         found: list[Seen] = []
 
         def on_event(
@@ -194,7 +205,9 @@ class ResilientClient:
             if len(found) != last_count:
                 last, last_count = time.monotonic(), len(found)
             elif time.monotonic() - last > quiet:
-                break
+                if not self.queue_state(self.events_queue)[0]:
+                    break
+                last = time.monotonic()  # more is there: keep reading
         channel.basic_cancel(tag)
         channel.close()
         return found

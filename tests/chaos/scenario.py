@@ -38,7 +38,11 @@ class LoadScenario:
         sizes: Sizes,
         catalog: Catalog,
         request: pytest.FixtureRequest,
+        *,
+        quorum: bool = False,
     ) -> None:
+        """``quorum``: the harness's reply and event queues are quorum queues (on a
+        cluster, so that they survive the node they were declared on)."""
         self.name = name
         self.stack = stack
         self.sink = sink
@@ -46,7 +50,7 @@ class LoadScenario:
         self.catalog = catalog
         self.request = request
         self.rng = random.Random(f"{sizes.seed}:{name}")
-        self.client = ResilientClient(stack.amqp_url, secrets.token_hex(4))
+        self.client = ResilientClient(stack.amqp_url, secrets.token_hex(4), quorum=quorum)
         self.watch = PendingWatch(stack.database_url)
         self.worker_count = 0
 
@@ -64,13 +68,17 @@ class LoadScenario:
         if _exc is not None:
             print(self.stack.logs())
 
-    def start(self, accounts: int, workers: int) -> list[str]:
-        """Seed ``accounts`` accounts, start ``workers`` workers, wait until all consume."""
+    def start(self, accounts: int, workers: int, env: Sequence[dict[str, str]] = ()) -> list[str]:
+        """Seed ``accounts`` accounts, start ``workers`` workers (worker i with ``env[i]``
+        too, when given), wait until all consume."""
         account_ids = [f"acct-{i}" for i in range(accounts)]
         self.stack.seed(self.catalog, account_ids)
         self.worker_count = workers
         for i in range(workers):
-            self.stack.spawn(f"worker-{i}", *WORKER_FLAGS, env={"SUBREQ_SMTP_URL": self.sink.url})
+            more = env[i] if i < len(env) else {}
+            self.stack.spawn(
+                f"worker-{i}", *WORKER_FLAGS, env={"SUBREQ_SMTP_URL": self.sink.url, **more}
+            )
         wait_until(
             lambda: (
                 self.client.queue_state(COMMANDS_QUEUE)[1] == workers
@@ -81,10 +89,19 @@ class LoadScenario:
         )
         return account_ids
 
-    def run(self, account_ids: Sequence[str], commands: int, faults: Sequence[Fault]) -> Verdict:
+    def run(
+        self,
+        account_ids: Sequence[str],
+        commands: int,
+        faults: Sequence[Fault],
+        *,
+        seconds: float | None = None,
+    ) -> Verdict:
+        """The load (over ``seconds``, default the sizes'), the faults, and the verdict."""
         started = time.monotonic()
         self.watch.start()
-        load = Workload(self.client, account_ids, commands, self.sizes.seconds, self.rng)
+        seconds = self.sizes.seconds if seconds is None else seconds
+        load = Workload(self.client, account_ids, commands, seconds, self.rng)
         load.run(faults, settle=self.sizes.settle)
         kill_times = next((f.times for f in faults if isinstance(f, WorkerKiller)), [])
         settle(self.stack, self.sizes.settle)
@@ -99,6 +116,8 @@ class LoadScenario:
             faults={f.name: f.count for f in faults},
             kill_times=kill_times,
         )
+        for fault in faults:  # what a fault measured about itself
+            verdict.figures.update(getattr(fault, "figures", {}))
         self._check_workers(verdict, killed=bool(kill_times))
         verdict.figures["load_seconds"] = round(load.issue_seconds, 1)
         verdict.figures["seconds"] = round(time.monotonic() - started, 1)

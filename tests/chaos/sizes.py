@@ -27,6 +27,20 @@ class Sizes:
     db_outage: float = 3.0
     """Seconds the test database refuses connections once mid-load."""
     smtp_down: float = 5.0
+    cluster_commands: int = 500
+    """Commands of the cluster scenario (a node killed and restarted, then one partitioned)."""
+    cluster_seconds: float = 20.0
+    """How long its load lasts: long enough for the kill, the restart and the partition."""
+    node_down: float = 3.0
+    """Seconds the killed node stays down before it is started again."""
+    partition: float = 5.0
+    """Seconds one node is cut off from the others."""
+    alarm_commands: int = 300
+    """Commands of the resource alarm scenario."""
+    alarm_seconds: float = 12.0
+    """How long its load lasts."""
+    alarm: float = 4.0
+    """Seconds the memory alarm blocks publishing, mid-load."""
     examples: int = 200
     """Hypothesis examples of hostile input."""
     settle: float = 120.0

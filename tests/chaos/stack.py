@@ -210,7 +210,7 @@ class Stack:
 
 
 def _vhost_of(url: str) -> str:
-    path = urlsplit(url).path
+    path = urlsplit(url.split(",")[0]).path  # a cluster's addresses share one vhost
     return unquote(path[1:]) if len(path) > 1 else "/"
 
 

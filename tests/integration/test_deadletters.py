@@ -9,6 +9,7 @@ publishes stays in ``subreq.commands`` to be looked at.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -94,6 +95,20 @@ class Queues:
         )
 
     def depth(self, queue: str) -> int:
+        """Messages ready in ``queue`` once the count holds still: the dead-letter queues are
+        quorum queues, whose count takes back requeued messages a moment after the
+        connection that held them closed."""
+        deadline = time.monotonic() + 5
+        count = self._count(queue)
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            again = self._count(queue)
+            if again == count:
+                break
+            count = again
+        return count
+
+    def _count(self, queue: str) -> int:
         return int(self.channel.queue_declare(queue, passive=True).method.message_count)
 
     def drain(self, queue: str) -> list[tuple[str, pika.BasicProperties, bytes]]:

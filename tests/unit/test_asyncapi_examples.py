@@ -27,6 +27,7 @@ from consumers.consumer import settle_batch
 from consumers.mail import message_id
 from policies.timers import Timers
 from tests.integration.helpers import events, member
+from tests.unit.amqp_fakes import Replies
 from workflow.app.outbox import relay_batch
 from workflow.app.service import CommandService
 from workflow.contract import examples, properties
@@ -241,7 +242,7 @@ def test_the_dead_letter_example_is_what_the_consumer_buried(story: Callable[[],
     assert any(isinstance(action, Bury) for action in actions)
 
     channel, dead = Channel(), Channel()
-    apply(actions, channel, dead)  # type: ignore[arg-type]
+    apply(actions, Replies(channel), dead)  # type: ignore[arg-type]
     [(_, queue, buried, kept)] = dead.published
     assert queue == DEAD_QUEUE
     assert orjson.loads(buried) == documented["payload"]
@@ -278,7 +279,7 @@ def test_a_reply_carries_the_documented_properties(
     delivery = Delivery(1, key, sent, b"{}")
     outcome = story().service.handle(key, b"{}", message_id)
     channel, dead = Channel(), Channel()
-    apply(settle_batch([delivery], [outcome], max_deliveries=5), channel, dead)  # type: ignore[arg-type]
+    apply(settle_batch([delivery], [outcome], max_deliveries=5), Replies(channel), dead)  # type: ignore[arg-type]
     [(exchange, routing_key, _, reply)] = channel.published
     assert (exchange, routing_key) == ("", REPLY_TO)
     assert set(_set(reply)) <= _documented(properties.REPLY)
@@ -293,7 +294,8 @@ def test_an_event_carries_the_documented_properties(story: Callable[[], Story]) 
     published = story()
     published.submit()
     channel = Channel()
-    assert relay_batch(published.db, lambda batch: publish_events(channel, batch))  # type: ignore[arg-type]
+    replies = Replies(channel)
+    assert relay_batch(published.db, lambda batch: publish_events(replies, batch))  # type: ignore[arg-type]
     assert channel.published
     for exchange, routing_key, body, props in channel.published:
         event = orjson.loads(body)

@@ -10,6 +10,7 @@ from pika.spec import BasicProperties
 
 from consumers.amqp.deliveries import Ack, Action, Bury, Delivery, Reply, Requeue, apply
 from consumers.consumer import Failed, settle_batch
+from tests.unit.amqp_fakes import Replies
 from workflow.app.service import Outcome
 from workflow.contract.names import (
     DEAD_QUEUE,
@@ -60,10 +61,13 @@ class FakeChannel:
         )
 
 
-def applied(actions: list[Action]) -> list[tuple[Any, ...]]:
+def applied(actions: list[Action], *, waits: bool = False) -> list[tuple[Any, ...]]:
+    """The channel calls of ``actions``, in order; with ``waits``, each wait for the
+    replies' confirms among them."""
     recorder = Recorder()
     channel, dead = FakeChannel("channel", recorder), FakeChannel("dead", recorder)
-    apply(actions, cast(Any, channel), cast(Any, dead))
+    replies = Replies(channel, recorder.calls if waits else [])
+    apply(actions, cast(Any, replies), cast(Any, dead))
     return recorder.calls
 
 
@@ -103,6 +107,23 @@ def test_an_invalid_command_is_buried_then_answered_then_acked() -> None:
     assert (exchange, to, body) == ("", "replies", b'{"ok":false}')
     assert (props.correlation_id, props.type) == ("c-7", "request.submit.reply")
     assert calls[2] == ("channel", "ack", 7, True)
+
+
+def test_acks_wait_for_the_confirms_of_the_replies_before_them() -> None:
+    """On a cluster the reply queue and the command queue may be led by different nodes:
+    an ack must never reach the broker before the replies it follows were confirmed."""
+    batch = [delivery(1, correlation_id="c-1"), delivery(2, correlation_id="c-2")]
+    actions = settle_batch(batch, [Outcome(b"{}"), Outcome(b"{}")], max_deliveries=5)
+    assert [call[:2] for call in applied(actions, waits=True)] == [
+        ("channel", "publish"),
+        ("channel", "publish"),
+        ("replies", "wait"),
+        ("channel", "ack"),
+    ]
+    assert [call[:2] for call in applied([Requeue(1)], waits=True)] == [
+        ("replies", "wait"),
+        ("channel", "nack"),
+    ]
 
 
 def test_an_invalid_command_without_a_reason_is_still_buried_with_one() -> None:

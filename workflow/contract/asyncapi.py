@@ -168,7 +168,8 @@ def document(package_version: str | None = None) -> dict[str, Any]:
     channels["deadLetters"] = {
         "address": DEAD_QUEUE,
         "title": "Dead letters",
-        "description": f"The durable queue `{DEAD_QUEUE}`: commands that could not be "
+        "description": f"The durable queue `{DEAD_QUEUE}` (a quorum queue, so that on a "
+        "cluster it lives on every node): commands that could not be "
         f"processed. For operators, not for other systems. {IN_THE_VHOST}",
         "messages": {"deadLetter": ref("#/components/messages/deadLetter")},
         "bindings": ref("#/components/channelBindings/deadLetterQueue"),

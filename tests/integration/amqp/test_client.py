@@ -21,7 +21,14 @@ from consumers.replies import (
     UnknownAccount,
     UnknownMember,
 )
-from tests.integration.amqp.support import Broker, count, running_worker, seed_accounts, url_of
+from tests.integration.amqp.support import (
+    Broker,
+    close_connections,
+    count,
+    running_worker,
+    seed_accounts,
+    url_of,
+)
 from workflow.contract.envelopes import AccountUpserted, CatalogView, MemberRemoved
 from workflow.contract.messages import RequestView, Summary
 from workflow.domain.catalog import Catalog
@@ -208,3 +215,30 @@ def test_a_timeout_raises_reply_timeout_and_a_retry_with_its_message_id_has_one_
             again = sub.submit(acct, f"{acct}-admin", seats, message_id=message_id)  # type: ignore[arg-type]
             assert again == retried
     assert count(database, "requests") == 1
+
+
+def test_the_client_skips_a_dead_address_and_fails_over_when_its_connection_is_lost(
+    amqp_url: str, database: Database, broker: Broker
+) -> None:
+    """The first address answers nothing (port 1); the client takes the next. Then the
+    broker closes the client's connection while it awaits a reply: it connects again
+    and publishes the command again with the same message_id, one effect, one reply."""
+    dead = "amqp://guest:guest@127.0.0.1:1/%2F"
+    body = {
+        "account_id": "failover",
+        "name": "Failover Inc.",
+        "type": "sales_assisted",
+        "allows_subscription_changes": True,
+    }
+    with SubreqClient(f"{dead},{amqp_url}", timeout=20) as sub:
+        # No worker yet: the command waits in the queue while the connection goes.
+        sent = sub.publish("account.upsert", body, message_id="failover-1")
+        assert close_connections(broker.vhost, "subreq-client") == 1
+        with running_worker(amqp_url, url_of(database), relay=False):
+            reply = sub.wait(sent)
+            assert reply["ok"], reply
+            assert reply["result"]["account_id"] == "failover"
+            assert sub._broker.failovers == 1
+            assert sub.get_catalog().products, "the new connection serves the next command"
+    assert count(database, "processed_commands", key="id:failover-1") == 1
+    assert count(database, "accounts", account_id="failover") == 1
