@@ -427,8 +427,18 @@ class ResourceAlarm:
     name = "alarms"
 
     def __init__(
-        self, cluster: Cluster, node: Node, ports: list[int], *, at: float, duration: float
+        self,
+        cluster: Cluster,
+        node: Node,
+        ports: list[int],
+        *,
+        at: float,
+        duration: float,
+        busy: Callable[[], None] | None = None,
     ) -> None:
+        self.busy = busy
+        """Called just before the alarm: queues work that keeps the workers publishing
+        through it (RabbitMQ blocks a connection, and says so, only once it publishes)."""
         self.cluster = cluster
         self.node = node
         self.ports = ports
@@ -452,6 +462,8 @@ class ResourceAlarm:
         }
 
     def _alarm(self) -> None:
+        if self.busy is not None:
+            self.busy()
         self.cluster.alarm(self.node, True)
         self.count += 1
         try:

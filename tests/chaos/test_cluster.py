@@ -18,6 +18,8 @@ member on each of the three nodes, before and after.
 
 from __future__ import annotations
 
+import orjson
+import pika
 import pytest
 
 from tests.chaos.cluster import Cluster, free_port
@@ -26,7 +28,13 @@ from tests.chaos.scenario import LoadScenario, assert_kept
 from tests.chaos.sizes import Sizes
 from tests.chaos.smtp import MailSink
 from tests.chaos.stack import Stack
-from workflow.contract.names import COMMANDS_QUEUE, DEAD_QUEUE, NOTIFICATIONS_DEAD_QUEUE
+from tests.chaos.workload import SEATS
+from workflow.contract.names import (
+    COMMANDS_EXCHANGE,
+    COMMANDS_QUEUE,
+    DEAD_QUEUE,
+    NOTIFICATIONS_DEAD_QUEUE,
+)
 from workflow.domain.catalog import Catalog
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres, pytest.mark.slow]
@@ -84,6 +92,37 @@ def test_leader_killed_restarted_then_a_node_partitioned_loses_nothing_and_doubl
     assert reconnected == [w.name for w in stack.workers], "a worker never failed over"
 
 
+ALARM_BACKLOG = 20000
+"""Previews queued just before the alarm: the paced load leaves the workers idle most of
+the time, and a worker with nothing to publish is never blocked (nor told so)."""
+IDLE_ACCOUNT = "acct-idle"
+"""The previews' account, outside the load: never pending, so no preview is refused (a
+refusal would be audited, which the load's checks would count)."""
+
+
+def queue_previews(amqp_url: str, accounts: list[str], count: int) -> None:
+    """``count`` previews (an accepted preview records nothing) whose replies go to no
+    queue, so the load's own checks never see them; all in the command queue when this
+    returns."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url.split(",")[0]))
+    try:
+        channel = connection.channel()
+        for n in range(count):
+            account_id = accounts[n % len(accounts)]
+            body = {"account_id": account_id, "actor_id": f"{account_id}-admin", "changes": SEATS}
+            channel.basic_publish(
+                COMMANDS_EXCHANGE,
+                "request.preview",
+                orjson.dumps(body),
+                pika.BasicProperties(
+                    message_id=f"alarm-preview-{n}", reply_to="chaos.alarm.nowhere"
+                ),
+            )
+        channel.queue_declare(COMMANDS_QUEUE, passive=True)  # answered after the publishes
+    finally:
+        connection.close()
+
+
 def test_a_memory_alarm_blocks_publishing_then_everything_resumes(
     cluster: Cluster,
     cluster_stack: Stack,
@@ -97,8 +136,14 @@ def test_a_memory_alarm_blocks_publishing_then_everything_resumes(
     env = [{"SUBREQ_METRICS_PORT": str(port)} for port in ports]
     with LoadScenario("alarm", stack, sink, sizes, catalog, request, quorum=True) as scenario:
         accounts = scenario.start(sizes.accounts, WORKERS, env)
+        stack.seed(catalog, [IDLE_ACCOUNT])
         alarm = ResourceAlarm(
-            cluster, cluster.nodes[-1], ports, at=sizes.alarm_seconds / 4, duration=sizes.alarm
+            cluster,
+            cluster.nodes[-1],
+            ports,
+            at=sizes.alarm_seconds / 4,
+            duration=sizes.alarm,
+            busy=lambda: queue_previews(stack.amqp_url, [IDLE_ACCOUNT], ALARM_BACKLOG),
         )
         verdict = scenario.run(accounts, sizes.alarm_commands, [alarm], seconds=sizes.alarm_seconds)
         logs = {w.name: w.log() for w in stack.workers}
