@@ -434,11 +434,12 @@ class ResourceAlarm:
         *,
         at: float,
         duration: float,
-        busy: Callable[[], None] | None = None,
+        busy: Callable[[threading.Event], None] | None = None,
     ) -> None:
         self.busy = busy
-        """Called just before the alarm: queues work that keeps the workers publishing
-        through it (RabbitMQ blocks a connection, and says so, only once it publishes)."""
+        """Run on a thread of its own from just before the alarm until it is cleared (the
+        event set then): queues work that keeps the workers publishing through it
+        (RabbitMQ blocks a connection, and says so, only once it publishes)."""
         self.cluster = cluster
         self.node = node
         self.ports = ports
@@ -462,8 +463,19 @@ class ResourceAlarm:
         }
 
     def _alarm(self) -> None:
+        stop = threading.Event()
+        busy = None
         if self.busy is not None:
-            self.busy()
+            busy = threading.Thread(target=self.busy, args=(stop,), daemon=True)
+            busy.start()
+        try:
+            self._raise_and_clear()
+        finally:
+            stop.set()
+            if busy is not None:
+                busy.join(30)
+
+    def _raise_and_clear(self) -> None:
         self.cluster.alarm(self.node, True)
         self.count += 1
         try:

@@ -18,6 +18,8 @@ member on each of the three nodes, before and after.
 
 from __future__ import annotations
 
+import threading
+
 import orjson
 import pika
 import pytest
@@ -92,33 +94,39 @@ def test_leader_killed_restarted_then_a_node_partitioned_loses_nothing_and_doubl
     assert reconnected == [w.name for w in stack.workers], "a worker never failed over"
 
 
-ALARM_BACKLOG = 20000
-"""Previews queued just before the alarm: the paced load leaves the workers idle most of
-the time, and a worker with nothing to publish is never blocked (nor told so)."""
+ALARM_PREVIEWS = 30000
+"""The most previews kept coming while the alarm is raised: the paced load leaves the
+workers idle most of the time, and a worker with nothing to publish is never blocked (nor
+told so). They keep coming until the broker blocks their publisher too (the alarm is in
+effect, however long ``rabbitmqctl`` took to start), so the workers hold some then."""
 IDLE_ACCOUNT = "acct-idle"
 """The previews' account, outside the load: never pending, so no preview is refused (a
 refusal would be audited, which the load's checks would count)."""
 
 
-def queue_previews(amqp_url: str, accounts: list[str], count: int) -> None:
-    """``count`` previews (an accepted preview records nothing) whose replies go to no
-    queue, so the load's own checks never see them; all in the command queue when this
-    returns."""
+def keep_previews_coming(amqp_url: str, account_id: str, stop: threading.Event) -> None:
+    """Previews (an accepted preview records nothing) whose replies go to no queue, so the
+    load's own checks never see them, about as fast as two workers answer them, until
+    ``stop`` (the alarm cleared) or ``ALARM_PREVIEWS``."""
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url.split(",")[0]))
+    body = orjson.dumps(
+        {"account_id": account_id, "actor_id": f"{account_id}-admin", "changes": SEATS}
+    )
     try:
         channel = connection.channel()
-        for n in range(count):
-            account_id = accounts[n % len(accounts)]
-            body = {"account_id": account_id, "actor_id": f"{account_id}-admin", "changes": SEATS}
+        for n in range(ALARM_PREVIEWS):
+            if stop.is_set():
+                break
             channel.basic_publish(
                 COMMANDS_EXCHANGE,
                 "request.preview",
-                orjson.dumps(body),
+                body,
                 pika.BasicProperties(
                     message_id=f"alarm-preview-{n}", reply_to="chaos.alarm.nowhere"
                 ),
             )
-        channel.queue_declare(COMMANDS_QUEUE, passive=True)  # answered after the publishes
+            if n % 200 == 199:
+                connection.sleep(0.05)  # writes what is queued, then paces the next ones
     finally:
         connection.close()
 
@@ -143,7 +151,7 @@ def test_a_memory_alarm_blocks_publishing_then_everything_resumes(
             ports,
             at=sizes.alarm_seconds / 4,
             duration=sizes.alarm,
-            busy=lambda: queue_previews(stack.amqp_url, [IDLE_ACCOUNT], ALARM_BACKLOG),
+            busy=lambda stop: keep_previews_coming(stack.amqp_url, IDLE_ACCOUNT, stop),
         )
         verdict = scenario.run(accounts, sizes.alarm_commands, [alarm], seconds=sizes.alarm_seconds)
         logs = {w.name: w.log() for w in stack.workers}
