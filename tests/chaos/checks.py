@@ -380,6 +380,18 @@ def verify(
             else None
         )
         figures["takeover_max_seconds"] = round(max(delays, default=0.0), 1)
+        # Where the kill behind each duplicate landed: before the server accepted the
+        # first copy (it was still answering an end of data written before the kill) or
+        # after it (the worker had not written its record yet).
+        nearest = {
+            nid: min(kill_times, key=lambda k, at=first_accepted[nid]: abs(k - at)) for nid in twice
+        }
+        figures["duplicates_kill_before_accept"] = sum(
+            1 for nid in twice if nearest[nid] <= first_accepted[nid]
+        )
+        figures["duplicates_kill_after_accept"] = (
+            len(twice) - figures["duplicates_kill_before_accept"]
+        )
 
     # --- the broker ---------------------------------------------------------------------
     dead = client.queue_state(DEAD_QUEUE)[0]

@@ -93,9 +93,12 @@ class WorkerKiller:
         self.times: list[float] = []  # wall clock of each kill
 
     def tick(self, elapsed: float) -> None:
-        if self.schedule.due(elapsed) and self.stack.kill_one(self.rng) is not None:
+        if not self.schedule.due(elapsed):
+            return
+        at = time.time()  # the signal follows at once; the restart takes a while after it
+        if self.stack.kill_one(self.rng) is not None:
             self.count += 1
-            self.times.append(time.time())
+            self.times.append(at)
 
     def finish(self) -> None:
         pass
