@@ -4,8 +4,10 @@ bytes: an ``ExportTraceServiceRequest``, as the SDK's exporter would post it.
 The SDK's way, each span rebuilt as a ``ReadableSpan`` and encoded through the protobuf
 message classes, took the export process about 30 us a span, most of the CPU tracing cost
 on a two-core machine where the worker, the broker and the database share the cores. These
-few field writers take about 6 us; the tests check that the bytes parse to the message the
-SDK's encoder makes from the same spans.
+few field writers, with whole attribute fields cached, take about 6.5 us (8,155 spans of a
+traced benchmark worker, encoded again: 17.9 us before that cache; protobuf's own message
+classes take 27 us); the tests check that the bytes parse to the message the SDK's encoder
+makes from the same spans.
 
 Field numbers are those of ``opentelemetry/proto/trace/v1/trace.proto`` and
 ``common/v1/common.proto``. An attribute whose value OTLP cannot carry is left out and
@@ -19,7 +21,7 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from consumers.span_shipping import Flat, FlatSpan
+from consumers.span_shipping import Flat
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +52,14 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
+_SHORT = tuple(bytes((n,)) for n in range(0x80))
+"""The one-byte varints: the length of most fields of a span."""
+
+
 def _field(key: bytes, payload: bytes) -> bytes:
     """A length-delimited field: its key byte(s), the payload's length, the payload."""
-    return key + _varint(len(payload)) + payload
+    n = len(payload)
+    return key + (_SHORT[n] if n < 0x80 else _varint(n)) + payload
 
 
 def _value(value: Any) -> bytes:
@@ -101,12 +108,24 @@ def _attribute(key: str, value: Any) -> bytes:
     return found
 
 
+_FIELDS: dict[tuple[bytes, str, type, Any], bytes] = {}
+
+
 def _attributes(key: bytes, attributes: Mapping[str, Any] | None) -> bytes:
     """Each attribute as a repeated ``KeyValue`` field ``key``."""
     if not attributes:
         return b""
     out = []
     for name, value in attributes.items():
+        if isinstance(value, str | int | float):  # the whole field, cached as the pair is
+            cached = (key, name, type(value), value)
+            found = _FIELDS.get(cached)
+            if found is None:
+                found = _field(key, _attribute(name, value))
+                if len(_FIELDS) < CACHED_PAIRS:
+                    _FIELDS[cached] = found
+            out.append(found)
+            continue
         try:
             out.append(_field(key, _attribute(name, value)))
         except TypeError as exc:
@@ -114,38 +133,54 @@ def _attributes(key: bytes, attributes: Mapping[str, Any] | None) -> bytes:
     return b"".join(out)
 
 
+_NO_STATUS = b"\x7a\x00"
+
+
 def _span(flat: Flat) -> bytes:
-    span = FlatSpan._make(flat)
-    parent = span.parent
-    parts = [
-        b"\x0a\x10",
-        span.trace_id.to_bytes(16, "big"),
-        b"\x12\x08",
-        span.span_id.to_bytes(8, "big"),
-    ]
-    if span.trace_state:
-        parts.append(_field(b"\x1a", ",".join(f"{k}={v}" for k, v in span.trace_state).encode()))
+    (
+        name,
+        trace_id,
+        span_id,
+        _flags,
+        trace_state,
+        parent,
+        kind,
+        start,
+        end,
+        attributes,
+        links,
+        events,
+        status_code,
+        status_description,
+    ) = flat  # FlatSpan's fields, unpacked without building one
+    parts = [b"\x0a\x10" + trace_id.to_bytes(16, "big") + b"\x12\x08" + span_id.to_bytes(8, "big")]
+    if trace_state:
+        parts.append(_field(b"\x1a", ",".join(f"{k}={v}" for k, v in trace_state).encode()))
     if parent is not None:
         parts += (b"\x22\x08", parent[0].to_bytes(8, "big"))
-    if span.name:
-        parts.append(_field(b"\x2a", span.name.encode()))
-    parts += (b"\x30", _varint(span.kind + 1))  # the SDK's SpanKind counts from 0, OTLP's from 1
-    parts += (b"\x39", _FIXED64(span.start), b"\x41", _FIXED64(span.end))
-    parts.append(_attributes(b"\x4a", span.attributes))
-    for event_name, at, event_attributes in span.events:
+    if name:
+        parts.append(_field(b"\x2a", name.encode()))
+    # The SDK's SpanKind counts from 0, OTLP's from 1.
+    parts += (b"\x30", _SHORT[kind + 1], b"\x39", _FIXED64(start), b"\x41", _FIXED64(end))
+    if attributes:
+        parts.append(_attributes(b"\x4a", attributes))
+    for event_name, at, event_attributes in events:
         body = b"\x09" + _FIXED64(at)
         if event_name:
             body += _field(b"\x12", event_name.encode())
         parts.append(_field(b"\x5a", body + _attributes(b"\x1a", event_attributes)))
-    for link_trace, link_span, _link_flags, remote, link_attributes in span.links:
+    for link_trace, link_span, _link_flags, remote, link_attributes in links:
         body = b"\x0a\x10" + link_trace.to_bytes(16, "big") + b"\x12\x08"
         body += link_span.to_bytes(8, "big") + _attributes(b"\x22", link_attributes)
         body += b"\x35" + _FIXED32(IS_REMOTE if remote else HAS_IS_REMOTE)
         parts.append(_field(b"\x6a", body))
-    status = _field(b"\x12", span.status_description.encode()) if span.status_description else b""
-    if span.status_code:
-        status += b"\x18" + _varint(span.status_code)
-    parts.append(_field(b"\x7a", status))
+    if status_code or status_description:
+        status = _field(b"\x12", status_description.encode()) if status_description else b""
+        if status_code:
+            status += b"\x18" + _varint(status_code)
+        parts.append(_field(b"\x7a", status))
+    else:
+        parts.append(_NO_STATUS)
     remote_parent = parent is not None and parent[1]
     parts += (b"\x85\x01", _FIXED32(IS_REMOTE if remote_parent else HAS_IS_REMOTE))
     return b"".join(parts)
