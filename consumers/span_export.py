@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -27,7 +26,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from opentelemetry.trace.span import TraceState
 
 from consumers.span_encoding import OtlpEncoder
-from consumers.span_shipping import FRAME, Flat, FlatSpan
+from consumers.span_shipping import FRAME, Flat, FlatSpan, loaded
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +54,7 @@ class _Resource(Resource):
 
 
 def frames(stream: IO[bytes]) -> Iterator[Any]:
-    """The unpickled frames of ``stream`` until it ends (a torn last frame is dropped)."""
+    """The frames of ``stream``, read back, until it ends (a torn last frame is dropped)."""
     while True:
         head = stream.read(FRAME.size)
         if len(head) < FRAME.size:
@@ -64,7 +63,7 @@ def frames(stream: IO[bytes]) -> Iterator[Any]:
         payload = stream.read(size)
         if len(payload) < size:
             return
-        yield pickle.loads(payload)
+        yield loaded(payload)
 
 
 def rebuild(flat: Flat, resource: Resource) -> ReadableSpan:

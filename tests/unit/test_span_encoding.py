@@ -14,7 +14,7 @@ from opentelemetry.sdk.resources import Resource
 
 from consumers.span_encoding import CACHED_PAIRS, OtlpEncoder
 from consumers.span_export import SCOPE, _Resource, encoded_post, export_all, rebuild
-from consumers.span_shipping import Flat
+from consumers.span_shipping import Flat, FlatSpan
 from consumers.spans import LeanTracerProvider
 from tests.unit.test_spans import DEFAULT_ON, _install, restore_provider, scenario
 
@@ -160,14 +160,12 @@ class _Exporter:
 
 def _frames(*batches: Sequence[Flat]) -> Any:
     import io
-    import pickle
 
-    from consumers.span_shipping import FRAME
+    from consumers.span_shipping import frame
 
     out = io.BytesIO()
-    for frame in ({"service.name": "subreq-unit"}, *batches):
-        payload = pickle.dumps(frame)
-        out.write(FRAME.pack(len(payload)) + payload)
+    for value in ({"service.name": "subreq-unit"}, *batches):
+        out.write(frame(value))
     out.seek(0)
     return out
 
@@ -203,3 +201,22 @@ def test_an_exporter_without_that_client_gets_the_sdk_s_spans() -> None:
     del exporter._client
     assert export_all(_frames([span("a")]), exporter) == 1  # type: ignore[arg-type]
     assert [[s.name for s in batch] for batch in exporter.exported] == [["a"]]
+
+
+class _Name(str):
+    """A ``str`` subclass, which marshal refuses."""
+
+
+def test_span_batches_cross_the_pipe_marshalled_and_pickled_where_marshal_refuses() -> None:
+    from consumers.span_shipping import MARSHALLED, PICKLED, loaded, payload
+
+    attributes = {"n": 1, "ok": True, "x": 0.5, "tags": ["p", "q"]}
+    plain = [span("a"), span("b", attributes=attributes, parent=(7, True))]
+    data = payload(plain)
+    assert data[:1] == MARSHALLED
+    assert loaded(data) == plain
+    odd = [span("c", attributes={"name": _Name("kept")})]
+    data = payload(odd)
+    assert data[:1] == PICKLED
+    (back,) = loaded(data)
+    assert FlatSpan._make(back).attributes == {"name": "kept"}
