@@ -383,9 +383,7 @@ def verify(
         # Where the kill behind each duplicate landed: before the server accepted the
         # first copy (it was still answering an end of data written before the kill) or
         # after it (the worker had not written its record yet).
-        nearest = {
-            nid: min(kill_times, key=lambda k, at=first_accepted[nid]: abs(k - at)) for nid in twice
-        }
+        nearest = {nid: _nearest(kill_times, first_accepted[nid]) for nid in twice}
         figures["duplicates_kill_before_accept"] = sum(
             1 for nid in twice if nearest[nid] <= first_accepted[nid]
         )
@@ -435,6 +433,11 @@ def _check_duplicates(
         verdict.problem("emails sent twice not by a takeover after a kill", unexplained)
     if len(twice) > len(kill_times) * HELD_PER_NOTIFIER:
         verdict.problem(f"{len(twice)} emails sent twice after {len(kill_times)} kills", twice)
+
+
+def _nearest(times: list[float], at: float) -> float:
+    """The one of ``times`` closest to ``at``."""
+    return min(times, key=lambda moment: abs(moment - at))
 
 
 def _epoch(value: datetime) -> float:

@@ -62,6 +62,28 @@ class Background:
             self._thread.join(120)
 
 
+class OnceInBackground:
+    """A fault acted once, from ``at`` seconds into the load on, on a thread of its own
+    (the load goes on meanwhile); its errors fail the scenario at ``finish``."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.started = False
+        self.background = Background()
+
+    def act(self) -> None:
+        raise NotImplementedError
+
+    def tick(self, elapsed: float) -> None:
+        if not self.started and elapsed >= self.at:
+            self.started = True
+            self.background.run(self.act)
+
+    def finish(self) -> None:
+        self.background.join()
+        assert not self.background.errors, self.background.errors
+
+
 @dataclass
 class Every:
     """Due every ``period`` seconds (jittered by a quarter), from ``period`` on."""
@@ -237,7 +259,7 @@ class DatabaseFaults:
         assert not self.background.errors, self.background.errors
 
 
-class PostgresRestart:
+class PostgresRestart(OnceInBackground):
     """The scenario's private PostgreSQL server crashed (immediate stop) and started again,
     once, mid-load: every connection of every worker breaks at once, and transactions in
     flight are lost unless committed."""
@@ -245,51 +267,33 @@ class PostgresRestart:
     name = "pg_restarts"
 
     def __init__(self, server: PrivatePostgres, at: float) -> None:
+        super().__init__(at)
         self.server = server
-        self.at = at
         self.count = 0
-        self.background = Background()
 
-    def _restart(self) -> None:
+    def act(self) -> None:
+        self.count += 1
         self.server.restart()
 
-    def tick(self, elapsed: float) -> None:
-        if not self.count and elapsed >= self.at:
-            self.count += 1
-            self.background.run(self._restart)
 
-    def finish(self) -> None:
-        self.background.join()
-        assert not self.background.errors, self.background.errors
-
-
-class SmtpOutage:
+class SmtpOutage(OnceInBackground):
     """The SMTP server away for ``duration`` seconds from ``at`` on, then back."""
 
     name = "smtp_outages"
 
     def __init__(self, sink: MailSink, at: float, duration: float) -> None:
+        super().__init__(at)
         self.sink = sink
-        self.at = at
         self.duration = duration
         self.count = 0
-        self.background = Background()
 
-    def _outage(self) -> None:
+    def act(self) -> None:
+        self.count += 1
         self.sink.go_down()
         try:
             time.sleep(self.duration)
         finally:
             self.sink.come_back()
-
-    def tick(self, elapsed: float) -> None:
-        if not self.count and elapsed >= self.at:
-            self.count += 1
-            self.background.run(self._outage)
-
-    def finish(self) -> None:
-        self.background.join()
-        assert not self.background.errors, self.background.errors
 
 
 @dataclass
@@ -349,7 +353,7 @@ class PendingWatch:
             self._thread.join(10)
 
 
-class NodeFailures:
+class NodeFailures(OnceInBackground):
     """On a private cluster, one after the other from ``at`` on: kill -9 of the node that
     leads the command queue, ``down`` seconds later that node started again, and once
     the cluster is whole, one node (the new leader) cut off from the others for
@@ -361,16 +365,14 @@ class NodeFailures:
     def __init__(
         self, cluster: Cluster, vhost: str, queue: str, *, at: float, down: float, partition: float
     ) -> None:
+        super().__init__(at)
         self.cluster = cluster
         self.vhost = vhost
         self.queue = queue
-        self.at = at
         self.down = down
         self.partition = partition
         self.count = 0
-        self.started = False
         self.figures: dict[str, Any] = {}
-        self.background = Background()
 
     def _new_leader(self, gone: Node, timeout: float = 30.0) -> Node:
         deadline = time.monotonic() + timeout
@@ -383,7 +385,7 @@ class NodeFailures:
                 raise AssertionError(f"no new leader of {self.queue} within {timeout} s")
             time.sleep(0.2)
 
-    def _script(self) -> None:
+    def act(self) -> None:
         cluster, figures = self.cluster, self.figures
         victim = cluster.leader(self.vhost, self.queue)
         figures["killed"] = victim.name.split("@")[0]
@@ -411,17 +413,8 @@ class NodeFailures:
         cluster.wait_whole()
         figures["heal_s"] = round(time.monotonic() - healed, 1)
 
-    def tick(self, elapsed: float) -> None:
-        if not self.started and elapsed >= self.at:
-            self.started = True
-            self.background.run(self._script)
 
-    def finish(self) -> None:
-        self.background.join()
-        assert not self.background.errors, self.background.errors
-
-
-class ResourceAlarm:
+class ResourceAlarm(OnceInBackground):
     """The memory alarm of one node of a private cluster raised at ``at`` for ``duration``
     seconds (RabbitMQ then blocks publishing on every node), then cleared. Meanwhile, and
     after, the workers' ``subreq_broker_blocked`` gauges are read from their metrics
@@ -443,18 +436,16 @@ class ResourceAlarm:
         """Run on a thread of its own from just before the alarm until it is cleared (the
         event set then): queues work that keeps the workers publishing through it
         (RabbitMQ blocks a connection, and says so, only once it publishes)."""
+        super().__init__(at)
         self.cluster = cluster
         self.node = node
         self.ports = ports
-        self.at = at
         self.duration = duration
         self.count = 0
         self.blocked_seen: dict[int, set[str]] = {port: set() for port in ports}
         """Per worker (metrics port), the connections the gauge showed blocked."""
         self.blocked_after: dict[int, set[str]] = {}
         """The same, read once the alarm was cleared and the gauges settled."""
-        self.started = False
-        self.background = Background()
 
     def _read(self, port: int) -> set[str]:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
@@ -465,7 +456,7 @@ class ResourceAlarm:
             if line.startswith("subreq_broker_blocked{") and line.rstrip().endswith(" 1.0")
         }
 
-    def _alarm(self) -> None:
+    def act(self) -> None:
         stop = threading.Event()
         busy = None
         if self.busy is not None:
@@ -496,12 +487,3 @@ class ResourceAlarm:
             if not any(self.blocked_after.values()):
                 break
             time.sleep(0.2)
-
-    def tick(self, elapsed: float) -> None:
-        if not self.started and elapsed >= self.at:
-            self.started = True
-            self.background.run(self._alarm)
-
-    def finish(self) -> None:
-        self.background.join()
-        assert not self.background.errors, self.background.errors
