@@ -35,7 +35,7 @@ IS_REMOTE = 0x300
 """...and it is remote."""
 
 CACHED_PAIRS = 4096
-"""Encoded (key, value) attributes kept: names, systems and destinations repeat from span
+"""Encoded attribute fields kept: names, systems and destinations repeat from span
 to span; message ids, never kept once the cache is full, do not."""
 
 
@@ -85,7 +85,9 @@ def _value(value: Any) -> bytes:
 
 
 _KEYS: dict[str, bytes] = {}
-_PAIRS: dict[tuple[str, type, Any], bytes] = {}
+_FIELDS: dict[tuple[bytes, str, type, Any], bytes] = {}
+"""Whole encoded attribute fields: (field key, name, value's type, value) -> bytes (the type
+too: True == 1 == 1.0 as keys)."""
 
 
 def _pair(key: str, value: Any) -> bytes:
@@ -96,38 +98,24 @@ def _pair(key: str, value: Any) -> bytes:
     return prefix + _field(b"\x12", _value(value))
 
 
-def _attribute(key: str, value: Any) -> bytes:
-    if not isinstance(value, str | int | float):  # bool is an int; sequences are not kept
-        return _pair(key, value)
-    cached = (key, type(value), value)  # the type too: True == 1 == 1.0 as keys
-    found = _PAIRS.get(cached)
-    if found is None:
-        found = _pair(key, value)
-        if len(_PAIRS) < CACHED_PAIRS:
-            _PAIRS[cached] = found
-    return found
-
-
-_FIELDS: dict[tuple[bytes, str, type, Any], bytes] = {}
-
-
 def _attributes(key: bytes, attributes: Mapping[str, Any] | None) -> bytes:
-    """Each attribute as a repeated ``KeyValue`` field ``key``."""
+    """Each attribute as a repeated ``KeyValue`` field ``key``; those of a scalar value
+    from the cache (bool is an int; sequences are not kept)."""
     if not attributes:
         return b""
     out = []
     for name, value in attributes.items():
-        if isinstance(value, str | int | float):  # the whole field, cached as the pair is
+        if isinstance(value, str | int | float):
             cached = (key, name, type(value), value)
             found = _FIELDS.get(cached)
             if found is None:
-                found = _field(key, _attribute(name, value))
+                found = _field(key, _pair(name, value))
                 if len(_FIELDS) < CACHED_PAIRS:
                     _FIELDS[cached] = found
             out.append(found)
             continue
         try:
-            out.append(_field(key, _attribute(name, value)))
+            out.append(_field(key, _pair(name, value)))
         except TypeError as exc:
             log.warning("span attribute %s left out: %s", name, exc)
     return b"".join(out)

@@ -125,7 +125,7 @@ def test_cached_attributes_keep_their_types_and_the_cache_stays_bounded(
     assert ours(many, resource) == sdk_request(many, resource)
     from consumers import span_encoding
 
-    assert len(span_encoding._PAIRS) <= CACHED_PAIRS
+    assert len(span_encoding._FIELDS) <= CACHED_PAIRS
 
 
 class _Result:
